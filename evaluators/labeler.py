@@ -1,0 +1,640 @@
+"""Rule labeler: free-text report or prompt -> the 14 CheXpert labels (1, 0, -1, NaN).
+
+In the spirit of the CheXpert / NegBio labeler, but small enough to read in one sitting:
+
+1. Sections that do not describe the image (INDICATION:, HISTORY:, COMPARISON:, TECHNIQUE: ...) are
+   blanked out; FINDINGS: and IMPRESSION: are kept.
+2. The text is split into sentences, and each sentence into clauses at words that start a new
+   thought ("but", "however", "although", "which", ";", "there is" ...). Negation and uncertainty
+   cues never reach across a clause.
+3. Mentions are found per label with word-boundary regexes (synonyms, e.g. "blunting of the
+   costophrenic angle" for Pleural Effusion). Heart and mediastinum are special: "heart size" is
+   only a mention once qualified ("is enlarged" -> 1, "is normal" -> 0, "borderline" -> -1).
+4. Each mention takes the status of the nearest cue before it in its clause ("no", "without",
+   "possible", "cannot exclude", "?" ...) or, failing that, of a cue right after it in its comma
+   segment ("... is not seen", "... cannot be excluded", "... has resolved"). A pre-cue stops at a
+   comma or "and" that opens a new finding (", small ...", "and the ..."), and "suggest"-type
+   cues inside a negation stay negative ("no consolidation to suggest pneumonia" -> 0).
+5. Mentions of one label are merged with CheXpert's precedence: positive > uncertain > negative.
+6. No Finding is 1 when the text has content and no other label except Support Devices is
+   positive or uncertain, else 0 (CheXpert's rule; an uncertain finding makes it 0 even after
+   "no acute cardiopulmonary process").
+
+Everything is pure Python ``re`` with regexes compiled once; labelling a prompt takes ~0.1 ms.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import re
+import sys
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from .errors import InputError
+from .pathologies import INDEX, N_LABELS, NEGATIVE, PATHOLOGIES, POSITIVE, UNCERTAIN, empty_labels
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+STATUS_NAMES = {POSITIVE: "positive", NEGATIVE: "negative", UNCERTAIN: "uncertain"}
+_PRECEDENCE = {POSITIVE: 3, UNCERTAIN: 2, NEGATIVE: 1}
+_NO_FINDING = INDEX["No Finding"]
+# Labels whose positive or uncertain value rules out "No Finding" (all but itself and Support Devices).
+_FINDING_IDX = [INDEX[p] for p in PATHOLOGIES if p not in ("No Finding", "Support Devices")]
+
+# --------------------------------------------------------------------------------------------- mentions
+# Direct mentions: a match is a mention of the label; its status comes from the cues around it.
+_MENTIONS: dict[str, list[str]] = {
+    "Atelectasis": [
+        r"atelecta\w*",
+        r"(?<!vertebral )(?<!compression )(?<!body )collapsed?",
+        r"volume loss",
+    ],
+    "Cardiomegaly": [
+        r"cardiomegaly",
+        r"cardiac enlargement",
+        r"enlargement of the (?:heart|cardiac silhouette)",
+    ],
+    "Consolidation": [r"consolidat\w*"],
+    "Edema": [
+        r"(?<!soft tissue )(?<!subcutaneous )(?:(?:pulmonary|interstitial|alveolar) )?o?edema",
+        r"(?:(?:pulmonary )?vascular |pulmonary )?congestion",
+        r"(?:pulmonary )?vascular engorgement",
+        r"cephalization",
+        r"kerley b lines",
+        r"fluid overload",
+    ],
+    "Enlarged Cardiomediastinum": [
+        r"enlarged cardiomediastinum",
+        r"(?:cardio)?mediastinal (?:widening|enlargement)",
+        r"widening of the (?:superior )?mediastinum",
+        r"enlargement of the (?:cardio)?mediastinal (?:silhouette|contours?)",
+    ],
+    "Fracture": [r"fractur\w*", r"fx"],
+    "Lung Lesion": [
+        r"(?:pulmonary |lung )?nodul(?:e|es|ar|arity)",
+        r"(?:pulmonary |lung )?mass(?:es)?(?! effect)",
+        r"lesions?",
+        r"tumou?rs?",
+        r"neoplasms?",
+        r"malignan\w*",
+        r"metasta\w+",
+        r"carcinoma",
+    ],
+    "Lung Opacity": [
+        r"opaci\w+",
+        r"infiltrat\w*",
+        r"air[- ]?space (?:disease|process)",
+        r"densit(?:y|ies)",
+        r"haziness",
+        r"hazy",
+        r"ground[- ]glass",
+    ],
+    "Pleural Effusion": [
+        r"(?<!pericardial )(?:pleural )?effusions?",
+        r"pleural fluid",
+        r"hydro(?:pneumo)?thorax",
+        r"blunt\w* of (?:the )?(?:\w+ ){0,2}costophrenic (?:angles?|sulc\w+)",
+        r"costophrenic (?:angles?|sulc\w+) (?:is |are )?(?:\w+ )?blunt\w*",
+        r"fluid (?:in|within) the (?:\w+ )?(?:fissures?|pleural space)",
+        r"layering fluid",
+    ],
+    "Pleural Other": [
+        r"pleural (?:thickening|plaques?|scarring|calcifications?)",
+        r"thickening of the pleura",
+        r"fibrothorax",
+        r"calcified plaques?",
+        r"apical (?:pleural )?caps?",
+    ],
+    "Pneumonia": [
+        r"pneumoni(?:a|as|c|tis)",
+        r"(?:infectious|inflammatory) process",
+        r"infectious",
+        r"infections?",
+        r"aspiration",
+    ],
+    "Pneumothorax": [r"(?:hydro)?pneumothora(?:x|ces)", r"pleural air", r"ptx"],
+    "Support Devices": [
+        r"(?:(?:endotracheal|et|tracheostomy|trach|nasogastric|ng|orogastric|og|feeding|enteric|dobhoff"
+        r"|chest|gastrostomy|drainage|thoracostomy) )?tubes?",
+        r"ett",
+        r"dobhoff",
+        r"tracheostomy",
+        r"(?<!kerley b )(?<!pleural )(?<!septal )(?<!fold )(?:(?:central venous|central|picc|venous|arterial"
+        r"|ij|subclavian|jugular|dialysis|swan[- ]ganz) )?lines?",
+        r"(?:(?:central venous|venous|picc|dialysis|hemodialysis|pigtail|swan[- ]ganz|pulmonary artery) )?"
+        r"catheters?",
+        r"picc",
+        r"pacemakers?",
+        r"pacers?",
+        r"(?:(?:pacer|pacemaker|pacing|ekg|ecg|monitoring|cardiac|epicardial) )?leads",
+        r"(?:(?:sternotomy|sternal|epicardial|pacing) )?wires",
+        r"(?:(?:surgical|vascular|cholecystectomy) )?clips",
+        r"(?:cardiac )?defibrillator",
+        r"a?icd",
+        r"stents?",
+        r"port-a-cath|portacath|mediport|ports?",
+        r"(?:(?:chest|surgical|pleural) )?drains?",
+        r"(?:prosthetic|mechanical|replacement) (?:aortic |mitral )?valves?",
+        r"valve replacement",
+        r"(?:support )?devices?",
+        r"electrodes",
+        r"(?:intra-?aortic )?balloon pump|iabp|lvad|loop recorder",
+        r"cannula\w*",
+    ],
+}
+
+
+def _alt(patterns: Iterable[str]) -> str:
+    return "|".join(f"(?:{p})" for p in patterns)
+
+
+_MENTION_RE = {label: re.compile(rf"\b(?:{_alt(pats)})\b") for label, pats in _MENTIONS.items()}
+
+# Anatomy that is only a mention once qualified: label -> (subject, positive qualifiers).
+# Negative ("normal", "within normal limits") and uncertain ("borderline") qualifiers are shared.
+_ANATOMY: dict[str, tuple[str, str]] = {
+    "Cardiomegaly": (
+        r"heart(?: size)?|cardiac (?:silhouette|size|contours?|shadow|dimensions?|outline)|size of the heart"
+        r"|cardiac(?= and mediastinal)",
+        r"enlarged|enlargement|large|increased|prominent|big",
+    ),
+    "Enlarged Cardiomediastinum": (
+        r"(?:superior )?mediastinum|cardiomediastinum"
+        r"|(?:cardio)?mediastinal (?:and hilar )?(?:silhouettes?|contours?|width|shadow)",
+        r"widened|widening|wide|enlarged|enlargement|prominent|increased",
+    ),
+}
+_NEG_QUAL = r"normal(?:[- ]sized?)?|within normal limits|unremarkable"
+_UNC_QUAL = r"borderline(?: (?:enlarged|large|widened|prominent))?"
+_SUBJECT_RE = {label: re.compile(rf"\b(?:{subj})\b") for label, (subj, _) in _ANATOMY.items()}
+_QUAL_RE = {
+    label: re.compile(rf"\b(?:(?P<unc>{_UNC_QUAL})|(?P<neg>{_NEG_QUAL})|(?P<pos>{pos}))\b")
+    for label, (_, pos) in _ANATOMY.items()
+}
+_PRE_QUAL_RE = {
+    label: re.compile(rf"\b(?:(?P<unc>{_UNC_QUAL})|(?P<neg>{_NEG_QUAL})|(?P<pos>{pos}))[\s-]+$")
+    for label, (_, pos) in _ANATOMY.items()
+}
+# Words allowed between an anatomic subject and its qualifier ("heart size and mediastinal contours are normal").
+_FILLER = frozenset(
+    re.findall(
+        r"[a-z]+",
+        """is are was were appears appear appearing remains remain remained seems seem to be been has have become
+    becomes again still now not possibly probably likely may might could mildly moderately severely markedly
+    massively slightly minimally mild moderate severe substantially significantly at the a upper top limits
+    limit of and or hilar mediastinal cardiomediastinal contours contour silhouette silhouettes heart cardiac
+    size within stable unchanged overall otherwise grossly also in""",
+    )
+)
+_ANY_SUBJECT_RE = re.compile(rf"\b(?:{_alt(subj for subj, _ in _ANATOMY.values())})\b")
+
+# Phrases that state a normal study; reported by explain(), and No Finding follows the rule above.
+_NORMAL_STUDY_RE = re.compile(
+    r"\b(?:no acute (?:cardiopulmonary|intrathoracic|cardiothoracic|pulmonary|chest) "
+    r"(?:process|abnormalit(?:y|ies)|disease|findings?|pathology)"
+    r"|no acute (?:process|findings?|abnormalit(?:y|ies)|disease)"
+    r"|normal chest(?: radiographs?| x-?rays?| study| examination| films?)?"
+    r"|(?:unremarkable|normal) (?:chest )?(?:radiograph|study|examination)"
+    r"|no (?:radiographic )?evidence of (?:acute )?cardiopulmonary disease)\b"
+)
+
+# ------------------------------------------------------------------------------------------------- cues
+# Cues before a mention ("no effusion", "possible effusion").
+_NEG_PRE = [
+    r"no(?! (?:significant |interval |appreciable |substantial |definite |major )?"
+    r"(?:change|increase|worsening|progression|improvement|decrease|difference)\b)",
+    r"without(?! (?:significant |interval )?change\b)",
+    r"free of",
+    r"negative for",
+    r"clear of",
+    r"absence of",
+    r"absent",
+    r"resolution of",
+    r"resolved",
+    r"interval clearing of",
+    r"removal of",
+    r"not",
+    r"never",
+    r"nor",
+    r"neither",
+    r"rule[sd]? out",
+    r"exclude[sd]?",
+]
+_UNC_PRE = [
+    r"possibl[ey]",
+    r"may",
+    r"might",
+    r"could",
+    r"likely",
+    r"unlikely",
+    r"probabl[ey]",
+    r"presum\w+",
+    r"versus",
+    r"vs\b\.?",
+    r"differential",
+    r"consider(?:ed|ation)?",
+    r"can ?not (?:entirely |completely )?(?:exclude|rule out)",
+    r"can't (?:exclude|rule out)",
+    r"difficult to exclude",
+    r"indeterminate",
+    r"equivocal",
+    r"borderline",
+    r"uncertain",
+    r"perhaps",
+    r"potential(?:ly)?",
+    r"possibility",
+    r"question(?:able|ably|ed)?",
+    r"not (?:be )?(?:entirely |completely )?(?:excluded|ruled out)",
+]
+# Evidential uncertainty: inside a negation it stays negative ("no opacity to suggest pneumonia").
+_EVID_PRE = [
+    r"suggest\w*",
+    r"suspect\w*",
+    r"suspicious(?: for)?",
+    r"concerning(?: for)?",
+    r"concern for",
+    r"worrisome(?: for)?",
+    r"indicat\w+",
+]
+# Cues after a mention, in the same comma segment ("effusion has resolved", "pneumonia is not excluded").
+_NEG_POST = [
+    r"(?:(?:is|are|was|were|has been|have been) )?(?:not|no longer) (?:well |clearly |definitely |convincingly "
+    r"|currently )?(?:seen|identified|present|visualized|visible|appreciated|evident|demonstrated|detected|noted"
+    r"|apparent|re-?demonstrated)",
+    r"(?:(?:has|have) (?:since |now |completely |nearly )?)?(?:resolved|cleared)",
+    r"(?:is|are|appears?|remains?) (?:now )?(?:absent|normal|unremarkable|within normal limits|clear|negative)",
+    r"(?:is|are|has been|have been) (?:excluded|ruled out)",
+    r"(?:(?:has|have) been )?removed",
+]
+_UNC_POST = [
+    r"(?:can ?not|can't|could not|may not) be (?:entirely |completely |totally |definitely )?(?:excluded|ruled out)",
+    r"(?:(?:is|are) )?not (?:entirely |completely |definitely )?(?:excluded|ruled out)",
+    r"(?:is|are) (?:also )?(?:possible|likely|probable|suspected|questioned|questionable|a possibility"
+    r"|a consideration|considered|not excluded)(?=\s*(?:$|[,.;:?]))",
+    r"(?:may|might|could) (?:also )?be (?:present|seen)",
+    r"(?:is|are) (?:possibly|probably|likely) present",
+    r"versus",
+    r"vs\b\.?",
+]
+
+
+def _cue_re(patterns: list[str]) -> re.Pattern[str]:
+    return re.compile(rf"\b(?:{_alt(patterns)})(?!\w)")
+
+
+_NEG_PRE_RE = _cue_re(_NEG_PRE)
+_UNC_PRE_RE = re.compile(rf"\b(?:{_alt(_UNC_PRE)})(?!\w)|\?(?=[a-z])")
+_EVID_PRE_RE = _cue_re(_EVID_PRE)
+_NEG_POST_RE = _cue_re(_NEG_POST)
+_UNC_POST_RE = re.compile(rf"\b(?:{_alt(_UNC_POST)})(?!\w)|\?(?=\s|$)")
+
+# A comma or "and" that opens a new finding ends a pre-cue's reach ("no effusion, small pneumothorax").
+_BARRIER_RE = re.compile(
+    r"(?:,|\band\b)\s*(?:(?:and|or|with) )?(?:small|moderate|large|mild|mildly|severe|severely|trace|minimal"
+    r"|tiny|new|newly|increased|increasing|worsening|worsened|persistent|persisting|stable|unchanged|decreased"
+    r"|decreasing|improved|improving|residual|known|extensive|marked|markedly|moderately|a|an|the|there|this"
+    r"|these|with|likely|possible|probable)\b"
+)
+_VERB_RE = re.compile(r"\b(?:is|are|was|were|has|have|had|shows?|demonstrates?)\b")
+_WORD_RE = re.compile(r"[a-z]+")
+_PRE_REACH_WORDS = 16  # a pre-cue reaches at most this many words
+_POST_REACH_WORDS = 10
+
+# ---------------------------------------------------------------------------------- sentences, clauses
+_HEADER_RE = re.compile(
+    r"(?:^|(?<=[\s.]))(?P<name>indications?|history|clinical history|clinical information|reason for "
+    r"(?:exam|examination|study)|comparisons?|technique|examination|exam|procedure|findings|impressions?"
+    r"|conclusions?|notification|recommendations?|wet read|final report)\s*:"
+)
+_KEEP_SECTIONS = {"findings", "impression", "impressions", "conclusion", "conclusions", "final report"}
+_SENTENCE_END_RE = re.compile(r"[.!](?=\s|$)|\?(?=\s|$)|\n\s*\n")
+_CLAUSE_BREAK_RE = re.compile(
+    r";|:|\s-\s|\b(?:but|however|although|though|whereas|while|which|except|aside from|apart from|other than"
+    r"|otherwise|in the setting of|there (?:is|are|has been|have been|was|were))\b"
+)
+
+
+@dataclass(frozen=True)
+class Mention:
+    """One phrase that mentions a label, with the status it was given and the cue that decided it."""
+
+    label: str
+    value: float
+    start: int
+    end: int
+    phrase: str
+    cue: str | None
+
+    def as_dict(self) -> dict:
+        return {
+            "label": self.label,
+            "status": STATUS_NAMES[self.value],
+            "value": self.value,
+            "phrase": self.phrase,
+            "cue": self.cue,
+            "start": self.start,
+            "end": self.end,
+        }
+
+
+@dataclass(frozen=True)
+class _Cue:
+    start: int
+    end: int
+    value: float  # NEGATIVE or UNCERTAIN
+    text: str
+    evidential: bool = False
+
+
+def _blank_sections(low: str) -> str:
+    """Blank (with spaces, keeping offsets) sections that do not describe the image, and all headers."""
+    headers = list(_HEADER_RE.finditer(low))
+    if not headers:
+        return low
+    chars = list(low)
+    for i, h in enumerate(headers):
+        end = headers[i + 1].start() if i + 1 < len(headers) else len(low)
+        name = re.sub(r"\s+", " ", h.group("name"))
+        stop = h.end() if name in _KEEP_SECTIONS else end
+        chars[h.start() : stop] = " " * (stop - h.start())
+    return "".join(chars)
+
+
+def _spans(text: str, breaks: re.Pattern[str], *, keep_break_left: bool) -> list[tuple[int, int]]:
+    out, start = [], 0
+    for m in breaks.finditer(text):
+        cut = m.end() if keep_break_left else m.start()
+        if cut > start:
+            out.append((start, cut))
+            start = cut
+    if start < len(text):
+        out.append((start, len(text)))
+    return out
+
+
+def _find_cues(clause: str) -> tuple[list[_Cue], list[_Cue]]:
+    """Pre-cues and post-cues in one clause, overlaps resolved (longer and uncertain cues win)."""
+    unc_post = [_Cue(m.start(), m.end(), UNCERTAIN, m.group()) for m in _UNC_POST_RE.finditer(clause)]
+    neg_post = [_Cue(m.start(), m.end(), NEGATIVE, m.group()) for m in _NEG_POST_RE.finditer(clause)]
+    unc_pre = [_Cue(m.start(), m.end(), UNCERTAIN, m.group()) for m in _UNC_PRE_RE.finditer(clause)]
+    unc_pre += [_Cue(m.start(), m.end(), UNCERTAIN, m.group(), True) for m in _EVID_PRE_RE.finditer(clause)]
+    neg_pre = [_Cue(m.start(), m.end(), NEGATIVE, m.group()) for m in _NEG_PRE_RE.finditer(clause)]
+
+    def overlaps(a: _Cue, others: list[_Cue], *, longer_only: bool = False) -> bool:
+        return any(
+            a.start < b.end and b.start < a.end and (not longer_only or (b.end - b.start) > (a.end - a.start))
+            for b in others
+        )
+
+    neg_post = [c for c in neg_post if not overlaps(c, unc_post)]
+    post = unc_post + neg_post
+    neg_pre = [c for c in neg_pre if not overlaps(c, unc_pre) and not overlaps(c, unc_post)]
+    pre = [c for c in unc_pre + neg_pre if not overlaps(c, post, longer_only=True)]
+    pre.sort(key=lambda c: (c.end, c.start))
+    post.sort(key=lambda c: c.start)
+    return pre, post
+
+
+class _Clause:
+    """Cue lookup for one clause (text is lower case; offsets are relative to the clause)."""
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+        self.pre, self.post = _find_cues(text)
+        self.barriers = [m.start() for m in _BARRIER_RE.finditer(text)]
+
+    def _pre_cue(self, start: int, floor: int = 0) -> _Cue | None:
+        cands = [c for c in self.pre if floor <= c.start and c.end <= start]
+        if not cands:
+            return None
+        cue = cands[-1]
+        if not self._reaches(cue.end, start):
+            return None
+        if cue.evidential:  # "no focal opacity to suggest pneumonia": the negation governs
+            for other in reversed(cands[:-1]):
+                if other.value == NEGATIVE and self._reaches(other.end, start):
+                    return other
+        return cue
+
+    def _reaches(self, cue_end: int, start: int) -> bool:
+        if any(cue_end <= b < start for b in self.barriers):
+            return False
+        return len(_WORD_RE.findall(self.text, cue_end, start)) <= _PRE_REACH_WORDS
+
+    def _post_cue(self, end: int) -> _Cue | None:
+        for cue in self.post:
+            if cue.start < end:
+                continue
+            gap = self.text[end : cue.start]
+            if "," in gap or _VERB_RE.search(gap) or _ANY_SUBJECT_RE.search(gap):
+                return None
+            if len(_WORD_RE.findall(gap)) > _POST_REACH_WORDS:
+                return None
+            return cue
+        return None
+
+    def status(self, start: int, end: int, floor: int = 0) -> tuple[float, str | None]:
+        """Status of the mention at [start, end): nearest pre-cue, else a post-cue, else positive."""
+        cue = self._pre_cue(start, floor) or self._post_cue(end)
+        if cue is None:
+            return POSITIVE, None
+        return cue.value, cue.text
+
+
+def _clause_mentions(clause: _Clause, offset: int, original: str) -> list[Mention]:
+    text = clause.text
+    found: list[Mention] = []
+
+    def add(label: str, s: int, e: int, value: float, cue: str | None) -> None:
+        found.append(Mention(label, value, offset + s, offset + e, original[offset + s : offset + e], cue))
+
+    for label, rx in _MENTION_RE.items():
+        for m in rx.finditer(text):
+            value, cue = clause.status(m.start(), m.end())
+            add(label, m.start(), m.end(), value, cue)
+
+    # Anatomy: a subject counts once qualified, within its comma segment.
+    for seg_start, seg_end in _spans(text, re.compile(","), keep_break_left=True):
+        segment = text[seg_start:seg_end]
+        for label, subj_re in _SUBJECT_RE.items():
+            for s in subj_re.finditer(segment):
+                qual = _PRE_QUAL_RE[label].search(segment, 0, s.start())
+                if qual is None:
+                    q = _QUAL_RE[label].search(segment, s.end())
+                    gap = _WORD_RE.findall(segment, s.end(), q.start()) if q else []
+                    if q is None or not all(w in _FILLER for w in gap):
+                        continue
+                    qual, floor = q, seg_start + s.start()
+                else:
+                    floor = 0
+                a, b = seg_start + min(s.start(), qual.start()), seg_start + max(s.end(), qual.end())
+                if qual.group("neg"):
+                    add(label, a, b, NEGATIVE, qual.group("neg"))
+                elif qual.group("unc"):
+                    add(label, a, b, UNCERTAIN, qual.group("unc"))
+                else:
+                    qs, qe = seg_start + qual.start("pos"), seg_start + qual.end("pos")
+                    value, cue = clause.status(qs, qe, floor)
+                    add(label, a, b, value, cue)
+    return found
+
+
+def _analyse(text: str) -> tuple[list[Mention], list[tuple[int, int]], bool]:
+    """Mentions, normal-study phrases and whether the text has any content."""
+    if not isinstance(text, str):
+        if text is None or (isinstance(text, float) and math.isnan(text)):
+            text = ""
+        else:
+            raise InputError(f"Report text must be a string, got {type(text).__name__}: {text!r}.")
+    low = _blank_sections(text.lower())
+    has_content = bool(re.search(r"[a-z]", low))
+    mentions: list[Mention] = []
+    normal: list[tuple[int, int]] = []
+    for s0, s1 in _spans(low, _SENTENCE_END_RE, keep_break_left=True):
+        sentence = low[s0:s1]
+        normal += [(s0 + m.start(), s0 + m.end()) for m in _NORMAL_STUDY_RE.finditer(sentence)]
+        for c0, c1 in _spans(sentence, _CLAUSE_BREAK_RE, keep_break_left=False):
+            clause = _Clause(sentence[c0:c1])
+            mentions += _clause_mentions(clause, s0 + c0, text)
+    mentions.sort(key=lambda m: (m.start, m.label))
+    return mentions, normal, has_content
+
+
+def _aggregate(mentions: list[Mention], has_content: bool) -> np.ndarray:
+    out = empty_labels()
+    for m in mentions:
+        i = INDEX[m.label]
+        if math.isnan(out[i]) or _PRECEDENCE[m.value] > _PRECEDENCE[float(out[i])]:
+            out[i] = m.value
+    if has_content:
+        findings = out[_FINDING_IDX]
+        out[_NO_FINDING] = NEGATIVE if np.any((findings == POSITIVE) | (findings == UNCERTAIN)) else POSITIVE
+    return out
+
+
+def label_report(text: str) -> np.ndarray:
+    """The 14 CheXpert labels of one report (float32 [14]: 1, 0, -1, NaN = not mentioned)."""
+    mentions, _, has_content = _analyse(text)
+    return _aggregate(mentions, has_content)
+
+
+def label_reports(texts: Iterable[str]) -> np.ndarray:
+    """Labels of many reports, float32 [N, 14]."""
+    rows = [label_report(t) for t in texts]
+    return np.stack(rows) if rows else np.zeros((0, N_LABELS), dtype=np.float32)
+
+
+def explain(text: str) -> list[dict]:
+    """Which phrase matched which label with which status (and the cue that decided it), in text order.
+
+    Ends with one entry for No Finding, which is derived from the others (phrase: a normal-study
+    phrase such as "no acute cardiopulmonary process" when there is one).
+    """
+    mentions, normal, has_content = _analyse(text)
+    rows = [m.as_dict() for m in mentions]
+    labels = _aggregate(mentions, has_content)
+    nf = float(labels[_NO_FINDING])
+    if not math.isnan(nf):
+        start, end = normal[0] if normal else (0, 0)
+        blockers = [m.label for m in mentions if INDEX[m.label] in _FINDING_IDX and m.value != NEGATIVE]
+        reason = (
+            f"derived: {', '.join(dict.fromkeys(blockers))} positive or uncertain"
+            if nf == NEGATIVE
+            else "derived: no other finding positive or uncertain"
+        )
+        rows.append(
+            {
+                "label": "No Finding",
+                "status": STATUS_NAMES[nf],
+                "value": nf,
+                "phrase": text[start:end],
+                "cue": reason,
+                "start": start,
+                "end": end,
+            }
+        )
+    return rows
+
+
+def format_labels(labels: np.ndarray) -> str:
+    """One line per label: name, value and its meaning (for the CLI)."""
+    lines = []
+    for name, v in zip(PATHOLOGIES, np.asarray(labels, dtype=np.float32).tolist(), strict=True):
+        word = "blank (not mentioned)" if math.isnan(v) else f"{int(v):d} ({STATUS_NAMES[v]})"
+        lines.append(f"{name:<28}{word}")
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------------------------------- CLI
+def label_csv(path: Path, prompt_col: str = "prompt") -> pd.DataFrame:
+    """A CSV's rows with the 14 label columns filled from its prompt column (existing ones replaced)."""
+    import pandas as pd
+
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"CSV file {str(path)!r} does not exist; pass the path of a CSV with a text column.")
+    try:
+        df = pd.read_csv(path, dtype={prompt_col: str}, keep_default_na=False)
+    except (ValueError, OSError, pd.errors.ParserError) as exc:
+        raise InputError(
+            f"Could not read {str(path)!r} as CSV ({exc}); check the file is a comma-separated table."
+        ) from exc
+    if prompt_col not in df.columns:
+        cols = ", ".join(map(str, df.columns)) or "(none)"
+        raise InputError(
+            f"{str(path)!r} has no column {prompt_col!r} (columns: {cols}); pass --prompt-col with the column "
+            "that holds the report or prompt text."
+        )
+    labels = label_reports(df[prompt_col].astype(str).tolist())
+    for j, name in enumerate(PATHOLOGIES):
+        df[name] = labels[:, j] if len(df) else pd.Series(dtype="float32")
+    return df
+
+
+def _cli_label(args: argparse.Namespace) -> int:
+    if args.text is not None:
+        print(format_labels(label_report(args.text)))
+        if args.explain:
+            print()
+            for row in explain(args.text):
+                cue = f" (cue: {row['cue']})" if row["cue"] else ""
+                print(f"{row['label']:<28}{row['status']:<10}{row['phrase']!r}{cue}")
+        return 0
+    df = label_csv(Path(args.csv), args.prompt_col)
+    if args.out is None:
+        df.to_csv(sys.stdout, index=False)
+        return 0
+    out = Path(args.out)
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        df.to_csv(out, index=False)
+    except OSError as exc:
+        raise InputError(f"Could not write {str(out)!r} ({exc}); choose a writable --out path.") from exc
+    print(f"labelled {len(df)} rows from {args.csv} (column {args.prompt_col!r}) -> {out}")
+    return 0
+
+
+def add_cli(subparsers: argparse._SubParsersAction) -> None:
+    """Register ``label``: label one text (--text) or a CSV column (--csv, --prompt-col, --out)."""
+    p = subparsers.add_parser(
+        "label",
+        help="label report text or a CSV of prompts with the 14 CheXpert labels (rule labeler)",
+        description="Negation- and uncertainty-aware rule labeler: 1 positive, 0 negative, -1 uncertain, "
+        "blank not mentioned.",
+    )
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--text", help="one report or prompt to label")
+    src.add_argument("--csv", help="a CSV file whose --prompt-col column is labelled")
+    p.add_argument("--prompt-col", default="prompt", help="text column of --csv (default: prompt)")
+    p.add_argument("--out", help="where to write the labelled CSV (default: standard output)")
+    p.add_argument(
+        "--explain", action="store_true", help="with --text: also print which phrase gave which label"
+    )
+    p.set_defaults(func=_cli_label)
