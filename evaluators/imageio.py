@@ -131,10 +131,12 @@ def read_image(path: str | os.PathLike, *, max_pixels: int | None = None) -> np.
 def _open_pil(p: Path):
     from PIL import Image, UnidentifiedImageError
 
+    Image.init()  # register every plugin so that `formats` can name them
+    formats = [f for f in PIL_FORMATS if f in Image.OPEN]
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            return Image.open(p, formats=PIL_FORMATS)
+            return Image.open(p, formats=formats)
     except Image.DecompressionBombError as exc:
         m = re.search(r"\((\d+) pixels\)", str(exc))
         n = f"{int(m.group(1)):,} pixels" if m else "too many pixels"
