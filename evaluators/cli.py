@@ -18,6 +18,13 @@ COMMAND_MODULES = (
     "evaluators.demo_world",
     "evaluators.imagesets",
     "evaluators.labeler",
+    "evaluators.encoders",
+    "evaluators.index",
+    "evaluators.fidelity",
+    "evaluators.generators",
+    "evaluators.privacy",
+    "evaluators.privacy.reid",
+    "evaluators.utility",
 )
 
 

@@ -1,0 +1,458 @@
+"""The fidelity suite: from two image sets (or a reference index) to every fidelity number, overall and per pathology.
+
+Features come from the cache (one encoder pass per image, ever); every metric is a function of them
+(:mod:`evaluators.metrics`). Per-pathology rows carry their sample counts, and rows below a minimum count
+are reported as skipped with the reason, so a long-tail pathology with 12 images is not read like one
+with 5,000. ``bootstrap`` gives a percentile confidence interval for every number.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from .errors import InputError, UnavailableError
+from .features import Progress, extract_features
+from .metrics import bootstrap_ci, fidelity_metrics, inception_score, multilabel_auc
+from .pathologies import INDEX as LABEL_INDEX
+from .pathologies import PATHOLOGIES, binarize
+
+METRIC_KEYS = ("FID", "KID", "KID_std", "Precision", "Recall", "Density", "Coverage")
+MATCH_MODES = ("labels", "prompts")
+DEFAULT_MIN_COUNT = 10
+
+
+class RealSide:
+    """The real side of a comparison: an image set (encoded through the cache) or a reference index."""
+
+    def __init__(self, source):
+        from .index import ReferenceIndex
+
+        self.index = source if isinstance(source, ReferenceIndex) else None
+        self.image_set = None if self.index is not None else source
+
+    @property
+    def name(self) -> str:
+        if self.index is not None:
+            return f"index:{self.index.dir}"
+        return self.image_set.name
+
+    @property
+    def table(self):
+        return self.index.meta if self.index is not None else self.image_set.table
+
+    @property
+    def labels(self) -> np.ndarray:
+        return self.table[list(PATHOLOGIES)].to_numpy(dtype=np.float32)
+
+    @property
+    def prompts(self) -> list[str]:
+        return self.table["prompt"].fillna("").astype(str).tolist()
+
+    def __len__(self) -> int:
+        return len(self.table)
+
+    def features(self, encoder, **kw) -> tuple[np.ndarray, dict[str, np.ndarray], bool]:
+        """(features, other outputs, from_index) of every real row."""
+        if self.index is not None:
+            if encoder.cache_key() == self.index.encoder_key:
+                return np.asarray(self.index.features, dtype=np.float32), {}, True
+            paths = self.index.meta["path"].tolist()
+        else:
+            paths = list(self.image_set.paths)
+        fs = extract_features(paths, encoder, **kw)
+        if len(fs) != len(paths):
+            raise InputError(f"{len(paths) - len(fs)} real image(s) could not be read: {fs.skipped[:3]}")
+        return fs.features, fs.outputs, False
+
+    def pathology_stats(self, encoder, pathology: str | None):
+        if self.index is not None and encoder.cache_key() == self.index.encoder_key:
+            st = self.index.feature_stats(pathology)
+            if st is not None:
+                return st[0], st[1]
+        return None
+
+
+def _dedupe_by_prompt(mask: np.ndarray, prompts: list[str]) -> np.ndarray:
+    seen: set[str] = set()
+    out = np.zeros_like(mask)
+    for i in np.flatnonzero(mask):
+        if prompts[i] not in seen:
+            seen.add(prompts[i])
+            out[i] = True
+    return out
+
+
+def pathology_masks(real: RealSide, synthetic, pathology: str, match: str) -> tuple[np.ndarray, np.ndarray]:
+    """Boolean masks of the real and synthetic images that count for one pathology.
+
+    ``labels``: real images positive for it, synthetic images whose labels (metadata, or the prompt labeler
+    when only prompts exist) are positive. ``prompts`` (CheXGenBench): real rows positive for it,
+    de-duplicated by prompt, and the synthetic images whose prompt is one of those prompts.
+    """
+    j = LABEL_INDEX[pathology]
+    real_pos = real.labels[:, j] == 1.0
+    if match == "labels":
+        return real_pos, synthetic.labels[:, j] == 1.0
+    if match == "prompts":
+        real_prompts = real.prompts
+        real_mask = _dedupe_by_prompt(real_pos, real_prompts)
+        wanted = {real_prompts[i] for i in np.flatnonzero(real_mask)}
+        synth_mask = np.array([p in wanted for p in synthetic.prompts], dtype=bool)
+        return real_mask, synth_mask
+    raise InputError(f"Unknown match mode {match!r}; use one of {', '.join(MATCH_MODES)}.")
+
+
+def _with_ci(metrics: dict, fr: np.ndarray, fs: np.ndarray, n_boot: int, seed: int, kw: dict) -> dict:
+    if n_boot <= 0:
+        return metrics
+    ci = bootstrap_ci(lambda r, f: fidelity_metrics(r, f, **kw), fr, fs, n_boot=n_boot, seed=seed)
+    metrics["ci95"] = {k: [ci[k]["low"], ci[k]["high"]] for k in METRIC_KEYS if k in ci}
+    return metrics
+
+
+def _classifier_alignment(synthetic, encoders: dict, *, load, progress, batch_size, skip_bad) -> dict:
+    """Per-pathology and macro AUC of a pathology classifier on the synthetic images vs their prompts' labels."""
+    clf = next((e for e in encoders.values() if getattr(e, "pathologies", None) and "logits" in e.outputs), None)
+    if clf is None:
+        for name in ("demo", "xrv-densenet"):
+            try:
+                clf = load(name)
+                break
+            except UnavailableError:
+                continue
+    if clf is None:
+        return {"available": False, "reason": "no pathology classifier available (demo encoder or torchxrayvision)"}
+    fs = extract_features(list(synthetic.paths), clf, progress=progress, batch_size=batch_size, skip_bad=skip_bad)
+    logits = fs.outputs["logits"]
+    y = binarize(synthetic.labels[fs.index], "ignore")
+    cols, names = [], []
+    for j, name in enumerate(clf.pathologies):
+        if name in LABEL_INDEX:
+            cols.append(j)
+            names.append(name)
+    scores = logits[:, cols]
+    truth = y[:, [LABEL_INDEX[n] for n in names]]
+    auc = multilabel_auc(truth, scores, names)
+    return {
+        "available": True,
+        "classifier": clf.name,
+        "macro_AUC": auc["macro"],
+        "per_pathology_AUC": auc["per_class"],
+        "n_synthetic": len(fs),
+        "labels_source": getattr(synthetic, "labels_source", ""),
+    }
+
+
+def run_fidelity(
+    real,
+    synthetic,
+    *,
+    encoders: list[str] | None = None,
+    per_pathology: bool = False,
+    match: str = "labels",
+    bootstrap: int = 0,
+    min_count: int = DEFAULT_MIN_COUNT,
+    k: int = 5,
+    kid_subsets: int = 100,
+    seed: int = 0,
+    device: str = "cpu",
+    batch_size: int = 64,
+    skip_bad: bool = False,
+    alignment: bool = True,
+    progress: Progress | None = None,
+    load_encoder: Callable | None = None,
+) -> dict:
+    """Every fidelity metric of ``synthetic`` against ``real`` (an ImageSet or a ReferenceIndex)."""
+    from . import encoders as registry
+
+    if match not in MATCH_MODES:
+        raise InputError(f"Unknown match mode {match!r}; use one of {', '.join(MATCH_MODES)}.")
+    if len(synthetic) == 0:
+        raise InputError(f"The synthetic set {synthetic.name!r} has no images.")
+    load = load_encoder or (lambda name: registry.load_encoder(name, device=device))
+    real_side = RealSide(real)
+    if encoders is None:
+        encoders = [real_side.index.encoder] if real_side.index is not None else [registry.default_encoder()]
+        if "inception" not in encoders and registry.availability("inception").available:
+            encoders.append("inception")
+    t0 = time.perf_counter()
+    loaded = {name: load(name) for name in encoders}
+    kw = {"progress": progress, "batch_size": batch_size, "skip_bad": skip_bad}
+    metric_kw = {"k": k, "kid_subsets": kid_subsets, "seed": seed}
+
+    result: dict = {
+        "overall": {},
+        "per_pathology": [],
+        "encoders": {name: enc.metadata() for name, enc in loaded.items()},
+        "settings": {
+            "per_pathology": per_pathology,
+            "match": match,
+            "bootstrap": bootstrap,
+            "min_count": min_count,
+            "k": k,
+            "kid_subsets": kid_subsets,
+            "kid_subset_size": "min(n_real, n_synthetic)",
+            "seed": seed,
+        },
+        "real": {"name": real_side.name, "n": len(real_side)},
+        "synthetic": {
+            "name": synthetic.name,
+            "n": len(synthetic),
+            "labels_source": getattr(synthetic, "labels_source", ""),
+        },
+    }
+    for name, enc in loaded.items():
+        fr, _, _ = real_side.features(enc, **kw)
+        fset = extract_features(list(synthetic.paths), enc, **kw)
+        if fset.skipped:
+            result.setdefault("skipped_files", []).extend(str(b) for b in fset.skipped)
+        fs = fset.features
+        keep_s = fset.index
+        overall = fidelity_metrics(fr, fs, real_stats=real_side.pathology_stats(enc, None), **metric_kw)
+        result["overall"][name] = _with_ci(overall, fr, fs, bootstrap, seed, metric_kw)
+        if "logits" in fset.outputs and name == "inception":
+            mean, std = inception_score(fset.outputs["logits"], splits=10, seed=seed)
+            result["Inception Score"] = {"mean": mean, "std": std, "splits": 10, "n": len(fs)}
+        if per_pathology:
+            synth_sub = _SubsetView(synthetic, keep_s)
+            for p in PATHOLOGIES:
+                rm, sm = pathology_masks(real_side, synth_sub, p, match)
+                row = {"pathology": p, "encoder": name, "n_real": int(rm.sum()), "n_synthetic": int(sm.sum())}
+                if row["n_real"] < min_count or row["n_synthetic"] < min_count:
+                    side = "real" if row["n_real"] < min_count else "synthetic"
+                    row["skipped"] = (
+                        f"only {row[f'n_{side}']} {side} image(s) positive for {p} (minimum {min_count}; "
+                        f"lower it with --min-count)"
+                    )
+                    result["per_pathology"].append(row)
+                    continue
+                stats = real_side.pathology_stats(enc, p) if match == "labels" else None
+                m = fidelity_metrics(fr[rm], fs[sm], real_stats=stats, **metric_kw)
+                m = _with_ci(m, fr[rm], fs[sm], bootstrap, seed, metric_kw)
+                row.update({key: m[key] for key in METRIC_KEYS})
+                if "ci95" in m:
+                    row["ci95"] = m["ci95"]
+                result["per_pathology"].append(row)
+    if alignment:
+        try:
+            result["alignment"] = _classifier_alignment(
+                synthetic, loaded, load=load, progress=progress, batch_size=batch_size, skip_bad=skip_bad
+            )
+        except InputError as exc:
+            result["alignment"] = {"available": False, "reason": str(exc)}
+        bio = registry.availability("biovil")
+        result["alignment"]["biovil"] = (
+            {"available": False, "reason": bio.reason, "how_to_provide": bio.how_to_provide}
+            if not bio.available
+            else {"available": True, "note": "BioViL-T image-text alignment is computed by `alignment` runs"}
+        )
+    result["wall_time_s"] = round(time.perf_counter() - t0, 3)
+    return result
+
+
+class _SubsetView:
+    """Labels and prompts of the synthetic rows that have features (skipped files removed)."""
+
+    def __init__(self, image_set, index: np.ndarray):
+        self.labels = image_set.labels[index]
+        prompts = image_set.prompts
+        self.prompts = [prompts[i] for i in index.tolist()]
+
+
+# -------------------------------------------------------------------------------------------------
+# CheXGenBench-compatible CSV
+
+
+def _column(metric: str, encoder: str) -> str:
+    """CheXGenBench's column names: FID/KID on Inception are bare, on RadDino suffixed; others suffixed too."""
+    if metric in ("FID", "KID"):
+        if encoder == "inception":
+            return metric
+        return f"{metric} ({'RadDino' if encoder == 'raddino' else encoder})"
+    return metric
+
+
+def csv_rows(result: dict) -> list[dict]:
+    """One row for all images and one per pathology, with CheXGenBench's column names.
+
+    Precision/Recall/Density/Coverage come from RadDino features when present (as CheXGenBench), else from
+    the first encoder; the column ``PRDC encoder`` says which.
+    """
+    encoders = list(result["overall"])
+    prdc_enc = "raddino" if "raddino" in encoders else encoders[0]
+
+    def row_for(values_by_enc: dict[str, dict], pathology: str) -> dict:
+        row: dict = {"Pathology": pathology}
+        for enc, vals in values_by_enc.items():
+            if "FID" not in vals:
+                continue
+            row[_column("FID", enc)] = vals["FID"]
+            row[_column("KID", enc)] = vals["KID"]
+        if prdc_enc in values_by_enc and "Precision" in values_by_enc[prdc_enc]:
+            for key in ("Precision", "Recall", "Density", "Coverage"):
+                row[key] = values_by_enc[prdc_enc][key]
+        row["PRDC encoder"] = prdc_enc
+        first = next(iter(values_by_enc.values()))
+        row["n_real"], row["n_synthetic"] = first["n_real"], first["n_synthetic"]
+        skipped = [v.get("skipped") for v in values_by_enc.values() if v.get("skipped")]
+        if skipped:
+            row["Skipped"] = skipped[0]
+        return row
+
+    rows = [row_for(result["overall"], "All")]
+    if "Inception Score" in result:
+        rows[0]["Inception Score"] = result["Inception Score"]["mean"]
+    by_p: dict[str, dict[str, dict]] = {}
+    for r in result["per_pathology"]:
+        by_p.setdefault(r["pathology"], {})[r["encoder"]] = r
+    rows += [row_for(v, p) for p, v in by_p.items()]
+    return rows
+
+
+def write_csv(result: dict, path: str | Path) -> Path:
+    rows = csv_rows(result)
+    columns: list[str] = []
+    for r in rows:
+        columns += [c for c in r if c not in columns]
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=columns)
+        w.writeheader()
+        w.writerows(rows)
+    return path
+
+
+def _json_default(o):
+    if isinstance(o, np.generic):
+        return o.item()
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    return str(o)
+
+
+def _clean(o):
+    if isinstance(o, float) and not math.isfinite(o):
+        return None
+    if isinstance(o, dict):
+        return {k: _clean(v) for k, v in o.items()}
+    if isinstance(o, list | tuple):
+        return [_clean(v) for v in o]
+    return o
+
+
+def write_json(result: dict, path: str | Path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(_clean(result), indent=2, default=_json_default))
+    return path
+
+
+# -------------------------------------------------------------------------------------------------
+# CLI
+
+
+def load_real(spec: str, images_root: str | None = None, skip_bad: bool = False):
+    """A reference index folder (has index.json) or any image set spec."""
+    from .imagesets import load_image_set, parse_set_spec
+    from .index import ReferenceIndex
+
+    path, _ = parse_set_spec(spec)
+    if Path(path).is_dir() and (Path(path) / "index.json").is_file():
+        return ReferenceIndex(path)
+    return load_image_set(spec, images_root=images_root, skip_bad=skip_bad)
+
+
+def add_cli(subparsers) -> None:
+    p = subparsers.add_parser(
+        "fidelity",
+        help="FID, KID, Inception Score, Precision/Recall/Density/Coverage, alignment; overall and per pathology",
+        description=(
+            "Fidelity of a synthetic set against a real one, from cached features (one encoder pass per image). "
+            "Writes JSON (and a CSV with CheXGenBench's column names)."
+        ),
+    )
+    p.add_argument("--real", required=True, help="real set (folder, CSV, 'demo', PATH@SPLIT) or a reference index folder")
+    p.add_argument("--synthetic", required=True, help="synthetic set (folder, CheXGenBench CSV, PATH@SPLIT)")
+    p.add_argument("--real-images-root", default=None, help="folder that the real CSV's image paths are under")
+    p.add_argument("--synthetic-images-root", default=None, help="folder that the synthetic CSV's image paths are under")
+    p.add_argument("--encoder", action="append", default=None,
+                   help="encoder name, repeatable (default: the best available, plus inception when available)")
+    p.add_argument("--per-pathology", action="store_true", help="also compute every metric for each of the 14 pathologies")
+    p.add_argument("--match", choices=MATCH_MODES, default="labels",
+                   help="per-pathology subsets: by labels (default) or CheXGenBench's prompt matching")
+    p.add_argument("--min-count", type=int, default=DEFAULT_MIN_COUNT,
+                   help=f"skip a pathology with fewer images on either side (default {DEFAULT_MIN_COUNT})")
+    p.add_argument("--bootstrap", type=int, default=0, metavar="N", help="N bootstrap resamples for 95%% intervals")
+    p.add_argument("--k", type=int, default=5, help="neighbours for Precision/Recall/Density/Coverage (default 5)")
+    p.add_argument("--kid-subsets", type=int, default=100, help="KID subsets (default 100, as CheXGenBench)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default=None, help="cuda, mps or cpu (default: best available)")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--skip-bad", action="store_true", help="skip unreadable synthetic images and list them")
+    p.add_argument("--no-alignment", action="store_true", help="skip the classifier-based alignment")
+    p.add_argument("--out", required=True, help="JSON results file")
+    p.add_argument("--csv", default=None, help="also write a CSV with CheXGenBench's column names")
+    p.set_defaults(func=_cli_fidelity)
+
+
+def _cli_fidelity(args) -> int:
+    from .imagesets import load_image_set
+    from .settings import select_device
+
+    real = load_real(args.real, args.real_images_root)
+    synthetic = load_image_set(args.synthetic, images_root=args.synthetic_images_root, skip_bad=args.skip_bad)
+    result = run_fidelity(
+        real,
+        synthetic,
+        encoders=args.encoder,
+        per_pathology=args.per_pathology,
+        match=args.match,
+        bootstrap=args.bootstrap,
+        min_count=args.min_count,
+        k=args.k,
+        kid_subsets=args.kid_subsets,
+        seed=args.seed,
+        device=select_device(args.device),
+        batch_size=args.batch_size,
+        skip_bad=args.skip_bad,
+        alignment=not args.no_alignment,
+    )
+    write_json(result, args.out)
+    if args.csv:
+        write_csv(result, args.csv)
+    print(format_summary(result))
+    print(f"results: {args.out}" + (f", {args.csv}" if args.csv else ""))
+    return 0
+
+
+def format_summary(result: dict) -> str:
+    lines = []
+    for enc, m in result["overall"].items():
+        lines.append(
+            f"[{enc}] FID {m['FID']:.3f}  KID {m['KID']:.5f}±{m['KID_std']:.5f}  P {m['Precision']:.3f}  "
+            f"R {m['Recall']:.3f}  D {m['Density']:.3f}  C {m['Coverage']:.3f}  "
+            f"(n_real {m['n_real']}, n_synthetic {m['n_synthetic']})"
+        )
+    if "Inception Score" in result:
+        lines.append(f"Inception Score {result['Inception Score']['mean']:.3f} ± {result['Inception Score']['std']:.3f}")
+    al = result.get("alignment") or {}
+    if al.get("available"):
+        lines.append(f"alignment ({al['classifier']} classifier): macro AUC {al['macro_AUC']}")
+    for row in result["per_pathology"]:
+        if "skipped" in row:
+            lines.append(f"  {row['pathology']:<27} [{row['encoder']}] skipped: {row['skipped']}")
+        else:
+            lines.append(
+                f"  {row['pathology']:<27} [{row['encoder']}] FID {row['FID']:.3f}  KID {row['KID']:.5f}  "
+                f"P {row['Precision']:.3f} R {row['Recall']:.3f} D {row['Density']:.3f} C {row['Coverage']:.3f}  "
+                f"n {row['n_real']}/{row['n_synthetic']}"
+            )
+    return "\n".join(lines)
