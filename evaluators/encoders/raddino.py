@@ -1,0 +1,175 @@
+"""``raddino``: Microsoft's RadDino (``microsoft/rad-dino``), the CLS embedding CheXGenBench uses.
+
+Features are ``pooler_output`` of the transformers ``Dinov2Model`` (the layer-normed CLS token,
+768-d), as in CheXGenBench's "FID (RadDino)", "KID (RadDino)" and PRDC. Preprocessing follows the
+model's own ``preprocessor_config.json`` (resize, center crop, mean/std), applied to the canonical
+float image with the project's one resize (PIL bicubic in float) instead of an 8-bit round trip.
+
+Weights come from, in order: ``--weights DIR``, ``$CHEXGEN_RADDINO``, the Hugging Face cache
+(``HF_HOME`` / ``HF_HUB_CACHE``), or a download from the Hub when the network is allowed.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..settings import is_offline
+from .base import Encoder, as_gray, center_crop, library_versions, resize, resize_shortest_edge
+from .registry import Availability, EncoderSpec
+
+HF_ID = "microsoft/rad-dino"
+ENV = "CHEXGEN_RADDINO"
+WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
+NEEDED = ("config.json", "preprocessor_config.json")
+HOW = (f"put the {HF_ID} snapshot (config.json, model.safetensors, preprocessor_config.json) in a folder and "
+       f"pass --weights DIR or set {ENV}=DIR; or, with network, `hf download {HF_ID}` to fill the Hugging Face "
+       "cache (HF_HOME)")
+
+
+def _missing(folder: Path) -> list[str]:
+    missing = [n for n in NEEDED if not (folder / n).is_file()]
+    if not any((folder / n).is_file() for n in WEIGHT_FILES):
+        missing.append(" or ".join(WEIGHT_FILES))
+    return missing
+
+
+def _cached_snapshot() -> Path | None:
+    """The RadDino snapshot in the Hugging Face cache, without touching the network."""
+    try:
+        from huggingface_hub import snapshot_download
+
+        return Path(snapshot_download(HF_ID, local_files_only=True))
+    except Exception:
+        return None
+
+
+def locate(weights: str | Path | None = None) -> tuple[Path | None, str]:
+    """(folder, where it came from) or (None, why not)."""
+    given = weights or os.environ.get(ENV)
+    if given:
+        folder = Path(given).expanduser()
+        source = "--weights" if weights else f"${ENV}"
+        if not folder.is_dir():
+            return None, f"{source} {folder} is not a folder"
+        missing = _missing(folder)
+        if missing:
+            return None, f"{source} {folder} lacks {', '.join(missing)}"
+        return folder, f"{source} {folder}"
+    snap = _cached_snapshot()
+    if snap is not None:
+        missing = _missing(snap)
+        if not missing:
+            return snap, f"Hugging Face cache {snap}"
+        return None, f"the cached {HF_ID} snapshot {snap} lacks {', '.join(missing)}"
+    return None, f"{HF_ID} is not in the Hugging Face cache and no folder was given"
+
+
+def check(weights: str | Path | None = None) -> Availability:
+    try:
+        import transformers  # noqa: F401
+    except ImportError:
+        return Availability(False, "transformers is not installed", "pip install transformers")
+    folder, why = locate(weights)
+    if folder is not None:
+        return Availability(True, f"weights from {why}")
+    if not weights and not os.environ.get(ENV) and not is_offline():
+        return Availability(True, f"{why}; it will be downloaded from the Hub on first use (network allowed)")
+    return Availability(False, why, HOW)
+
+
+class RadDinoPreprocess:
+    """float32 [H, W] -> normalised [3, crop, crop], with the settings of preprocessor_config.json."""
+
+    def __init__(self, resize_to: dict, crop: tuple[int, int] | None, mean: list[float], std: list[float]):
+        self.resize_to, self.crop = resize_to, crop
+        self.mean = np.asarray(mean, np.float32).reshape(-1, 1, 1)
+        self.std = np.asarray(std, np.float32).reshape(-1, 1, 1)
+
+    def __call__(self, img: np.ndarray) -> torch.Tensor:
+        x = as_gray(img)
+        if self.resize_to.get("shortest_edge"):
+            x = resize_shortest_edge(x, int(self.resize_to["shortest_edge"]))
+        elif self.resize_to.get("height"):
+            x = resize(x, (int(self.resize_to["width"]), int(self.resize_to["height"])))
+        if self.crop:
+            x = center_crop(x, *self.crop)
+        rgb = np.broadcast_to(x, (3, *x.shape))
+        return torch.from_numpy(np.ascontiguousarray((rgb - self.mean) / self.std, dtype=np.float32))
+
+
+def preprocess_from_processor(processor) -> tuple[RadDinoPreprocess, dict]:
+    """Our preprocessing from a transformers image processor (BitImageProcessor) and a summary of it."""
+
+    def as_dict(size) -> dict:
+        if size is None:
+            return {}
+        items = size.items() if hasattr(size, "items") else vars(size).items()
+        return {k: v for k, v in items if v is not None}
+
+    resize_to = as_dict(processor.size) if getattr(processor, "do_resize", True) else {}
+    crop_d = as_dict(getattr(processor, "crop_size", None)) if getattr(processor, "do_center_crop", False) else {}
+    crop = (int(crop_d["height"]), int(crop_d["width"])) if crop_d else None
+    if getattr(processor, "do_normalize", True):
+        mean, std = list(processor.image_mean), list(processor.image_std)
+    else:
+        mean, std = [0.0] * 3, [1.0] * 3
+    rescale = float(getattr(processor, "rescale_factor", 1 / 255))
+    if getattr(processor, "do_rescale", True) and abs(rescale * 255 - 1) > 1e-6:
+        raise ValueError(f"unexpected rescale_factor {rescale} (expected 1/255) in the RadDino image processor")
+    summary = {"resize": resize_to, "center_crop": crop, "mean": mean, "std": std,
+               "resample": "bicubic (PIL, float)", "channels": "gray repeated to RGB"}
+    return RadDinoPreprocess(resize_to, crop, mean, std), summary
+
+
+class RadDinoEncoder(Encoder):
+    name = "raddino"
+    outputs = ("features",)
+    feature_key = "pooler_output"
+
+    def __init__(self, model, processor, folder: Path, weights_id: str, device: str, dtype: str):
+        preprocess, self._pre = preprocess_from_processor(processor)
+        files = [folder / n for n in (*NEEDED, *WEIGHT_FILES) if (folder / n).is_file()]
+        weight = [f for f in files if f.name in WEIGHT_FILES][:1]  # safetensors wins, as transformers does
+        files = [f for f in files if f.name in NEEDED] + weight
+        super().__init__(model, preprocess, device=device, dtype=dtype, weights_path=folder, weights_files=files)
+        self.dim = int(model.config.hidden_size)
+        self.input_size = preprocess.crop[0] if preprocess.crop else int(preprocess.resize_to.get("shortest_edge", 0))
+        self.normalisation = f"(x - {self._pre['mean']}) / {self._pre['std']}"
+        self.weights_id = weights_id
+
+    def _forward(self, batch: torch.Tensor) -> dict[str, torch.Tensor]:
+        return {"features": self.model(pixel_values=batch).pooler_output}
+
+    def extra_metadata(self) -> dict:
+        return {"preprocessing": self._pre, "architecture": type(self.model).__name__}
+
+    def libraries(self) -> dict[str, str]:
+        return library_versions("transformers", "huggingface_hub", "pillow")
+
+
+def load(weights: str | Path | None = None, device: str = "cpu", dtype: str = "float32") -> RadDinoEncoder:
+    from transformers import AutoImageProcessor, AutoModel
+
+    folder, _why = locate(weights)
+    if folder is None:  # only reached online (check() refused otherwise): fetch the three files
+        from huggingface_hub import snapshot_download
+
+        folder = Path(snapshot_download(HF_ID, allow_patterns=[*NEEDED, "model.safetensors"]))
+    model = AutoModel.from_pretrained(str(folder), local_files_only=True)
+    processor = AutoImageProcessor.from_pretrained(str(folder), local_files_only=True)
+    in_cache = "snapshots" in folder.parts and any(p.startswith("models--") for p in folder.parts)
+    weights_id = f"{HF_ID}@{folder.name}" if in_cache else f"local folder {folder.name}"
+    return RadDinoEncoder(model, processor, folder, weights_id, device, dtype)
+
+
+SPEC = EncoderSpec(
+    name="raddino",
+    description="RadDino (microsoft/rad-dino) CLS pooler_output, 768-d: CheXGenBench's FID/KID/PRDC space",
+    loader=load,
+    dim=768,
+    check=check,
+)

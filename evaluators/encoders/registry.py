@@ -1,0 +1,212 @@
+"""Encoder registry: one name -> loader table, listing what is available here and why not.
+
+Nothing is ever substituted: asking for an encoder that is not on this machine raises
+:class:`UnavailableError` with the reason and how to provide it. :func:`default_encoder` picks the
+best encoder that *is* available, in this order (why):
+
+1. ``raddino``: RadDino, the chest X-ray encoder CheXGenBench uses for FID/KID/PRDC;
+2. ``xrv-densenet``: torchxrayvision DenseNet-121 trained on eight chest X-ray datasets;
+3. ``demo``: the small encoder trained on the demo world (shipped with the app);
+4. ``inception``: InceptionV3 (ImageNet) as in standard FID, weak on X-rays;
+5. ``pixels``: downsampled pixels, always available (a sanity baseline, not a perceptual space).
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..errors import InputError, UnavailableError
+from .base import Encoder
+
+DEFAULT_ORDER = ("raddino", "xrv-densenet", "demo", "inception", "pixels")
+
+
+@dataclass(frozen=True)
+class Availability:
+    available: bool
+    reason: str
+    how_to_provide: str = ""
+
+
+Loader = Callable[..., Encoder]  # loader(weights=None|path, device="cpu", dtype="float32") -> Encoder
+Checker = Callable[[str | Path | None], Availability]
+
+
+@dataclass
+class EncoderSpec:
+    """A registry entry. ``check(weights)`` must be cheap (no model built, no network)."""
+
+    name: str
+    description: str
+    loader: Loader
+    dim: int
+    optional: bool = True  # False only for encoders that need nothing beyond the core requirements
+    check: Checker | None = None
+    outputs: tuple[str, ...] = ("features",)
+    extra: dict = field(default_factory=dict)
+
+
+_REGISTRY: dict[str, EncoderSpec] = {}
+
+
+def register_encoder(spec: EncoderSpec, *, replace: bool = True) -> None:
+    """Add (or replace) an encoder; e.g. the demo encoder's module registers its real loader here."""
+    if not replace and spec.name in _REGISTRY:
+        raise ValueError(f"Encoder {spec.name!r} is already registered.")
+    _REGISTRY[spec.name] = spec
+
+
+_PLUGIN_ERRORS: dict[str, str] = {}
+
+
+def _builtin() -> None:
+    if _REGISTRY:
+        return
+    from . import biovil, inception, pixels, raddino, xrv
+
+    for spec in (raddino.SPEC, xrv.SPEC, DEMO_SPEC, inception.SPEC, biovil.SPEC, pixels.SPEC):
+        register_encoder(spec, replace=False)
+    for module in PLUGIN_MODULES:  # they replace reserved entries (e.g. "demo") with real loaders
+        try:
+            import_plugin(module)
+        except Exception as exc:  # reported by the reserved entry instead of breaking every listing
+            _PLUGIN_ERRORS[module] = f"{type(exc).__name__}: {exc}"
+
+
+def names() -> list[str]:
+    _builtin()
+    return list(_REGISTRY)
+
+
+def get_spec(name: str) -> EncoderSpec:
+    _builtin()
+    key = (name or "").strip().lower()
+    if key not in _REGISTRY:
+        raise InputError(f"Unknown encoder {name!r}; choose one of: {', '.join(_REGISTRY)} "
+                         "(`python -m evaluators encoders` lists them).")
+    return _REGISTRY[key]
+
+
+def availability(name: str, weights: str | Path | None = None) -> Availability:
+    """Whether ``name`` can be loaded here (with ``weights`` if given), why not, and how to provide it."""
+    spec = get_spec(name)
+    if spec.check is None:
+        return Availability(True, "no weights needed")
+    try:
+        return spec.check(weights)
+    except Exception as exc:  # a broken optional install must not break the listing
+        return Availability(False, f"check failed: {type(exc).__name__}: {exc}", "")
+
+
+def list_encoders() -> list[dict]:
+    """Every registered encoder with its availability (for the CLI table and the app)."""
+    rows = []
+    for name in names():
+        spec = _REGISTRY[name]
+        av = availability(name)
+        rows.append({"name": name, "available": av.available, "reason": av.reason,
+                     "how_to_provide": av.how_to_provide, "dim": spec.dim, "description": spec.description})
+    return rows
+
+
+def load_encoder(name: str, *, weights: str | Path | None = None, device: str = "cpu",
+                 dtype: str = "float32") -> Encoder:
+    """The named encoder, loaded from local weights; :class:`UnavailableError` (reason + fix) otherwise."""
+    spec = get_spec(name)
+    av = availability(spec.name, weights)
+    if not av.available:
+        raise UnavailableError(f"Encoder {spec.name!r} is unavailable: {av.reason}. {av.how_to_provide}".strip())
+    return spec.loader(weights=weights, device=device, dtype=dtype)
+
+
+def default_encoder() -> str:
+    """The best available encoder (order and reasons in this module's docstring)."""
+    for name in DEFAULT_ORDER:
+        if name in names() and availability(name).available:
+            return name
+    return "pixels"
+
+
+# --------------------------------------------------------------------------------------------------
+# CLI: python -m evaluators encoders
+
+
+def _cmd(args) -> int:
+    rows = list_encoders()
+    if args.json:
+        import json
+
+        print(json.dumps({"default": default_encoder(), "encoders": rows}, indent=2))
+        return 0
+    width = max(len(r["name"]) for r in rows)
+    for r in rows:
+        state = "available  " if r["available"] else "UNAVAILABLE"
+        dim = f"{r['dim']}-d" if r["dim"] else "?-d"
+        print(f"{r['name']:<{width}}  {state}  {dim:>6}  {r['description']}")
+        print(f"{'':<{width}}  {r['reason']}")
+        if not r["available"] and r["how_to_provide"]:
+            print(f"{'':<{width}}  how to provide: {r['how_to_provide']}")
+    print(f"\ndefault encoder: {default_encoder()}")
+    return 0
+
+
+def add_cli(subparsers) -> None:
+    p = subparsers.add_parser("encoders", help="list feature encoders and whether each is available here")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.set_defaults(func=_cmd)
+
+
+# --------------------------------------------------------------------------------------------------
+# The reserved "demo" entry: the demo world's module registers the real loader over it
+
+
+PLUGIN_MODULES = ("evaluators.demo_encoder",)
+DEMO_WEIGHTS = "demo_encoder.safetensors"
+
+
+def _demo_weights(weights: str | Path | None) -> Path:
+    if weights:
+        return Path(weights).expanduser()
+    from ..settings import assets_dir
+
+    return assets_dir() / DEMO_WEIGHTS
+
+
+def _demo_check(weights: str | Path | None) -> Availability:
+    path = _demo_weights(weights)
+    how = (f"train it with the demo world (see `python -m evaluators --help`) so that {path} exists, "
+           "or pass --weights FILE")
+    if not path.is_file():
+        return Availability(False, f"demo encoder weights not found at {path}", how)
+    errors = "; ".join(f"{m}: {e}" for m, e in _PLUGIN_ERRORS.items())
+    return Availability(False, f"weights present at {path} but no demo encoder loader is registered"
+                        + (f" ({errors})" if errors else ""),
+                        f"install the module that defines it ({', '.join(PLUGIN_MODULES)})")
+
+
+def _demo_loader(**_kwargs) -> Encoder:
+    raise UnavailableError("The demo encoder's loader is not registered (module "
+                           f"{', '.join(PLUGIN_MODULES)} is missing).")
+
+
+DEMO_SPEC = EncoderSpec(
+    name="demo",
+    description="small encoder trained on the demo world (reserved; its module registers the loader)",
+    loader=_demo_loader,
+    dim=0,
+    check=_demo_check,
+)
+
+
+def import_plugin(module: str) -> bool:
+    """Import a module that registers encoders itself; False if it does not exist."""
+    try:
+        importlib.import_module(module)
+    except ModuleNotFoundError as exc:
+        if exc.name != module:
+            raise
+        return False
+    return True
