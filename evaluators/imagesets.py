@@ -422,6 +422,7 @@ def _load_folder(folder: Path, *, split: str | None, skip_bad: bool, name: str |
                 raise InputError(
                     f"Folder {folder} holds more than {max_rows:,} images; split it, or raise {MAX_ROWS_ENV}."
                 )
+    found.sort(key=lambda f: Path(os.path.relpath(f, folder)).parts)
     if not found:
         raise InputError(
             f"No images ({', '.join(IMAGE_EXTENSIONS)}) found in folder {folder}; check the folder, or pass a CSV "
@@ -533,7 +534,7 @@ def _detect_columns(columns: Sequence[str], csv: Path) -> _Columns:
         hint = ""
         if guesses:
             _, cand, col = max(guesses)
-            hint = f" Did you mean {cand!r}? Column {col!r} looks like it; rename it to {cand!r}."
+            hint = f" Column {col!r}: did you mean {cand!r}? Rename it to {cand!r}."
         raise InputError(
             f"CSV file {csv} has no image column: none of path, filename, img_savename, Image Index, image_path "
             f"(found: {', '.join(map(repr, columns))}).{hint}"
