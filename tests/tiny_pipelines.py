@@ -370,7 +370,7 @@ TINY_CALL_KWARGS = {
     "StableDiffusion3Pipeline": {"max_sequence_length": 16},
     "FluxPipeline": {"max_sequence_length": 16},
     "PixArtSigmaPipeline": {"use_resolution_binning": False, "max_sequence_length": 16},
-    "SanaPipeline": {"use_resolution_binning": False, "complex_human_instruction": None, "max_sequence_length": 16},
+    "SanaPipeline": {"use_resolution_binning": False, "complex_human_instruction": [], "max_sequence_length": 16},
     "Lumina2Pipeline": {"system_prompt": "", "max_sequence_length": 16},
 }
 

@@ -207,8 +207,20 @@ def _torch_dtype(dtype: str | Any | None, entry: ModelEntry, device: str):
 
 
 def _class(name: str, entry: ModelEntry, key: str):
-    for module in ("diffusers", "transformers"):
-        mod = importlib.import_module(module)
+    """A class by name: "module.Class" explicitly, else diffusers then transformers (transformers first
+    for its Auto* loaders, since diffusers has an AutoModel of its own)."""
+    if "." in name:
+        module, _, attr = name.rpartition(".")
+        order, name = (module,), attr
+    elif name.startswith("Auto") and not name.startswith(("Autoencoder", "AutoPipeline")):
+        order = ("transformers", "diffusers")
+    else:
+        order = ("diffusers", "transformers")
+    for module in order:
+        try:
+            mod = importlib.import_module(module)
+        except ImportError:
+            continue
         cls = getattr(mod, name, None)
         if cls is not None:
             return cls
@@ -302,9 +314,13 @@ class DiffusersGenerator(Generator):
         self._accepts = set(params)
         self._open = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
         bad = [k for k in entry.call_kwargs if k not in self._accepts and not self._open]
-        if bad:
+        if bad:  # a closed signature would fail at the first batch; say which key now
             raise InputError(f"Models file {entry.source} (model {entry.name!r}): call_kwargs {bad} are not "
                              f"arguments of {type(pipe).__name__}.__call__.")
+        loose = [k for k in entry.call_kwargs if k not in self._accepts]
+        if loose:  # swallowed by **kwargs: probably a typo, so say so once
+            self._tell(f"{entry.name}: call_kwargs {loose} are not named arguments of "
+                       f"{type(pipe).__name__}.__call__ and may be ignored", None)
 
     def _run_batch(self, prompts, seeds, *, steps, guidance, height, width, negative_prompt) -> np.ndarray:
         import torch
