@@ -21,6 +21,7 @@ import difflib
 import math
 import os
 import re
+import stat
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -429,8 +430,9 @@ def _load_folder(folder: Path, *, split: str | None, skip_bad: bool, name: str |
             "that lists the images."
         )
     keep: list[str] = []
+    checker = _PathChecker(root)
     for f in found:
-        reason = _file_problem(f, root)
+        reason = checker.problem(f)
         if reason is None:
             keep.append(f)
         elif skip_bad:
@@ -447,21 +449,44 @@ def _load_folder(folder: Path, *, split: str | None, skip_bad: bool, name: str |
                     skipped=bad)
 
 
-def _file_problem(path: str, root: Path) -> str | None:
-    """Why a listed file cannot be used (cheap checks: escape, missing, folder, empty), or None."""
-    if not _inside(Path(path), root):
-        return f"resolves outside the images root {root} (a symlink or '..' path); move the file under the root or pass an images root that contains it"
-    try:
-        st = os.stat(path)
-    except FileNotFoundError:
-        return "listed but missing"
-    except OSError as exc:
-        return f"cannot be opened ({exc.strerror or exc})"
-    if os.path.isdir(path):
-        return "is a folder, not an image file"
-    if st.st_size == 0:
-        return "is empty (0 bytes)"
-    return None
+class _PathChecker:
+    """Cheap per-file checks (escape, missing, folder, empty) with each folder's real path resolved once."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.root_real = os.path.realpath(root)
+        self._dirs: dict[str, str] = {}
+
+    def _under_root(self, real: str) -> bool:
+        return real == self.root_real or real.startswith(self.root_real.rstrip(os.sep) + os.sep)
+
+    def problem(self, path: str) -> str | None:
+        """Why a listed file cannot be used, or None."""
+        parent, fname = os.path.split(path)
+        parent_real = self._dirs.get(parent)
+        if parent_real is None:
+            parent_real = self._dirs[parent] = os.path.realpath(parent)
+        try:
+            st = os.lstat(path)
+        except FileNotFoundError:
+            st = None
+        except OSError as exc:
+            return f"cannot be opened ({exc.strerror or exc})"
+        real = os.path.realpath(path) if st is not None and stat.S_ISLNK(st.st_mode) else os.path.join(parent_real, fname)
+        if not self._under_root(real):
+            return (f"resolves outside the images root {self.root} (a symlink or '..' path); move the file under "
+                    "the root or pass an images root that contains it")
+        if st is None:
+            return "listed but missing"
+        try:
+            st = os.stat(path)
+        except OSError:
+            return "listed but missing (a broken symlink)"
+        if stat.S_ISDIR(st.st_mode):
+            return "is a folder, not an image file"
+        if st.st_size == 0:
+            return "is empty (0 bytes)"
+        return None
 
 
 # ---- CSVs
@@ -613,6 +638,7 @@ def _load_csv(
     # --- per-row checks; the first problem per row is kept
     problems: dict[int, str] = {}
     resolved: list[str] = []
+    checker = _PathChecker(root)
     for k, raw in enumerate(raw_paths):
         if not raw:
             problems[k] = f"column {cols.path!r} is blank"
@@ -620,7 +646,7 @@ def _load_csv(
             continue
         full = os.path.abspath(raw if os.path.isabs(raw) else root / raw)
         resolved.append(full)
-        reason = _file_problem(full, root)
+        reason = checker.problem(full)
         if reason is not None:
             problems[k] = f"{raw!r} {reason}"
     missing = [k for k, r in problems.items() if "listed but missing" in r]
@@ -773,9 +799,12 @@ def _label_prompts(table: pd.DataFrame) -> tuple[pd.DataFrame, str, str | None]:
     except ImportError:
         return table, "none", "the set has prompts but no labels, and the prompt labeler is not installed: labels are blank"
     prompts = table["prompt"].astype(str).tolist()
-    arr = _as_label_matrix(label_reports([p for p, h in zip(prompts, has_prompt) if h]), int(has_prompt.sum()))
+    unique = list(dict.fromkeys(p for p, h in zip(prompts, has_prompt) if h))  # seeds repeat prompts: label once
+    arr = _as_label_matrix(label_reports(unique), len(unique))
+    row_of = {p: i for i, p in enumerate(unique)}
     labels = np.full((len(table), N_LABELS), np.nan, dtype=np.float32)
-    labels[has_prompt] = arr
+    idx = np.flatnonzero(has_prompt)
+    labels[idx] = arr[[row_of[prompts[i]] for i in idx]]
     table = table.copy()
     for j, p in enumerate(PATHOLOGIES):
         table[p] = labels[:, j]

@@ -141,14 +141,15 @@ def test_subset_and_metadata_round_trip(tmp_path):
 def test_chexgenbench_synthetic_csv_with_prompt_labeler(tmp_path, fake_labeler):
     out = tmp_path / "gen"
     _pngs(out, ["0.png", "1.png", "2.png"])
-    csv = _csv(tmp_path / "synthetic.csv", {"prompt": ["Cardiomegaly.", "Normal chest.", ""],
-                                            "img_savename": ["0.png", "1.png", "2.png"]})
+    _pngs(out, ["3.png"])
+    csv = _csv(tmp_path / "synthetic.csv", {"prompt": ["Cardiomegaly.", "Normal chest.", "", "Cardiomegaly."],
+                                            "img_savename": ["0.png", "1.png", "2.png", "3.png"]})
     s = load_image_set(csv, images_root=out)
     assert s.source_format == "chexgenbench-synthetic" and s.labels_source == "prompt-labeler"
     assert s.root == out.resolve() and s.paths[0] == str(out / "0.png")
     cm = s.labels[:, INDEX["Cardiomegaly"]]
-    assert cm[0] == 1 and cm[1] == 0 and np.isnan(cm[2])  # a blank prompt stays unlabelled
-    assert fake_labeler == [["Cardiomegaly.", "Normal chest."]]
+    assert cm[0] == 1 and cm[1] == 0 and np.isnan(cm[2]) and cm[3] == 1  # a blank prompt stays unlabelled
+    assert fake_labeler == [["Cardiomegaly.", "Normal chest."]]  # each distinct prompt labelled once
     assert "img_savename" in s.table.columns
 
 
