@@ -282,3 +282,34 @@ def test_save_png_is_deterministic_8bit_gray(tmp_path):
         assert im.mode == "L" and im.size == (24, 16)
     np.testing.assert_array_equal(to_uint8(read_image(a)), to_uint8(img))
     assert np.abs(read_image(a) - img).max() <= 0.5 / 255 + 1e-6
+
+
+def test_dicom_voi_lut_sequence_is_applied(tmp_path):
+    import pydicom
+    from pydicom.dataset import Dataset
+
+    path = dicom_file(tmp_path / "lut.dcm", PX)
+    ds = pydicom.dcmread(path)
+    item = Dataset()
+    item.add_new(0x00283002, "US", [4096, 0, 12])  # LUTDescriptor
+    item.add_new(0x00283006, "US", list(range(4095, -1, -1)))  # LUTData: inverting over the 12-bit range
+    ds.VOILUTSequence = [item]
+    ds.save_as(path)
+    np.testing.assert_allclose(read_image(path), 1.0 - PX / 4095, atol=1e-6)
+
+
+def test_color_dicom_becomes_luminance(tmp_path):
+    import pydicom
+
+    path = dicom_file(tmp_path / "rgb.dcm", PX)
+    ds = pydicom.dcmread(path)
+    rgb = np.zeros((2, 2, 3), np.uint8)
+    rgb[0, 0] = (255, 0, 0)
+    rgb[1, 1] = (60, 60, 60)
+    ds.SamplesPerPixel, ds.PhotometricInterpretation, ds.PlanarConfiguration = 3, "RGB", 0
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit = 8, 8, 7
+    ds.PixelData = rgb.tobytes()
+    ds.save_as(path)
+    img = read_image(path)
+    _canonical(img)
+    np.testing.assert_allclose(img, [[0.299, 0.0], [0.0, 60 / 255]], atol=1e-6)
