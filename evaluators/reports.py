@@ -239,10 +239,10 @@ def _positive_sentence(label: str, rng: Rng) -> str:
             (
                 f"endotracheal tube terminates {int(rng.integers(2, 7))} cm above the carina.",
                 "enteric tube courses below the diaphragm with the tip in the stomach.",
-                f"{side} internal jugular central venous catheter terminates in the mid svc.",
+                f"{side} internal jugular central venous catheter terminates in the mid SVC.",
                 "left-sided pacemaker with leads in the right atrium and right ventricle.",
                 "median sternotomy wires are intact.",
-                f"{side} picc line terminates in the low svc.",
+                f"{side} PICC line terminates in the low SVC.",
                 "surgical clips in the right upper quadrant.",
                 f"{side} chest tube in place.",
                 "tracheostomy tube in standard position.",
@@ -283,7 +283,7 @@ def _uncertain_sentence(label: str, rng: Rng) -> str:
             ),
         )
     if label == "Support Devices":
-        return _pick(rng, ("possible retained pacing wires.", "questionable catheter fragment in the svc."))
+        return _pick(rng, ("possible retained pacing wires.", "questionable catheter fragment in the SVC."))
     return _pick(rng, _HEDGES).format(np=_NOUN_PHRASE[label](rng))
 
 
