@@ -1,0 +1,197 @@
+"""The utility experiment: train on real, synthetic and real + synthetic images, test each on real images.
+
+CheXGenBench's question is whether a classifier trained on synthetic X-rays works on real ones. Every
+setting trains the same architecture with the same seed, image size and label policy, and is tested on the
+same real test split; the report puts the settings side by side. Images are loaded once per run and shared.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from ..errors import InputError
+from .data import Preloaded, preload
+from .evaluate import evaluate_preloaded
+from .models import load_classifier
+from .train import Progress, train_classifier
+
+REAL, SYNTHETIC, MIXED = "real", "synthetic", "real+synthetic"
+METRIC_ROWS = (("macro AUC", "macro_auc"), ("F1 micro", "f1_micro"), ("F1 macro", "f1_macro"), ("accuracy", "accuracy"))
+
+
+def standard_settings(real: Sequence[str], synthetic: Sequence[str]) -> dict[str, list[str]]:
+    """CheXGenBench's three settings from lists of real and synthetic set specs (empty ones left out)."""
+    settings: dict[str, list[str]] = {}
+    if real:
+        settings[REAL] = list(real)
+    if synthetic:
+        settings[SYNTHETIC] = list(synthetic)
+    if real and synthetic:
+        settings[MIXED] = [*real, *synthetic]
+    if not settings:
+        raise InputError("Give at least one training set (real and/or synthetic).")
+    return settings
+
+
+def _slug(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("_") or "setting"
+
+
+def _load(spec: str, *, split: str | None = None) -> Any:
+    from ..imagesets import load_image_set
+
+    return load_image_set(spec, split=split)
+
+
+def run_utility(
+    train_specs: Sequence[str] | Mapping[str, Sequence[str]],
+    test_spec: str,
+    *,
+    model: str | None = None,
+    epochs: int = 20,
+    image_size: int = 128,
+    batch_size: int = 32,
+    lr: float | None = None,
+    seed: int = 0,
+    policy: str = "zeros",
+    patience: int = 4,
+    pretrained: bool | str = False,
+    device: str | None = None,
+    work_dir: str | os.PathLike | None = None,
+    max_train_samples: int | None = None,
+    num_workers: int = 0,
+    resume: bool = True,
+    progress: Progress | None = None,
+    show_bars: bool = True,
+    loader: Any = None,
+) -> dict:
+    """Train one classifier per setting and test each on ``test_spec``; the side-by-side report.
+
+    ``train_specs``: a list of image-set specs (concatenated into one setting, 'train'), or a mapping
+    {setting name: [specs]} such as :func:`standard_settings` gives. ``loader`` (spec -> ImageSet) defaults
+    to evaluators.imagesets.load_image_set. Checkpoints go to ``work_dir/<setting>/``; a rerun resumes.
+    """
+    from ..settings import select_device, subdir
+
+    started = time.time()
+    settings = {"train": list(train_specs)} if not isinstance(train_specs, Mapping) else {
+        k: list(v) for k, v in train_specs.items()
+    }
+    if any(not v for v in settings.values()) or not settings:
+        raise InputError("Every setting needs at least one training set.")
+    dev = select_device(device)
+    load = loader or _load
+    root = Path(work_dir).expanduser() if work_dir else subdir("utility") / _slug(f"{test_spec}_{seed}")
+
+    cache: dict[str, Preloaded] = {}
+
+    def get(spec: str) -> Preloaded:
+        if spec not in cache:
+            cache[spec] = preload(load(spec), image_size, name=spec, progress=progress, show_bar=show_bars)
+        return cache[spec]
+
+    test = get(test_spec)
+    results: dict[str, dict] = {}
+    weights = model_used = None
+    for name, specs in settings.items():
+        if progress is not None:
+            progress({"stage": "setting", "setting": name, "train": specs})
+        parts = [get(s) for s in specs]
+        overlap = _patient_overlap(parts, test)
+        res = train_classifier(
+            [],
+            preloaded=parts,
+            names=specs,
+            model=model,
+            epochs=epochs,
+            image_size=image_size,
+            batch_size=batch_size,
+            lr=lr,
+            seed=seed,
+            out_dir=root / _slug(name),
+            device=dev,
+            progress=progress,
+            patience=patience,
+            policy=policy,
+            pretrained=pretrained,
+            max_train_samples=max_train_samples,
+            num_workers=num_workers,
+            resume=resume,
+            show_bars=show_bars,
+        )
+        net, _ = load_classifier(res.model_dir, dev)
+        metrics = evaluate_preloaded(net, test, policy=policy, device=dev)
+        weights, model_used = res.weights, res.model
+        results[name] = {
+            "train": specs,
+            "n_train": res.n_train,
+            "n_val": res.n_val,
+            "validation": res.validation,
+            "epochs_run": res.epochs_run,
+            "best_epoch": res.best_epoch,
+            "best_val_auc": res.best_val_auc,
+            "stopped_early": res.stopped_early,
+            "resumed_from_epoch": res.resumed_from_epoch,
+            "train_seconds": round(res.seconds, 1),
+            "model_dir": res.model_dir,
+            "test_patients_seen_in_training": overlap,
+            "metrics": metrics,
+        }
+    report = {
+        "test": test_spec,
+        "n_test": len(test),
+        "model": model_used,
+        "weights": weights,
+        "image_size": image_size,
+        "policy": policy,
+        "seed": seed,
+        "epochs": epochs,
+        "device": dev,
+        "settings": results,
+        "table": side_by_side(results),
+        "seconds": round(time.time() - started, 1),
+    }
+    notes = [
+        f"{n}: {r['test_patients_seen_in_training']} test patient(s) also appear in its training data"
+        for n, r in results.items()
+        if r["test_patients_seen_in_training"]
+    ]
+    if notes:
+        report["notes"] = notes
+    return report
+
+
+def _patient_overlap(parts: Sequence[Preloaded], test: Preloaded) -> int:
+    test_patients = {g for g in test.groups.tolist() if g.startswith("patient:")}
+    train_patients = {g for p in parts for g in p.groups.tolist() if g.startswith("patient:")}
+    return len(test_patients & train_patients)
+
+
+def side_by_side(results: Mapping[str, dict]) -> list[dict]:
+    """Rows {metric, <setting>: value...}: the summary metrics, then AUC per class."""
+    rows = [{"metric": label, **{n: r["metrics"][key] for n, r in results.items()}} for label, key in METRIC_ROWS]
+    classes: list[str] = []
+    for r in results.values():
+        classes += [c for c in r["metrics"]["per_class_auc"] if c not in classes]
+    for c in classes:
+        rows.append({"metric": f"AUC {c}", **{n: r["metrics"]["per_class_auc"].get(c) for n, r in results.items()}})
+    return rows
+
+
+def format_table(report: Mapping[str, Any]) -> str:
+    """The side-by-side table as Markdown."""
+    names = list(report["settings"])
+    lines = ["| metric | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
+    for row in report["table"]:
+        cells = []
+        for n in names:
+            v = row.get(n)
+            cells.append("—" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.3f}")
+        lines.append(f"| {row['metric']} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
