@@ -263,6 +263,10 @@ def test_prdc_identical_sets():
     out = F.prdc(real, real, k=5)
     assert out["precision"] == out["recall"] == out["coverage"] == 1.0
     assert out["density"] > 0.9
+    from prdc import compute_prdc
+
+    ref = compute_prdc(real, real, 5)  # exact ties at the k-th neighbour: '<' must stay strict
+    assert out["density"] == pytest.approx(float(ref["density"]), abs=1e-12)
 
 
 def test_prdc_disjoint_sets_are_zero():
