@@ -444,12 +444,13 @@ class _Clause:
             return cue
         return None
 
-    def status(self, start: int, end: int, floor: int = 0) -> tuple[float, str | None]:
-        """Status of the mention at [start, end): nearest pre-cue, else a post-cue, else positive."""
+    def status(self, start: int, end: int, floor: int = 0) -> tuple[float, tuple[int, int] | None]:
+        """Status of the mention at [start, end) and the deciding cue's span: the nearest pre-cue,
+        else a post-cue, else positive (no cue)."""
         cue = self._pre_cue(start, floor) or self._post_cue(end)
         if cue is None:
             return POSITIVE, None
-        return cue.value, cue.text
+        return cue.value, (cue.start, cue.end)
 
 
 def _is_filler_gap(gap: str) -> bool:
@@ -463,8 +464,11 @@ def _clause_mentions(clause: _Clause, offset: int, original: str) -> list[Mentio
     text = clause.text
     found: list[Mention] = []
 
-    def add(label: str, s: int, e: int, value: float, cue: str | None) -> None:
-        found.append(Mention(label, value, offset + s, offset + e, original[offset + s : offset + e], cue))
+    def add(label: str, s: int, e: int, value: float, cue: tuple[int, int] | None) -> None:
+        cue_text = original[offset + cue[0] : offset + cue[1]] if cue else None
+        found.append(
+            Mention(label, value, offset + s, offset + e, original[offset + s : offset + e], cue_text)
+        )
 
     for label, rx in _MENTION_RE.items():
         for m in rx.finditer(text):
@@ -486,9 +490,9 @@ def _clause_mentions(clause: _Clause, offset: int, original: str) -> list[Mentio
                 floor = s.start()
             a, b = min(s.start(), qual.start()), max(s.end(), qual.end())
             if qual.group("neg"):
-                add(label, a, b, NEGATIVE, qual.group("neg"))
+                add(label, a, b, NEGATIVE, qual.span("neg"))
             elif qual.group("unc"):
-                add(label, a, b, UNCERTAIN, qual.group("unc"))
+                add(label, a, b, UNCERTAIN, qual.span("unc"))
             else:
                 value, cue = clause.status(qual.start("pos"), qual.end("pos"), floor)
                 add(label, a, b, value, cue)

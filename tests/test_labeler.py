@@ -1,0 +1,272 @@
+"""The rule labeler against hand-labelled sentences, the report writer round trip, and the `label` CLI."""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from evaluators.errors import InputError
+from evaluators.labeler import add_cli, explain, label_report, label_reports
+from evaluators.pathologies import INDEX, N_LABELS, PATHOLOGIES, parse_label_value
+from evaluators.reports import compose_report, example_prompt, write_report
+
+HERE = Path(__file__).resolve().parent
+SENTENCES = HERE / "labeler_sentences.csv"
+
+
+def _rows() -> list[dict[str, str]]:
+    with SENTENCES.open(newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def _expected(row: dict[str, str]) -> np.ndarray:
+    return np.array([parse_label_value(row[p]) for p in PATHOLOGIES], dtype=np.float32)
+
+
+def _diff(expected: np.ndarray, got: np.ndarray) -> list[str]:
+    return [
+        f"{p}: expected {e}, got {g}"
+        for p, e, g in zip(PATHOLOGIES, expected.tolist(), got.tolist())
+        if not (e == g or (math.isnan(e) and math.isnan(g)))
+    ]
+
+
+ROWS = _rows()
+
+
+@pytest.mark.parametrize("row", ROWS, ids=[r["text"][:60] for r in ROWS])
+def test_hand_labelled_sentence(row):
+    got = label_report(row["text"])
+    assert got.shape == (N_LABELS,) and got.dtype == np.float32
+    assert not _diff(_expected(row), got), _diff(_expected(row), got)
+
+
+def test_hand_labelled_set_covers_every_label_and_status():
+    assert len(ROWS) >= 100
+    assert list(ROWS[0]) == ["text", *PATHOLOGIES]
+    expected = np.stack([_expected(r) for r in ROWS])
+    for p in PATHOLOGIES:
+        col = expected[:, INDEX[p]]
+        statuses = (1.0, 0.0) if p == "No Finding" else (1.0, 0.0, -1.0)
+        for v in statuses:
+            assert (col == v).sum() >= 1, f"no sentence with {p} = {v}"
+    # No Finding is always stated for non-empty text.
+    assert not np.isnan(expected[:, INDEX["No Finding"]]).any()
+
+
+@pytest.mark.parametrize(
+    ("text", "label", "value"),
+    [
+        ("No pneumothorax.", "Pneumothorax", 0.0),
+        ("possible small left effusion", "Pleural Effusion", -1.0),
+        ("heart size is enlarged", "Cardiomegaly", 1.0),
+        ("Heart size is normal.", "Cardiomegaly", 0.0),
+        ("no effusion but there is a left lower lobe consolidation", "Consolidation", 1.0),
+        ("no effusion but there is a left lower lobe consolidation", "Pleural Effusion", 0.0),
+        ("Pneumonia cannot be excluded.", "Pneumonia", -1.0),
+        ("Cannot exclude pneumonia.", "Pneumonia", -1.0),
+        ("Pneumonia is ruled out.", "Pneumonia", 0.0),
+    ],
+)
+def test_issue_examples(text, label, value):
+    assert label_report(text)[INDEX[label]] == value
+
+
+def test_precedence_positive_over_uncertain_over_negative():
+    assert label_report("Possible effusion. Small left effusion.")[INDEX["Pleural Effusion"]] == 1.0
+    assert label_report("No right effusion. Possible left effusion.")[INDEX["Pleural Effusion"]] == -1.0
+    assert label_report("No effusion. No effusions.")[INDEX["Pleural Effusion"]] == 0.0
+
+
+@pytest.mark.parametrize("text", ["", "   \n ", None, float("nan"), "INDICATION: evaluate for pneumonia."])
+def test_no_content_is_all_blank(text):
+    assert np.isnan(label_report(text)).all()
+
+
+def test_no_finding_rule():
+    nf = INDEX["No Finding"]
+    assert label_report("The aorta is tortuous.")[nf] == 1.0  # content, nothing abnormal
+    assert label_report("Endotracheal tube in place.")[nf] == 1.0  # devices do not count
+    assert label_report("Possible pneumonia.")[nf] == 0.0  # uncertain counts (CheXpert)
+    assert label_report("No acute cardiopulmonary process. Small effusion.")[nf] == 0.0
+
+
+def test_non_string_input_is_a_user_error():
+    with pytest.raises(InputError, match="string"):
+        label_report(42)  # type: ignore[arg-type]
+
+
+def test_label_reports_stacks_rows():
+    out = label_reports(["No pneumothorax.", "", "Moderate cardiomegaly."])
+    assert out.shape == (3, N_LABELS) and out.dtype == np.float32
+    assert (
+        out[0, INDEX["Pneumothorax"]] == 0 and np.isnan(out[1]).all() and out[2, INDEX["Cardiomegaly"]] == 1
+    )
+    assert label_reports([]).shape == (0, N_LABELS)
+
+
+def test_explain_names_phrase_status_and_cue():
+    text = "No pleural effusion. Possible left lower lobe pneumonia."
+    rows = explain(text)
+    eff = next(r for r in rows if r["label"] == "Pleural Effusion")
+    assert (eff["status"], eff["phrase"], eff["cue"]) == ("negative", "pleural effusion", "No")
+    assert text[eff["start"] : eff["end"]] == eff["phrase"]
+    pna = next(r for r in rows if r["label"] == "Pneumonia")
+    assert (pna["status"], pna["value"], pna["cue"]) == ("uncertain", -1.0, "Possible")
+    assert rows[-1]["label"] == "No Finding" and rows[-1]["status"] == "negative"
+    assert "Pneumonia" in rows[-1]["cue"]
+    assert explain("") == []
+
+
+# ------------------------------------------------------------------------------------------ round trip
+def _random_labels(rng: np.random.Generator, n: int) -> np.ndarray:
+    return rng.choice([np.nan, 1.0, 0.0, -1.0], size=(n, N_LABELS), p=[0.5, 0.2, 0.18, 0.12]).astype(
+        np.float32
+    )
+
+
+def test_round_trip_reproduces_stated_labels():
+    rng = np.random.default_rng(1234)
+    labels = _random_labels(rng, 3000)
+    labels[:20] = 1.0  # everything at once
+    labels[20:40] = -1.0
+    labels[40:60] = 0.0
+    labels[60:80] = np.nan
+    nf = INDEX["No Finding"]
+    others = [i for i in range(N_LABELS) if i != nf]
+    failures = []
+    for v in labels:
+        text, stated = compose_report(v, rng)
+        got = label_report(text)
+        if _diff(stated, got):
+            failures.append((text, _diff(stated, got)))
+        # What the text states agrees with the input: positives and uncertain ones exactly,
+        # negatives stated as 0 or left unmentioned, blanks never mentioned.
+        for i in others:
+            if v[i] in (1.0, -1.0):
+                assert stated[i] == v[i]
+            elif v[i] == 0.0:
+                assert stated[i] == 0.0 or np.isnan(stated[i])
+            else:
+                assert np.isnan(stated[i])
+    assert not failures, failures[:5]
+
+
+def test_round_trip_mentions_some_negatives():
+    rng = np.random.default_rng(7)
+    labels = np.zeros(N_LABELS, dtype=np.float32)
+    mentioned = [np.nansum(compose_report(labels, rng)[1] == 0.0) for _ in range(200)]
+    assert max(mentioned) >= 3 and min(mentioned) == 0
+
+
+def test_write_report_is_deterministic_and_varied():
+    v = np.full(N_LABELS, np.nan, dtype=np.float32)
+    v[INDEX["Pleural Effusion"]] = 1.0
+    v[INDEX["Cardiomegaly"]] = -1.0
+    a = write_report(v, np.random.default_rng(5))
+    assert a == write_report(v, np.random.default_rng(5))
+    texts = {write_report(v, np.random.default_rng(s)) for s in range(40)}
+    assert len(texts) > 20
+
+
+def test_write_report_view_and_normal_study():
+    v = np.full(N_LABELS, np.nan, dtype=np.float32)
+    text = write_report(v, np.random.default_rng(0), view="PA")
+    assert text.startswith("PA ")
+    assert label_report(text)[INDEX["No Finding"]] == 1.0
+    assert write_report(v, np.random.default_rng(0), view="AP").split()[0] in ("AP", "Portable")
+
+
+def test_write_report_accepts_a_mapping_and_rejects_bad_vectors():
+    text = write_report({"Pneumothorax": 1}, np.random.default_rng(0))
+    assert label_report(text)[INDEX["Pneumothorax"]] == 1.0
+    with pytest.raises(InputError, match="14 entries"):
+        write_report(np.zeros(3), np.random.default_rng(0))
+    with pytest.raises(InputError, match="1, 0, -1 or NaN"):
+        write_report(np.full(N_LABELS, 2.0), np.random.default_rng(0))
+
+
+@pytest.mark.parametrize("pathology", PATHOLOGIES)
+def test_example_prompt_is_read_back_as_that_pathology(pathology):
+    rng = np.random.default_rng(11)
+    for _ in range(10):
+        got = label_report(example_prompt(pathology, rng))
+        assert got[INDEX[pathology]] == 1.0
+        others = [i for i, p in enumerate(PATHOLOGIES) if p not in (pathology, "No Finding")]
+        assert not np.any(got[others] == 1.0)
+
+
+def test_example_prompt_accepts_aliases_and_rejects_unknown_names():
+    assert label_report(example_prompt("effusion", np.random.default_rng(0)))[INDEX["Pleural Effusion"]] == 1
+    with pytest.raises(InputError, match="Unknown pathology"):
+        example_prompt("bronchitis", np.random.default_rng(0))
+
+
+# ------------------------------------------------------------------------------------------------- CLI
+def _run_cli(argv: list[str]) -> int:
+    """The `label` command as cli.main runs it (user errors -> message on stderr, exit 2)."""
+    parser = argparse.ArgumentParser()
+    add_cli(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except InputError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+def test_cli_text(capsys):
+    assert _run_cli(["label", "--text", "Possible small left effusion. No pneumothorax.", "--explain"]) == 0
+    out = capsys.readouterr().out
+    assert "Pleural Effusion            -1 (uncertain)" in out
+    assert "Pneumothorax                0 (negative)" in out
+    assert "Fracture                    blank" in out
+    assert "'effusion' (cue: Possible)" in out
+
+
+def test_cli_csv(tmp_path, capsys):
+    src = tmp_path / "prompts.csv"
+    pd.DataFrame({"id": [1, 2, 3], "prompt": ["No pneumothorax.", "Moderate cardiomegaly.", ""]}).to_csv(
+        src, index=False
+    )
+    out = tmp_path / "out" / "labelled.csv"
+    assert _run_cli(["label", "--csv", str(src), "--out", str(out)]) == 0
+    df = pd.read_csv(out)
+    assert list(df.columns) == ["id", "prompt", *PATHOLOGIES]
+    assert df.loc[0, "Pneumothorax"] == 0 and df.loc[0, "No Finding"] == 1
+    assert df.loc[1, "Cardiomegaly"] == 1 and df.loc[1, "No Finding"] == 0
+    assert df.loc[2, PATHOLOGIES].isna().all()
+    assert "labelled 3 rows" in capsys.readouterr().out
+
+
+def test_cli_csv_errors_name_the_problem(tmp_path, capsys):
+    src = tmp_path / "prompts.csv"
+    pd.DataFrame({"report": ["No pneumothorax."]}).to_csv(src, index=False)
+    assert _run_cli(["label", "--csv", str(src)]) == 2
+    err = capsys.readouterr().err
+    assert "'prompt'" in err and "report" in err and "--prompt-col" in err
+    assert _run_cli(["label", "--csv", str(src), "--prompt-col", "report"]) == 0
+    assert "Pneumothorax" in capsys.readouterr().out
+    assert _run_cli(["label", "--csv", str(tmp_path / "missing.csv")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+
+
+def test_cli_through_python_m_evaluators():
+    repo = HERE.parent
+    proc = subprocess.run(
+        [sys.executable, "-m", "evaluators", "label", "--text", "Heart size is normal."],
+        cwd=repo,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "Cardiomegaly                0 (negative)" in proc.stdout
