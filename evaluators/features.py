@@ -70,15 +70,10 @@ class FeatureSet:
 
 
 def file_hash(path: str | Path) -> str:
-    """sha256 of a file's bytes (streamed): the cache key of an image on disk."""
-    h = hashlib.sha256()
-    try:
-        with open(path, "rb") as fh:
-            for block in iter(lambda: fh.read(1 << 20), b""):
-                h.update(block)
-    except OSError as exc:
-        raise InputError(f"Cannot read image file {path}: {exc.strerror or exc}. Check the path.") from None
-    return h.hexdigest()
+    """sha256 of a file's bytes: the cache key of an image on disk (one implementation, in imageio)."""
+    from .imageio import image_hash
+
+    return image_hash(path)
 
 
 def array_hash(img: np.ndarray) -> str:
