@@ -1,0 +1,17 @@
+"""Privacy of synthetic chest X-rays: patient re-identification, distances to training images, memorisation.
+
+- :mod:`.reid`: the CheXGenBench siamese re-identification network (load, score, train).
+- :mod:`.distances`: pixel and latent distances between a generated image and training images.
+- :mod:`.memorisation`: nearest-training-image search, a threshold calibrated on held-out patients,
+  and the privacy summary (re-ID scores and flags, overall and per pathology).
+- :mod:`.perturb`: the light changes (shift, crop, brightness, noise, JPEG) a copy detector must survive.
+
+Modules are imported on use so that ``import evaluators.privacy`` stays light (no torch).
+"""
+
+from __future__ import annotations
+
+REID_THRESHOLD = 0.5
+"""A re-ID score above this counts as re-identified (CheXGenBench's rule)."""
+
+__all__ = ["REID_THRESHOLD"]

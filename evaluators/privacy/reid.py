@@ -1,0 +1,612 @@
+"""Patient re-identification: does a synthetic image show the same patient as a training image?
+
+The network is CheXGenBench's siamese model (after Packhäuser et al., 2022): a torchvision ResNet-50
+whose ``fc`` is replaced by ``Linear(2048, 128)``; ``sigmoid`` of that is a 128-d feature per image; the
+score of a pair is ``sigmoid(fc_end(|f1 - f2|))`` with ``fc_end = Linear(128, 1)``. A score > 0.5 counts
+as re-identified. Inputs are 224 x 224, the gray image replicated to 3 channels, values in [0, 1] and
+no normalisation (as in CheXGenBench's ``Resize((224, 224)) + ToTensor()``; here the one project
+resize, PIL bicubic, is used instead of torchvision's bilinear).
+
+Module names match the published checkpoint (``ResNet-50_epoch11_data_handling_RPN.pth``, Hugging Face
+``raman07/Patient_ReIdentification_MIMIC``), so it loads with ``strict=True``: ``model.conv1.weight``,
+``model.bn1.*``, ``model.layer1..4.*``, ``model.fc.weight`` [128, 2048], ``model.fc.bias``,
+``fc_end.weight`` [1, 128], ``fc_end.bias``.
+
+Smaller backbones with the same head (``resnet18``; ``tiny``, a 4-layer CNN) serve the CPU demo. A real
+image is embedded once (:func:`embed`) and compared with many synthetic images (:func:`score_pairs`,
+:func:`score_matrix`), rather than passing every pair through both branches.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import math
+import os
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..checkpoints import load_state_dict, save_state_dict
+from ..errors import InputError, UnavailableError
+from .distances import as_gray01, resize_to
+
+Progress = Callable[[int, int, str], None]
+
+BACKBONES = ("resnet50", "resnet18", "tiny")
+DEFAULT_IMAGE_SIZE = {"resnet50": 224, "resnet18": 224, "tiny": 64}
+DEFAULT_LR = {"resnet50": 1e-4, "resnet18": 1e-4, "tiny": 1e-3}
+N_FEATURES = 128
+CHEXGENBENCH_CHECKPOINT = "ResNet-50_epoch11_data_handling_RPN.pth"
+CHEXGENBENCH_REPO = "raman07/Patient_ReIdentification_MIMIC"
+DEMO_CHECKPOINT = "demo_reid.safetensors"
+
+
+class _TinyBackbone(nn.Module):
+    """Four strided conv blocks, a 4 x 4 pooled map (keeps the layout that identifies a patient), ``fc``."""
+
+    def __init__(self, in_channels: int = 3, width: int = 32, n_features: int = N_FEATURES):
+        super().__init__()
+        chans = [in_channels, width, width * 2, width * 2, width * 4]
+        layers: list[nn.Module] = []
+        for cin, cout in itertools.pairwise(chans):
+            layers += [
+                nn.Conv2d(cin, cout, 3, stride=2, padding=1, bias=False),
+                nn.BatchNorm2d(cout),
+                nn.ReLU(),
+            ]
+        self.body = nn.Sequential(*layers)
+        self.pool = nn.AdaptiveAvgPool2d(4)
+        self.fc = nn.Linear(chans[-1] * 16, n_features)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(torch.flatten(self.pool(self.body(x)), 1))
+
+
+class ReIDModel(nn.Module):
+    """Siamese re-ID network; ``forward(x1, x2)`` returns the pair's logit (sigmoid it for the score)."""
+
+    def __init__(
+        self,
+        backbone: str = "resnet50",
+        *,
+        n_features: int = N_FEATURES,
+        in_channels: int = 3,
+        image_size: int | None = None,
+        width: int = 32,
+    ):
+        super().__init__()
+        if backbone not in BACKBONES:
+            raise InputError(f"Unknown re-ID backbone {backbone!r}; use one of {', '.join(BACKBONES)}.")
+        self.backbone_name = backbone
+        self.n_features = n_features
+        self.in_channels = in_channels
+        self.width = width  # tiny backbone only
+        self.image_size = int(image_size or DEFAULT_IMAGE_SIZE[backbone])
+        if backbone == "tiny":
+            self.model: nn.Module = _TinyBackbone(in_channels, width=width, n_features=n_features)
+        else:
+            from torchvision import models
+
+            net = models.resnet50(weights=None) if backbone == "resnet50" else models.resnet18(weights=None)
+            if in_channels != 3:
+                net.conv1 = nn.Conv2d(in_channels, 64, kernel_size=7, stride=2, padding=3, bias=False)
+            net.fc = nn.Linear(net.fc.in_features, n_features)
+            self.model = net
+        self.fc_end = nn.Linear(n_features, 1)
+
+    def forward_once(self, x: torch.Tensor) -> torch.Tensor:
+        """The n_features-d sigmoid feature of one batch of images [B, C, H, W]."""
+        return torch.sigmoid(self.model(x))
+
+    def head(self, f1: torch.Tensor, f2: torch.Tensor) -> torch.Tensor:
+        """Pair logits from two feature batches (broadcasting)."""
+        return self.fc_end(torch.abs(f1 - f2)).squeeze(-1)
+
+    def forward(self, x1: torch.Tensor, x2: torch.Tensor) -> torch.Tensor:
+        return self.head(self.forward_once(x1), self.forward_once(x2))
+
+    def config(self) -> dict:
+        return {
+            "architecture": f"siamese-{self.backbone_name}",
+            "backbone": self.backbone_name,
+            "n_features": self.n_features,
+            "in_channels": self.in_channels,
+            "image_size": self.image_size,
+            **({"width": self.width} if self.backbone_name == "tiny" else {}),
+            "preprocessing": "gray in [0,1], PIL bicubic resize to image_size, replicated to channels, no normalisation",
+        }
+
+
+# --------------------------------------------------------------------------------------------------
+# Loading
+
+
+def _infer_config(sd: dict[str, torch.Tensor], source: str) -> dict:
+    if "fc_end.weight" not in sd or "model.fc.weight" not in sd:
+        keys = ", ".join(list(sd)[:6])
+        raise InputError(
+            f"{source} is not a siamese re-ID checkpoint: it lacks 'fc_end.weight' / 'model.fc.weight' "
+            f"(first keys: {keys}). Expected CheXGenBench's layout (model.* = ResNet, fc_end = Linear(128, 1))."
+        )
+    if "model.layer4.0.conv3.weight" in sd:
+        backbone = "resnet50"
+    elif "model.layer4.0.conv2.weight" in sd:
+        backbone = "resnet18"
+    elif "model.body.0.weight" in sd:
+        backbone = "tiny"
+    else:
+        raise InputError(
+            f"{source}: cannot tell the re-ID backbone from its keys (resnet50, resnet18 or tiny expected)."
+        )
+    conv1 = sd.get("model.conv1.weight", sd.get("model.body.0.weight"))
+    return {
+        "backbone": backbone,
+        "n_features": int(sd["fc_end.weight"].shape[1]),
+        "in_channels": int(conv1.shape[1]),
+        "image_size": DEFAULT_IMAGE_SIZE[backbone],
+        "width": int(sd["model.body.0.weight"].shape[0]) if backbone == "tiny" else 32,
+    }
+
+
+def sidecar_path(weights: str | os.PathLike) -> Path:
+    """The JSON written next to a trained checkpoint (architecture, image size, training set, val AUC)."""
+    p = Path(weights)
+    return p.with_suffix(".json")
+
+
+def _find_chexgenbench() -> Path:
+    from ..settings import chexgen_home
+
+    candidates = [chexgen_home() / "weights" / CHEXGENBENCH_CHECKPOINT]
+    for path in candidates:
+        if path.is_file():
+            return path
+    try:
+        from huggingface_hub import hf_hub_download
+
+        return Path(hf_hub_download(CHEXGENBENCH_REPO, CHEXGENBENCH_CHECKPOINT, local_files_only=True))
+    except Exception:  # not in the HF cache (or huggingface_hub absent): say how to provide it
+        pass
+    raise UnavailableError(
+        f"The CheXGenBench re-ID checkpoint {CHEXGENBENCH_CHECKPOINT} is not on this machine. Download it from "
+        f"https://huggingface.co/{CHEXGENBENCH_REPO} (`huggingface-cli download {CHEXGENBENCH_REPO} "
+        f"{CHEXGENBENCH_CHECKPOINT}`) or copy it to {candidates[0]}; or use the demo model ('demo')."
+    )
+
+
+def resolve_reid_path(path_or_name: str | os.PathLike) -> Path:
+    """A weights file for a name ('chexgenbench', 'demo') or a path."""
+    name = str(path_or_name)
+    if name.lower() == "chexgenbench":
+        return _find_chexgenbench()
+    if name.lower() == "demo":
+        from ..settings import assets_dir
+
+        path = assets_dir() / DEMO_CHECKPOINT
+        if not path.is_file():
+            raise UnavailableError(
+                f"The demo re-ID model {path} is missing. Train it with "
+                f"`python -m evaluators train-reid --train demo --out {path}`."
+            )
+        return path
+    path = Path(name).expanduser()
+    if not path.exists():
+        raise InputError(
+            f"Re-ID model {name!r} is neither a file nor a known name; give a weights file, 'chexgenbench' or 'demo'."
+        )
+    return path
+
+
+def load_reid(path_or_name: str | os.PathLike, *, device: str | None = None) -> ReIDModel:
+    """A re-ID model in eval mode from a file or a name ('chexgenbench', 'demo'); weights loaded safely.
+
+    The architecture comes from the JSON sidecar when there is one, else from the checkpoint's keys.
+    """
+    path = resolve_reid_path(path_or_name)
+    sd = load_state_dict(path)
+    cfg = _infer_config(sd, str(path))
+    side = sidecar_path(path)
+    if side.is_file():
+        try:
+            meta = json.loads(side.read_text())
+            cfg["image_size"] = int(meta.get("image_size", cfg["image_size"]))
+        except (OSError, ValueError, TypeError) as exc:
+            raise InputError(f"{side} is not valid JSON ({exc}); fix or delete it.") from None
+    model = ReIDModel(
+        cfg["backbone"],
+        n_features=cfg["n_features"],
+        in_channels=cfg["in_channels"],
+        width=cfg["width"],
+        image_size=cfg["image_size"],
+    )
+    result = model.load_state_dict(sd, strict=False)
+    if result.missing_keys or result.unexpected_keys:
+        raise InputError(
+            f"{path} does not match the {cfg['backbone']} re-ID architecture: missing "
+            f"{result.missing_keys[:5]}, unexpected {result.unexpected_keys[:5]}."
+        )
+    from ..settings import select_device
+
+    return model.to(select_device(device)).eval()
+
+
+# --------------------------------------------------------------------------------------------------
+# Scoring
+
+
+def _device(model: nn.Module) -> torch.device:
+    return next(model.parameters()).device
+
+
+def preprocess(imgs: Sequence[object], image_size: int, in_channels: int = 3) -> torch.Tensor:
+    """[B, C, S, S] float32: gray in [0, 1], resized, replicated to the model's channels, not normalised."""
+    arr = np.stack([resize_to(as_gray01(im, name=f"image {i}"), image_size) for i, im in enumerate(imgs)])
+    x = torch.from_numpy(arr).unsqueeze(1)
+    return x.expand(-1, in_channels, -1, -1).contiguous()
+
+
+@torch.no_grad()
+def embed(
+    model: ReIDModel, imgs: Sequence[object], *, batch_size: int = 32, progress: Progress | None = None
+) -> np.ndarray:
+    """Sigmoid features [N, n_features] (float32) of images (arrays in [0, 1] or uint8, any size)."""
+    model.eval()
+    dev = _device(model)
+    out = []
+    n = len(imgs)
+    for start in range(0, n, batch_size):
+        x = preprocess(imgs[start : start + batch_size], model.image_size, model.in_channels).to(dev)
+        out.append(model.forward_once(x).float().cpu().numpy())
+        if progress:
+            progress(min(start + batch_size, n), n, "re-ID features")
+    if not out:
+        return np.zeros((0, model.n_features), dtype=np.float32)
+    return np.concatenate(out).astype(np.float32)
+
+
+def _features(model: ReIDModel, f: object, name: str) -> torch.Tensor:
+    t = torch.from_numpy(np.ascontiguousarray(f, dtype=np.float32))
+    if t.ndim == 1:
+        t = t[None]
+    if t.ndim != 2 or t.shape[1] != model.n_features:
+        raise InputError(f"{name}: expected re-ID features [N, {model.n_features}], got {tuple(t.shape)}.")
+    return t.to(_device(model))
+
+
+@torch.no_grad()
+def score_pairs(model: ReIDModel, fa: object, fb: object) -> np.ndarray:
+    """Re-ID score of row i of ``fa`` with row i of ``fb`` (a single row broadcasts): shape [N]."""
+    a, b = _features(model, fa, "first features"), _features(model, fb, "second features")
+    if a.shape[0] != b.shape[0] and 1 not in (a.shape[0], b.shape[0]):
+        raise InputError(f"Feature counts differ: {a.shape[0]} vs {b.shape[0]} (pairs are row by row).")
+    return torch.sigmoid(model.head(a, b)).float().cpu().numpy().astype(np.float64)
+
+
+@torch.no_grad()
+def score_matrix(model: ReIDModel, fa: object, fb: object, *, chunk: int = 256) -> np.ndarray:
+    """Re-ID scores of every row of ``fa`` with every row of ``fb``: shape [Na, Nb]."""
+    a, b = _features(model, fa, "first features"), _features(model, fb, "second features")
+    out = np.empty((a.shape[0], b.shape[0]), dtype=np.float64)
+    for s in range(0, a.shape[0], chunk):
+        block = model.head(a[s : s + chunk, None, :], b[None, :, :])
+        out[s : s + chunk] = torch.sigmoid(block).float().cpu().numpy()
+    return out
+
+
+def reid_scores(
+    model: ReIDModel, imgs_a: Sequence[object], imgs_b: Sequence[object], *, batch_size: int = 32
+) -> np.ndarray:
+    """Re-ID score of each pair (imgs_a[i], imgs_b[i]): shape [N], in (0, 1)."""
+    if len(imgs_a) != len(imgs_b):
+        raise InputError(f"Re-ID pairs need equal lists: {len(imgs_a)} vs {len(imgs_b)} images.")
+    fa = embed(model, imgs_a, batch_size=batch_size)
+    fb = embed(model, imgs_b, batch_size=batch_size)
+    return score_pairs(model, fa, fb)
+
+
+# --------------------------------------------------------------------------------------------------
+# Training
+
+
+class _Images:
+    """Images of an image set resized once and kept in memory (within a budget; beyond it, re-read)."""
+
+    def __init__(self, image_set, size: int, budget_bytes: int = 4 << 30):
+        self.set, self.size = image_set, size
+        self.cache: dict[int, np.ndarray] = {}
+        self.max_items = max(1, budget_bytes // (size * size * 4))
+
+    def __call__(self, i: int) -> np.ndarray:
+        img = self.cache.get(i)
+        if img is None:
+            img = resize_to(as_gray01(self.set.image(i), name=f"image {i}"), self.size)
+            if len(self.cache) < self.max_items:
+                self.cache[i] = img
+        return img
+
+
+def _groups(
+    patient_ids: np.ndarray, study_ids: np.ndarray | None, rows: np.ndarray
+) -> list[list[np.ndarray]]:
+    """For the given rows: per patient, the row indices of each of its studies (patients with >= 2 studies)."""
+    out = []
+    pats = patient_ids[rows]
+    for pid in np.unique(pats):
+        mine = rows[pats == pid]
+        if study_ids is None:
+            studies = [np.array([r]) for r in mine]
+        else:
+            sids = study_ids[mine]
+            studies = [mine[sids == s] for s in np.unique(sids)]
+        if len(studies) >= 2:
+            out.append(studies)
+    return out
+
+
+def sample_pairs(
+    patient_ids: np.ndarray, study_ids: np.ndarray | None, rows: np.ndarray, n: int, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``n`` balanced pairs among ``rows``: half two studies of one patient (label 1), half two patients (0)."""
+    groups = _groups(patient_ids, study_ids, rows)
+    if not groups:
+        raise InputError("No patient has two studies, so no positive re-ID pairs can be made.")
+    n_pos = n // 2
+    ia, ib = np.empty(n, dtype=np.int64), np.empty(n, dtype=np.int64)
+    for k in range(n_pos):
+        studies = groups[int(rng.integers(len(groups)))]
+        s1, s2 = rng.choice(len(studies), size=2, replace=False)
+        ia[k] = rng.choice(studies[s1])
+        ib[k] = rng.choice(studies[s2])
+    n_neg = n - n_pos
+    a = rng.choice(rows, size=n_neg)
+    b = rng.choice(rows, size=n_neg)
+    for _ in range(100):
+        same = patient_ids[a] == patient_ids[b]
+        if not same.any():
+            break
+        b[same] = rng.choice(rows, size=int(same.sum()))
+    else:
+        raise InputError("All images belong to one patient: no negative re-ID pairs can be made.")
+    ia[n_pos:], ib[n_pos:] = a, b
+    y = np.concatenate([np.ones(n_pos), np.zeros(n_neg)]).astype(np.float32)
+    return ia, ib, y
+
+
+def split_patients(patient_ids: np.ndarray, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Row indices of a patient-disjoint (train, val) split; val patients drawn at random with ``seed``."""
+    pats = np.unique(patient_ids)
+    if len(pats) < 4:
+        raise InputError(f"Re-ID training needs at least 4 patients (found {len(pats)}).")
+    rng = np.random.default_rng([seed, 7])
+    rng.shuffle(pats)
+    n_val = min(len(pats) - 2, max(2, round(val_fraction * len(pats))))
+    val = set(pats[:n_val].tolist())
+    is_val = np.array([p in val for p in patient_ids.tolist()])
+    return np.flatnonzero(~is_val), np.flatnonzero(is_val)
+
+
+def _batch(
+    images: _Images, idx: np.ndarray, in_channels: int, rng: np.random.Generator | None
+) -> torch.Tensor:
+    imgs = [images(int(i)) for i in idx]
+    if rng is not None:  # light augmentation so that scores survive small shifts and contrast changes
+        from .perturb import brightness, shift
+
+        imgs = [shift(im, rng) if rng.random() < 0.5 else im for im in imgs]
+        imgs = [brightness(im, rng) if rng.random() < 0.5 else im for im in imgs]
+    x = torch.from_numpy(np.stack(imgs)).unsqueeze(1)
+    return x.expand(-1, in_channels, -1, -1).contiguous()
+
+
+@torch.no_grad()
+def _evaluate(model: ReIDModel, images: _Images, pairs, batch_size: int, dev) -> dict:
+    from sklearn.metrics import roc_auc_score
+
+    model.eval()
+    ia, ib, y = pairs
+    uniq = np.unique(np.concatenate([ia, ib]))
+    feats = {}
+    for s in range(0, len(uniq), batch_size):
+        chunk = uniq[s : s + batch_size]
+        f = model.forward_once(_batch(images, chunk, model.in_channels, None).to(dev))
+        feats.update(zip(chunk.tolist(), f))
+    fa = torch.stack([feats[int(i)] for i in ia])
+    fb = torch.stack([feats[int(i)] for i in ib])
+    scores = torch.sigmoid(model.head(fa, fb)).float().cpu().numpy()
+    return {"auc": float(roc_auc_score(y, scores)), "accuracy": float(np.mean((scores > 0.5) == (y > 0.5)))}
+
+
+def _table_column(image_set, name: str) -> np.ndarray | None:
+    table = getattr(image_set, "table", None)
+    if table is not None and name in table.columns:
+        col = table[name]
+        if col.notna().all():
+            return col.astype(str).to_numpy()
+    return None
+
+
+def train_reid(
+    image_set,
+    *,
+    out: str | os.PathLike,
+    backbone: str = "tiny",
+    epochs: int = 5,
+    image_size: int | None = None,
+    pairs_per_epoch: int = 2048,
+    batch_size: int = 32,
+    lr: float | None = None,
+    val_fraction: float = 0.2,
+    val_pairs: int = 512,
+    augment: bool = True,
+    width: int = 32,
+    seed: int = 0,
+    device: str | None = None,
+    progress: Progress | None = None,
+) -> dict:
+    """Train a siamese re-ID model on an image set with patient ids; returns metrics and writes ``out``.
+
+    Pairs are two studies of one patient (positive) or images of two patients (negative), balanced;
+    BCE on the pair logit, Adam. Validation patients are disjoint from training patients, so the val
+    AUC measures re-identification of unseen patients. After every epoch the state is saved to
+    ``<out>.resume.pt`` and a rerun with the same arguments continues from there; at the end ``out``
+    (safetensors) and its JSON sidecar are written and the resume file removed.
+    """
+    from ..settings import select_device
+
+    if isinstance(image_set, str | os.PathLike):
+        from ..imagesets import load_image_set
+
+        spec = str(image_set)
+        image_set = load_image_set(spec)
+    else:
+        spec = str(getattr(image_set, "spec", getattr(image_set, "name", type(image_set).__name__)))
+    if backbone not in BACKBONES:
+        raise InputError(f"Unknown re-ID backbone {backbone!r}; use one of {', '.join(BACKBONES)}.")
+    if epochs < 1 or pairs_per_epoch < 2 or batch_size < 2:
+        raise InputError("epochs must be >= 1, pairs_per_epoch and batch_size >= 2.")
+    patient_ids = _table_column(image_set, "patient_id")
+    if patient_ids is None:
+        pids = getattr(image_set, "patient_ids", None)
+        if pids is None or len(pids) != len(image_set) or any(p is None or p != p for p in pids):
+            raise InputError(
+                f"Image set {spec} has no complete 'patient_id' column; re-ID training needs patient ids."
+            )
+        patient_ids = np.asarray([str(p) for p in pids])
+    study_ids = _table_column(image_set, "study_id")
+    size = int(image_size or DEFAULT_IMAGE_SIZE[backbone])
+    lr = float(lr or DEFAULT_LR[backbone])
+    out = Path(out).expanduser()
+    resume = out.with_name(out.name + ".resume.pt")
+    config = {
+        "backbone": backbone, "image_size": size, "pairs_per_epoch": pairs_per_epoch, "batch_size": batch_size,
+        "lr": lr, "val_fraction": val_fraction, "val_pairs": val_pairs, "augment": augment, "seed": seed, "width": width,
+        "n_images": len(image_set), "train_set": spec,
+    }  # fmt: skip
+    train_rows, val_rows = split_patients(patient_ids, val_fraction, seed)
+    dev = select_device(device)
+    torch.manual_seed(seed)
+    model = ReIDModel(backbone, image_size=size, width=width).to(dev)
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    loss_fn = nn.BCEWithLogitsLoss()
+    images = _Images(image_set, size)
+    val = sample_pairs(patient_ids, study_ids, val_rows, val_pairs, np.random.default_rng([seed, 1_000_003]))
+    history: list[dict] = []
+    start_epoch = 0
+    if resume.is_file():
+        state = torch.load(resume, map_location="cpu", weights_only=True)
+        if json.loads(state["config"]) == config:
+            model.load_state_dict(state["model"])
+            opt.load_state_dict(state["optimizer"])
+            history = json.loads(state["history"])
+            start_epoch = int(state["epoch"])
+    t0 = time.perf_counter()
+    steps_per_epoch = math.ceil(pairs_per_epoch / batch_size)
+    total = epochs * steps_per_epoch
+    for epoch in range(start_epoch, epochs):
+        rng = np.random.default_rng([seed, epoch])
+        ia, ib, y = sample_pairs(patient_ids, study_ids, train_rows, pairs_per_epoch, rng)
+        order = rng.permutation(len(y))
+        model.train()
+        losses = []
+        for step in range(steps_per_epoch):
+            sel = order[step * batch_size : (step + 1) * batch_size]
+            if len(sel) < 2:
+                continue
+            aug = rng if augment else None
+            x = torch.cat(
+                [
+                    _batch(images, ia[sel], model.in_channels, aug),
+                    _batch(images, ib[sel], model.in_channels, aug),
+                ]
+            )
+            x = x.to(dev)
+            f = model.forward_once(x)
+            logits = model.head(f[: len(sel)], f[len(sel) :])
+            loss = loss_fn(logits, torch.from_numpy(y[sel]).to(dev))
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            losses.append(loss.item())
+            if progress:
+                progress(epoch * steps_per_epoch + step + 1, total, f"re-ID epoch {epoch + 1}/{epochs}")
+        metrics = _evaluate(model, images, val, batch_size, dev)
+        history.append({"epoch": epoch + 1, "train_loss": float(np.mean(losses)), "val_auc": metrics["auc"],
+                        "val_accuracy": metrics["accuracy"]})  # fmt: skip
+        resume.parent.mkdir(parents=True, exist_ok=True)
+        tmp = resume.with_name(resume.name + ".tmp")
+        torch.save({"epoch": epoch + 1, "model": model.state_dict(), "optimizer": opt.state_dict(),
+                    "config": json.dumps(config), "history": json.dumps(history)}, tmp)  # fmt: skip
+        os.replace(tmp, resume)
+    final = history[-1]
+    result = {
+        **model.config(),
+        "out": str(out),
+        "train_set": spec,
+        "epochs": epochs,
+        "seed": seed,
+        "lr": lr,
+        "train_images": len(train_rows),
+        "train_patients": len(np.unique(patient_ids[train_rows])),
+        "val_images": len(val_rows),
+        "val_patients": len(np.unique(patient_ids[val_rows])),
+        "val_pairs": val_pairs,
+        "val_auc": final["val_auc"],
+        "val_accuracy": final["val_accuracy"],
+        "history": history,
+        "resumed_from_epoch": start_epoch,
+        "seconds": round(time.perf_counter() - t0, 2),
+    }
+    save_state_dict(
+        model.state_dict(), out, metadata={"architecture": result["architecture"], "image_size": size}
+    )
+    sidecar_path(out).write_text(json.dumps(result, indent=2))
+    resume.unlink(missing_ok=True)
+    model.eval()
+    return result
+
+
+# --------------------------------------------------------------------------------------------------
+# CLI
+
+
+def _cli_train(args) -> int:
+    import sys
+
+    def progress(done: int, total: int, desc: str) -> None:
+        if done == total or done % 20 == 0:
+            print(f"\r{desc}: {done}/{total}", end="\n" if done == total else "", file=sys.stderr, flush=True)
+
+    result = train_reid(
+        args.train, out=args.out, backbone=args.backbone, epochs=args.epochs, image_size=args.image_size,
+        pairs_per_epoch=args.pairs_per_epoch, batch_size=args.batch_size, seed=args.seed, device=args.device,
+        progress=progress,
+    )  # fmt: skip
+    print(json.dumps({k: v for k, v in result.items() if k != "history"}, indent=2))
+    return 0
+
+
+def add_cli(subparsers) -> None:
+    """``train-reid``: train a siamese re-ID model on an image set with patient ids."""
+    p = subparsers.add_parser(
+        "train-reid",
+        help="train a patient re-identification model (siamese, CheXGenBench head)",
+        description="Train a siamese re-ID model on pairs of studies (same / different patient); writes "
+        "safetensors plus a JSON sidecar with the held-out-patient AUC. Rerun to resume.",
+    )
+    p.add_argument("--train", required=True, help="image set with patient ids (path, CSV or 'demo')")
+    p.add_argument("--out", required=True, help="output weights file (.safetensors)")
+    p.add_argument("--backbone", choices=BACKBONES, default="tiny")
+    p.add_argument("--epochs", type=int, default=5)
+    p.add_argument(
+        "--image-size", type=int, default=None, help="input side (default: 224 for ResNets, 64 for tiny)"
+    )
+    p.add_argument("--pairs-per-epoch", type=int, default=2048)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default=None, help="cuda, mps, cpu (default: best available)")
+    p.set_defaults(func=_cli_train)
