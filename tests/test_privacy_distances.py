@@ -48,7 +48,10 @@ def test_metric_properties():
     assert pixel_distance(x, x) == 0.0
     assert pixel_distance(x, y) == pytest.approx(pixel_distance(y, x))
     z = rng.random((32, 32), dtype=np.float32)
-    assert pixel_distance(x, z, kind="l2") <= pixel_distance(x, y, kind="l2") + pixel_distance(y, z, kind="l2") + 1e-9
+    assert (
+        pixel_distance(x, z, kind="l2")
+        <= pixel_distance(x, y, kind="l2") + pixel_distance(y, z, kind="l2") + 1e-9
+    )
 
 
 def test_input_types_are_scaled_to_unit_range():
@@ -73,11 +76,13 @@ def test_different_sizes_go_to_a_common_size():
     big = rng.random((64, 64), dtype=np.float32)
     small = resize_to(big, 32)
     assert small.shape == (32, 32) and small.dtype == np.float32
-    assert 0.0 <= small.min() and small.max() <= 1.0
+    assert small.min() >= 0.0 and small.max() <= 1.0
     # Default: both to the smaller shape, the same resize for both.
     assert pixel_distance(big, small) == pytest.approx(pixel_distance(resize_to(big, 32), small))
     assert pixel_distance(big, small) < 1e-6
-    assert pixel_distance(big, small, size=16) == pytest.approx(pixel_distance(resize_to(big, 16), resize_to(small, 16)))
+    assert pixel_distance(big, small, size=16) == pytest.approx(
+        pixel_distance(resize_to(big, 16), resize_to(small, 16))
+    )
     assert resize_to(big, (20, 30)).shape == (20, 30)
 
 
@@ -101,7 +106,9 @@ def test_latent_distances():
     np.testing.assert_allclose(latent_distances(u, v, kind="rmse"), l2 / np.sqrt(768))
     from scipy.spatial.distance import cosine
 
-    np.testing.assert_allclose(latent_distances(u, v, kind="cosine"), [cosine(a, b) for a, b in zip(u, v)], atol=1e-12)
+    np.testing.assert_allclose(
+        latent_distances(u, v, kind="cosine"), [cosine(a, b) for a, b in zip(u, v)], atol=1e-12
+    )
     assert latent_distance([1, 0], [2, 0], kind="cosine") == pytest.approx(0.0)
     assert latent_distance([1, 0], [0, 3], kind="cosine") == pytest.approx(1.0)
     # One real vector broadcast against all seeds; pooled [N, 1, D] outputs are flattened.

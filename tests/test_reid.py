@@ -160,13 +160,15 @@ def test_embed_once_score_many_matches_pairwise():
     real, synth = _xray_like(rng, 2, 40), _xray_like(rng, 5, 48)  # sizes differ: each is resized
     fr, fs = embed(model, real), embed(model, synth, batch_size=2)
     assert fr.shape == (2, 128) and fs.shape == (5, 128) and fr.dtype == np.float32
-    assert 0 < fs.min() and fs.max() < 1  # sigmoid features
+    assert fs.min() > 0 and fs.max() < 1  # sigmoid features
     mat = score_matrix(model, fr, fs)
     assert mat.shape == (2, 5)
     for i in range(2):
         np.testing.assert_allclose(mat[i], reid_scores(model, [real[i]] * 5, synth), rtol=1e-5)
         np.testing.assert_allclose(mat[i], score_pairs(model, fr[i], fs), rtol=1e-6)  # one row broadcasts
-    np.testing.assert_allclose(score_pairs(model, fs, fs[::-1]), score_pairs(model, fs[::-1], fs))  # symmetric
+    np.testing.assert_allclose(
+        score_pairs(model, fs, fs[::-1]), score_pairs(model, fs[::-1], fs)
+    )  # symmetric
     uint8 = [np.round(im * 255).astype(np.uint8) for im in synth]
     np.testing.assert_allclose(embed(model, uint8), fs, atol=0.02)  # uint8 input is scaled, not raw
     with pytest.raises(InputError, match="equal lists"):
