@@ -83,6 +83,18 @@ def parse_dtype(dtype: str | torch.dtype, device: str) -> torch.dtype:
     return out
 
 
+def hf_cache_dir() -> str:
+    """The Hugging Face hub cache, read from the environment now (huggingface_hub reads it once at import)."""
+    env = os.environ.get("HF_HUB_CACHE") or os.environ.get("HUGGINGFACE_HUB_CACHE")
+    if env:
+        return str(Path(env).expanduser())
+    if os.environ.get("HF_HOME"):
+        return str(Path(os.environ["HF_HOME"]).expanduser() / "hub")
+    from huggingface_hub import constants
+
+    return str(constants.HF_HUB_CACHE)
+
+
 def library_versions(*names: str) -> dict[str, str]:
     """Installed versions of the libraries an encoder's numbers depend on (for the record)."""
     from importlib.metadata import PackageNotFoundError, version

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from ..settings import is_offline
-from .base import Encoder, as_gray, center_crop, library_versions, resize_shortest_edge
+from .base import Encoder, as_gray, center_crop, hf_cache_dir, library_versions, resize_shortest_edge
 from .registry import Availability, EncoderSpec
 
 HF_ID = "microsoft/BiomedVLP-BioViL-T"
@@ -36,7 +36,7 @@ def _cached() -> Path | None:
         from huggingface_hub import try_to_load_from_cache
 
         for rev in (REVISION, None):
-            hit = try_to_load_from_cache(HF_ID, FILENAME, revision=rev)
+            hit = try_to_load_from_cache(HF_ID, FILENAME, cache_dir=hf_cache_dir(), revision=rev)
             if isinstance(hit, str) and Path(hit).is_file():
                 return Path(hit)
     except Exception:
@@ -125,7 +125,7 @@ def load(weights: str | Path | None = None, device: str = "cpu", dtype: str = "f
     if path is None:  # only reached online (check() refused otherwise)
         from huggingface_hub import hf_hub_download
 
-        path = Path(hf_hub_download(HF_ID, FILENAME, revision=REVISION))
+        path = Path(hf_hub_download(HF_ID, FILENAME, revision=REVISION, cache_dir=hf_cache_dir()))
     state_dict = torch.load(path, map_location="cpu", weights_only=True)
     return BiovilEncoder(build_model(state_dict), path, device, dtype)
 

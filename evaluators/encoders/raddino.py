@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from ..settings import is_offline
-from .base import Encoder, as_gray, center_crop, library_versions, resize, resize_shortest_edge
+from .base import Encoder, as_gray, center_crop, hf_cache_dir, library_versions, resize, resize_shortest_edge
 from .registry import Availability, EncoderSpec
 
 HF_ID = "microsoft/rad-dino"
@@ -42,7 +42,7 @@ def _cached_snapshot() -> Path | None:
     try:
         from huggingface_hub import snapshot_download
 
-        return Path(snapshot_download(HF_ID, local_files_only=True))
+        return Path(snapshot_download(HF_ID, cache_dir=hf_cache_dir(), local_files_only=True))
     except Exception:
         return None
 
@@ -158,7 +158,7 @@ def load(weights: str | Path | None = None, device: str = "cpu", dtype: str = "f
     if folder is None:  # only reached online (check() refused otherwise): fetch the three files
         from huggingface_hub import snapshot_download
 
-        folder = Path(snapshot_download(HF_ID, allow_patterns=[*NEEDED, "model.safetensors"]))
+        folder = Path(snapshot_download(HF_ID, cache_dir=hf_cache_dir(), allow_patterns=[*NEEDED, "model.safetensors"]))
     model = AutoModel.from_pretrained(str(folder), local_files_only=True)
     processor = AutoImageProcessor.from_pretrained(str(folder), local_files_only=True)
     in_cache = "snapshots" in folder.parts and any(p.startswith("models--") for p in folder.parts)
