@@ -29,6 +29,7 @@ import argparse
 import math
 import re
 import sys
+from bisect import bisect_left, bisect_right
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -191,7 +192,7 @@ _FILLER = frozenset(
     massively slightly minimally mild moderate severe substantially significantly at the a upper top limits
     limit of and or hilar mediastinal cardiomediastinal contours contour silhouette silhouettes heart cardiac
     size within stable unchanged overall otherwise grossly also in hila hilum lungs lung pulmonary vasculature
-        vascularity mediastinum cardiomediastinum""",
+        vascularity mediastinum cardiomediastinum questionably perhaps somewhat potentially""",
     )
 )
 _ANY_SUBJECT_RE = re.compile(rf"\b(?:{_alt(subj for subj, _ in _ANATOMY.values())})\b")
@@ -412,37 +413,47 @@ class _Clause:
     def __init__(self, text: str) -> None:
         self.text = text
         self.pre, self.post = _find_cues(text)
+        self.pre_ends = [c.end for c in self.pre]
+        self.post_starts = [c.start for c in self.post]
         self.barriers = [m.start() for m in _BARRIER_RE.finditer(text)]
 
     def _pre_cue(self, start: int, floor: int = 0) -> _Cue | None:
-        cands = [c for c in self.pre if floor <= c.start and c.end <= start]
-        if not cands:
+        i = bisect_right(self.pre_ends, start) - 1  # cues ending at or before the mention
+        while i >= 0 and self.pre[i].start < floor:
+            i -= 1
+        if i < 0 or not self._reaches(self.pre[i].end, start):
             return None
-        cue = cands[-1]
-        if not self._reaches(cue.end, start):
-            return None
+        cue = self.pre[i]
         if cue.evidential:  # "no focal opacity to suggest pneumonia": the negation governs
-            for other in reversed(cands[:-1]):
-                if other.value == NEGATIVE and self._reaches(other.end, start):
+            for other in self.pre[max(0, i - 4) : i][::-1]:
+                if other.start >= floor and other.value == NEGATIVE and self._reaches(other.end, start):
                     return other
         return cue
 
     def _reaches(self, cue_end: int, start: int) -> bool:
-        if any(cue_end <= b < start for b in self.barriers):
+        if start - cue_end > _PRE_REACH_WORDS * 25:
+            return False
+        k = bisect_left(self.barriers, cue_end)
+        if k < len(self.barriers) and self.barriers[k] < start:
             return False
         return len(_WORD_RE.findall(self.text, cue_end, start)) <= _PRE_REACH_WORDS
 
     def _post_cue(self, end: int) -> _Cue | None:
-        for cue in self.post:
-            if cue.start < end:
-                continue
-            gap = self.text[end : cue.start]
-            if "," in gap or _VERB_RE.search(gap) or _ANY_SUBJECT_RE.search(gap):
-                return None
-            if len(_WORD_RE.findall(gap)) > _POST_REACH_WORDS:
-                return None
-            return cue
-        return None
+        k = bisect_left(self.post_starts, end)
+        if k == len(self.post):
+            return None
+        cue = self.post[k]
+        gap = self.text[end : cue.start]
+        if (
+            len(gap) > _POST_REACH_WORDS * 25
+            or "," in gap
+            or _VERB_RE.search(gap)
+            or _ANY_SUBJECT_RE.search(gap)
+        ):
+            return None
+        if len(_WORD_RE.findall(gap)) > _POST_REACH_WORDS:
+            return None
+        return cue
 
     def status(self, start: int, end: int, floor: int = 0) -> tuple[float, tuple[int, int] | None]:
         """Status of the mention at [start, end) and the deciding cue's span: the nearest pre-cue,
@@ -481,10 +492,14 @@ def _clause_mentions(clause: _Clause, offset: int, original: str) -> list[Mentio
     for label, subj_re in _SUBJECT_RE.items():
         for s in subj_re.finditer(text):
             seg_start = text.rfind(",", 0, s.start()) + 1
-            qual = _PRE_QUAL_RE[label].search(text, seg_start, s.start())
+            lo = max(seg_start, s.start() - 40)  # a short window, starting at a word
+            if lo > seg_start:
+                sp = text.find(" ", lo, s.start())
+                lo = sp + 1 if sp >= 0 else s.start()
+            qual = _PRE_QUAL_RE[label].search(text, lo, s.start())
             floor = 0
             if qual is None:
-                qual = _QUAL_RE[label].search(text, s.end())
+                qual = _QUAL_RE[label].search(text, s.end(), s.end() + 200)
                 if qual is None or not _is_filler_gap(text[s.end() : qual.start()]):
                     continue
                 floor = s.start()
