@@ -149,6 +149,29 @@ def test_wrong_checkpoints_are_input_errors(tmp_path):
         load_reid(other)
     with pytest.raises(InputError, match="neither a file nor a known name"):
         load_reid(tmp_path / "nope.pth")
+    shapes = ReIDModel("tiny").state_dict()
+    shapes["fc_end.weight"] = torch.zeros(1, 128)
+    shapes["model.fc.weight"] = torch.zeros(128, 100)  # the pooled map has 128 * 16 inputs, not 100
+    bad_shape = tmp_path / "shape.pth"
+    torch.save(shapes, bad_shape)
+    with pytest.raises(InputError, match="does not match"):
+        load_reid(bad_shape)
+
+
+def test_demo_model_lookup(tmp_path, monkeypatch):
+    import evaluators.settings as settings
+
+    monkeypatch.setattr(settings, "assets_dir", lambda: tmp_path / "assets")
+    monkeypatch.setenv("CHEXGEN_HOME", str(tmp_path / "home"))
+    with pytest.raises(UnavailableError, match="train-reid"):
+        load_reid("demo")
+    from evaluators.checkpoints import save_state_dict
+
+    (tmp_path / "assets").mkdir()
+    save_state_dict(ReIDModel("tiny", width=8).state_dict(), tmp_path / "assets" / "demo_reid.safetensors")
+    (tmp_path / "assets" / "demo_reid.json").write_text(json.dumps({"image_size": 40}))
+    model = load_reid("demo", device="cpu")
+    assert model.backbone_name == "tiny" and model.width == 8 and model.image_size == 40
 
 
 def test_embed_once_score_many_matches_pairwise():

@@ -185,15 +185,16 @@ def resolve_reid_path(path_or_name: str | os.PathLike) -> Path:
     if name.lower() == "chexgenbench":
         return _find_chexgenbench()
     if name.lower() == "demo":
-        from ..settings import assets_dir
+        from ..settings import assets_dir, chexgen_home
 
-        path = assets_dir() / DEMO_CHECKPOINT
-        if not path.is_file():
-            raise UnavailableError(
-                f"The demo re-ID model {path} is missing. Train it with "
-                f"`python -m evaluators train-reid --train demo --out {path}`."
-            )
-        return path
+        shipped, trained = assets_dir() / DEMO_CHECKPOINT, chexgen_home() / "weights" / DEMO_CHECKPOINT
+        for path in (shipped, trained):
+            if path.is_file():
+                return path
+        raise UnavailableError(
+            f"The demo re-ID model is missing (looked for {shipped} and {trained}). Train it with "
+            f"`python -m evaluators train-reid --train demo --out {trained}`."
+        )
     path = Path(name).expanduser()
     if not path.exists():
         raise InputError(
@@ -215,8 +216,8 @@ def load_reid(path_or_name: str | os.PathLike, *, device: str | None = None) -> 
         try:
             meta = json.loads(side.read_text())
             cfg["image_size"] = int(meta.get("image_size", cfg["image_size"]))
-        except (OSError, ValueError, TypeError) as exc:
-            raise InputError(f"{side} is not valid JSON ({exc}); fix or delete it.") from None
+        except (OSError, ValueError, TypeError, AttributeError) as exc:
+            raise InputError(f"{side} is not a valid re-ID sidecar ({exc}); fix or delete it.") from None
     model = ReIDModel(
         cfg["backbone"],
         n_features=cfg["n_features"],
@@ -224,7 +225,12 @@ def load_reid(path_or_name: str | os.PathLike, *, device: str | None = None) -> 
         width=cfg["width"],
         image_size=cfg["image_size"],
     )
-    result = model.load_state_dict(sd, strict=False)
+    try:
+        result = model.load_state_dict(sd, strict=False)
+    except RuntimeError as exc:  # tensor shapes differ from the architecture
+        raise InputError(
+            f"{path} does not match the {cfg['backbone']} re-ID architecture: {str(exc).splitlines()[-1].strip()}"
+        ) from None
     if result.missing_keys or result.unexpected_keys:
         raise InputError(
             f"{path} does not match the {cfg['backbone']} re-ID architecture: missing "
