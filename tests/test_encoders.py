@@ -230,6 +230,17 @@ def test_raddino_from_folder_matches_transformers(raddino_dir):
     assert len(pickle.dumps(enc.preprocess)) < 10_000  # workers get the preprocessing, not the model
 
 
+def test_raddino_through_the_feature_cache_with_workers(raddino_dir, tmp_path):
+    from evaluators.features import extract_features
+
+    enc = load_encoder("raddino", weights=raddino_dir)
+    imgs = _images(4)
+    fs = extract_features(imgs, enc, batch_size=3, num_workers=1, store_root=tmp_path, show_progress=False)
+    direct = enc.forward(torch.stack([enc.preprocess(im) for im in imgs]))["features"].numpy()
+    assert np.abs(fs.features - direct).max() <= 1e-5
+    assert (tmp_path / enc.cache_key()).is_dir()
+
+
 def test_raddino_from_hf_cache_and_env(raddino_dir, tmp_path, monkeypatch):
     by_dir = load_encoder("raddino", weights=raddino_dir)
     snap = T.make_tiny_raddino_cache(os.environ["HF_HUB_CACHE"], tmp_path / "src")
@@ -320,11 +331,22 @@ def test_inception_from_torch_hub_dir_matches_torch_fidelity(inception_file, mon
 # biovil (only where hi-ml-multimodal is installed)
 
 
+@pytest.mark.slow
 def test_biovil_tiny_model(tmp_path, monkeypatch):
     pytest.importorskip("health_multimodal.image.model.model")
+    from health_multimodal.image.model.model import ImageModel
+    from health_multimodal.image.model.types import ImageEncoderType
+
     path = T.make_tiny_biovil(tmp_path / "biovil_t_image_model_proj_size_128.pt")
     monkeypatch.setenv("CHEXGEN_BIOVIL_WEIGHTS", str(path))
     enc = load_encoder("biovil")
     out = _check_batch_behaviour(enc, _images(3))
     assert out["features"].shape == (3, 128)
     assert torch.allclose(out["features"].norm(dim=1), torch.ones(3), atol=1e-5)
+    # the package's own loading path (pretrained_model_path) gives the same embedding
+    ref = ImageModel(img_encoder_type=ImageEncoderType.RESNET50_MULTI_IMAGE, joint_feature_size=128,
+                     pretrained_model_path=path).eval()
+    batch = torch.stack([enc.preprocess(im) for im in _images(3)])
+    with torch.no_grad():
+        emb = torch.nn.functional.normalize(ref(batch).projected_global_embedding, dim=-1)
+    assert torch.allclose(emb, out["features"], atol=1e-5)
