@@ -215,7 +215,7 @@ class ReferenceIndex:
             if not (self.dir / "umap.pkl").is_file():
                 raise InputError(f"The index at {self.dir} has no fitted UMAP reducer; rebuild it without --no-umap.")
             with open(self.dir / "umap.pkl", "rb") as fh:
-                self._umap = pickle.load(fh)  # noqa: S301 - written by build_index into a local index folder
+                self._umap = pickle.load(fh)  # written by build_index into a local index folder
         return np.asarray(self._umap.transform(l2_normalise(np.atleast_2d(features))), dtype=np.float32)
 
 

@@ -116,7 +116,7 @@ def test_hashes_are_content_hashes(tmp_path):
     a = np.zeros((4, 4), np.uint8)
     assert F.array_hash(a) == F.array_hash(a.copy())
     assert F.array_hash(a) != F.array_hash(a.astype(np.float32))
-    with pytest.raises(InputError, match="missing.png"):
+    with pytest.raises(InputError, match=r"missing\.png"):
         F.file_hash(tmp_path / "missing.png")
 
 
@@ -185,7 +185,7 @@ def test_index_pathology_stats_match_numpy(tmp_path):
     ref = _png_set(tmp_path)
     idx = build_index(ref, CountingEncoder(), tmp_path / "idx", umap=False, show_progress=False)
     x = np.asarray(idx.features, dtype=np.float64)
-    mu, sigma, n = idx.feature_stats()
+    mu, sigma, _n = idx.feature_stats()
     np.testing.assert_allclose(mu, x.mean(0), rtol=1e-10)
     np.testing.assert_allclose(sigma, np.cov(x, rowvar=False), rtol=1e-8, atol=1e-12)
     pos = ref.table["Cardiomegaly"].to_numpy() == 1
@@ -209,7 +209,7 @@ def test_approximate_indexes_find_exact_copies(tmp_path, kind):
 
     idx = build_index(_png_set(tmp_path, n=80), CountingEncoder(), tmp_path / kind, index_type=kind, umap=False,
                       show_progress=False)
-    sims, rows = idx.search(np.asarray(idx.features[:20]), k=1)
+    _sims, rows = idx.search(np.asarray(idx.features[:20]), k=1)
     assert (rows[:, 0] == np.arange(20)).mean() >= 0.9
 
 
