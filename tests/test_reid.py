@@ -259,6 +259,18 @@ def test_sample_pairs_are_balanced_and_patient_disjoint():
                           np.random.default_rng(0))  # fmt: skip
 
 
+def test_split_keeps_multi_study_patients_on_both_sides():
+    pids = np.array([f"m{i}" for i in range(6) for _ in range(2)] + [f"s{i}" for i in range(10)])
+    for seed in range(5):
+        train, val = reid.split_patients(pids, 0.2, seed=seed)
+        assert not set(pids[train]) & set(pids[val])
+        for side in (train, val):
+            assert any(p.startswith("m") for p in pids[side]) and any(p.startswith("s") for p in pids[side])
+        reid.sample_pairs(pids, None, val, 20, np.random.default_rng(0))  # both pair kinds exist in val
+    with pytest.raises(InputError, match="two or more studies"):
+        reid.split_patients(np.array(["a", "a", "b", "c", "d"]), 0.2, seed=0)
+
+
 def test_training_learns_identity_on_held_out_patients(tmp_path, one_thread):
     ds = SynthPatients(patients=40, studies=4, size=48)
     out = tmp_path / "reid.safetensors"
@@ -299,6 +311,8 @@ def test_training_resumes_after_interruption(tmp_path, one_thread):
     with pytest.raises(KeyboardInterrupt):
         train_reid(ds, progress=stop_in_epoch_2, **kwargs)
     assert (tmp_path / "r.safetensors.resume.pt").is_file() and not out.exists()
+    (tmp_path / "junk.safetensors.resume.pt").write_bytes(b"damaged")
+    assert train_reid(ds, **{**kwargs, "out": tmp_path / "junk.safetensors"})["resumed_from_epoch"] == 0
     resumed = train_reid(ds, **kwargs)
     assert resumed["resumed_from_epoch"] == 1 and len(resumed["history"]) == 2
     straight = train_reid(ds, **{**kwargs, "out": tmp_path / "s.safetensors"})

@@ -383,16 +383,41 @@ def sample_pairs(
     return ia, ib, y
 
 
-def split_patients(patient_ids: np.ndarray, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Row indices of a patient-disjoint (train, val) split; val patients drawn at random with ``seed``."""
+def split_patients(
+    patient_ids: np.ndarray, val_fraction: float, seed: int, study_ids: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Row indices of a patient-disjoint (train, val) split, val patients drawn at random with ``seed``.
+
+    Patients with several studies (the only source of positive pairs) and single-study patients are
+    split separately, so both sides get some of each.
+    """
     pats = np.unique(patient_ids)
     if len(pats) < 4:
         raise InputError(f"Re-ID training needs at least 4 patients (found {len(pats)}).")
+    multi = {
+        str(patient_ids[studies[0][0]])
+        for studies in _groups(patient_ids, study_ids, np.arange(len(patient_ids)))
+    }
+    if len(multi) < 2:
+        raise InputError(
+            f"Re-ID training needs at least 2 patients with two or more studies (found {len(multi)}); "
+            "positive pairs are two studies of one patient."
+        )
     rng = np.random.default_rng([seed, 7])
-    rng.shuffle(pats)
-    n_val = min(len(pats) - 2, max(2, round(val_fraction * len(pats))))
-    val = set(pats[:n_val].tolist())
-    is_val = np.array([p in val for p in patient_ids.tolist()])
+    multi_order = rng.permutation(sorted(multi)).tolist()
+    single_order = rng.permutation(sorted(set(map(str, pats)) - multi)).tolist()
+    # At least one multi-study patient on each side; at least two val patients (for negative pairs).
+    n_multi = min(len(multi_order) - 1, max(1, round(val_fraction * len(multi_order))))
+    n_single = round(val_fraction * len(single_order))
+    if n_multi + n_single < 2:
+        if single_order:
+            n_single = 1
+        elif len(multi_order) >= 3:
+            n_multi = 2
+        else:
+            raise InputError("Re-ID training needs at least 3 patients with two or more studies here.")
+    val = set(multi_order[:n_multi] + single_order[:n_single])
+    is_val = np.array([str(p) in val for p in patient_ids.tolist()])
     return np.flatnonzero(~is_val), np.flatnonzero(is_val)
 
 
@@ -493,7 +518,7 @@ def train_reid(
         "lr": lr, "val_fraction": val_fraction, "val_pairs": val_pairs, "augment": augment, "seed": seed, "width": width,
         "n_images": len(image_set), "train_set": spec,
     }  # fmt: skip
-    train_rows, val_rows = split_patients(patient_ids, val_fraction, seed)
+    train_rows, val_rows = split_patients(patient_ids, val_fraction, seed, study_ids)
     dev = select_device(device)
     torch.manual_seed(seed)
     model = ReIDModel(backbone, image_size=size, width=width).to(dev)
@@ -503,13 +528,17 @@ def train_reid(
     val = sample_pairs(patient_ids, study_ids, val_rows, val_pairs, np.random.default_rng([seed, 1_000_003]))
     history: list[dict] = []
     start_epoch = 0
+    state = None
     if resume.is_file():
-        state = torch.load(resume, map_location="cpu", weights_only=True)
-        if json.loads(state["config"]) == config:
-            model.load_state_dict(state["model"])
-            opt.load_state_dict(state["optimizer"])
-            history = json.loads(state["history"])
-            start_epoch = int(state["epoch"])
+        try:
+            state = torch.load(resume, map_location="cpu", weights_only=True)
+        except Exception:  # a damaged resume file: start again rather than fail
+            state = None
+    if isinstance(state, dict) and json.loads(state.get("config", "null")) == config:
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        history = json.loads(state["history"])
+        start_epoch = int(state["epoch"])
     t0 = time.perf_counter()
     steps_per_epoch = math.ceil(pairs_per_epoch / batch_size)
     total = epochs * steps_per_epoch
