@@ -432,7 +432,7 @@ def render_layers(patient: Patient, labels: np.ndarray | None, *, size: int = 12
     trap = patient.shoulder_v - 0.32 * (1 - np.clip((au - patient.neck_w) / (0.95 - patient.neck_w), 0, 1)) ** 1.5
     body = np.maximum(_soft(v - trap, 4 * px), _soft(patient.neck_w - au, 4 * px))
     edge = np.clip((1.15 - au) / 0.25, 0, 1)
-    D = (0.52 * patient.soft) * body * (0.75 + 0.25 * edge)
+    D = (0.46 * patient.soft) * body * (0.7 + 0.3 * edge)
 
     # --- rib cage, lungs and diaphragm
     T = g.cage(v)
@@ -456,8 +456,8 @@ def render_layers(patient: Patient, labels: np.ndarray | None, *, size: int = 12
     extra, air, vessels, devices = _draw_findings(patient, g, lab, u, v, au, q, T, dia, top, air, vessels,
                                                  px, size, pose, jitter_seed)
 
-    D = D - 0.38 * air + 0.1 * vessels + extra
-    D += 0.16 * heart * _soft(dia + 0.05 - v, px) + 0.15 * medi + 0.2 * below
+    D = D - 0.34 * air + 0.09 * vessels + extra
+    D += 0.2 * heart * _soft(dia + 0.05 - v, px) + 0.2 * medi + 0.22 * below
     hil = _gauss(au, v, 0.2, g.hilum_v, 0.07, 0.1)
     D += 0.06 * hil
 
@@ -773,14 +773,14 @@ def _devices(patient, g, u, v, px, size, pose, jr):
         curve([(gu - 0.05, gv), (0.05, gv - 0.05), (-0.02, g.carina_v + 0.2),
                (g.heart_cx + 0.1, g.heart_cy + 0.05)], thin)
     dev = np.zeros((size, size), F32)
-    for pts, sigma, amp in ((thin, 0.35, 1.6), (thick, 0.5, 1.2)):
+    for pts, sigma, amp in ((thin, 0.3, 1.0), (thick, 0.4, 0.9)):
         if not pts:
             continue
         allp = np.concatenate(pts)
         xs, ys = pose.to_pixels(allp, size)
         lay = _splat(xs, ys, np.full(len(xs), step, F32), size, size)
         lay = gaussian_filter(lay, sigma * size / 128) if sigma * size / 128 > 0.3 else lay
-        dev += amp * np.clip(lay, 0, 1.5)
+        dev += amp * np.clip(lay, 0, 1.2)
     for pu, pv in pads:
         d = np.hypot(u - pu, v - pv)
         dev += 0.9 * _soft(0.035 - d, px) * (0.5 + 0.5 * _soft(d - 0.015, px))
