@@ -244,3 +244,40 @@ def test_evaluate_refuses_a_folder_without_a_model(tmp_path):
 
     with pytest.raises(InputError, match="not a trained classifier"):
         evaluate_classifier(tmp_path, blob_set(4, 0), device="cpu")
+
+
+# ---------------------------------------------------------------- command line
+
+
+def _write_set(folder, image_set: ArraySet) -> str:
+    from evaluators.imageio import save_png
+
+    rows = []
+    for i in range(len(image_set)):
+        save_png(image_set.image(i), folder / "images" / f"{i}.png")
+        rows.append({"path": f"images/{i}.png", "patient_id": image_set.table["patient_id"][i],
+                     "split": image_set.table["split"][i],
+                     **{p: image_set.labels[i, j] for j, p in enumerate(PATHOLOGIES)}})
+    pd.DataFrame(rows).to_csv(folder / "metadata.csv", index=False)
+    return str(folder / "metadata.csv")
+
+
+def test_cli_writes_the_side_by_side_report(tmp_path, capsys):
+    from evaluators.cli import main
+
+    real = blob_set(36, 0)
+    real.table.loc[24:, "split"] = "test"
+    real_csv = _write_set(tmp_path / "real", real)
+    synth_csv = _write_set(tmp_path / "synth", blob_set(16, 3, split="", first_patient=900))
+    out = tmp_path / "u.json"
+    args = ["utility", "--train", real_csv, "--synthetic", synth_csv, "--test", f"{real_csv}@test",
+            "--model", "test_resnet", "--image-size", "32", "--epochs", "1", "--out", str(out)]
+    assert main(args) == 0
+    report = json.loads(out.read_text())
+    assert report["settings"]["real"]["n_train"] + report["settings"]["real"]["n_val"] == 24  # test rows excluded
+    assert report["settings"]["real"]["validation"].endswith("images)")  # patient-disjoint hold-out
+    assert report["n_test"] == 12 and "| macro AUC |" in capsys.readouterr().out
+    assert (tmp_path / "u_runs" / "real+synthetic" / "model.safetensors").is_file()
+
+    assert main([*args[:5], "--test", str(tmp_path / "missing.csv"), "--out", str(out)]) == 2
+    assert "does not exist" in capsys.readouterr().err

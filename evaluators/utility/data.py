@@ -103,6 +103,8 @@ def preload(
         raise InputError(
             f"Image set {name!r}: expected labels of shape ({n}, {N_LABELS}), got {labels.shape}."
         )
+    from ..imageio import resize, to_uint8
+
     images = np.empty((n, image_size, image_size), dtype=np.uint8)
     iterator: Sequence[int] | Any = range(n)
     if show_bar:
@@ -114,10 +116,8 @@ def preload(
         if img.ndim == 3:  # tolerate [H, W, C]
             img = img.mean(axis=-1)
         if img.shape != (image_size, image_size):
-            from ..imageio import resize
-
             img = resize(img, image_size)
-        images[i] = np.clip(np.rint(np.asarray(img, dtype=np.float32) * 255.0), 0, 255).astype(np.uint8)
+        images[i] = to_uint8(img)
         if progress is not None and (i + 1 == n or (i + 1) % 256 == 0):
             progress({"stage": "preload", "set": name, "done": i + 1, "total": n})
     table = getattr(image_set, "table", None)

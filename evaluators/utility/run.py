@@ -40,7 +40,7 @@ def standard_settings(real: Sequence[str], synthetic: Sequence[str]) -> dict[str
 
 
 def _slug(name: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("_") or "setting"
+    return re.sub(r"[^A-Za-z0-9._+-]+", "_", name).strip("_") or "setting"
 
 
 def _load(spec: str, *, split: str | None = None) -> Any:
@@ -97,6 +97,9 @@ def run_utility(
         return cache[spec]
 
     test = get(test_spec)
+    if not test.annotated.any():
+        raise InputError(f"Test set {test_spec!r} has no labels (all 14 columns blank); the utility test needs "
+                         "labelled real images.")
     results: dict[str, dict] = {}
     weights = model_used = None
     for name, specs in settings.items():
