@@ -1,0 +1,507 @@
+"""The Gradio app: six tabs over :class:`chexgen_ui.services.Studio`.
+
+Callbacks only convert widget values, call a service, and convert results to components; every
+computation lives in the engine (``evaluators``) or in :mod:`chexgen_ui.services`.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import logging
+import os
+import shutil
+import threading
+from pathlib import Path
+
+import gradio as gr
+import numpy as np
+
+from evaluators.errors import InputError, UnavailableError
+from evaluators.pathologies import PATHOLOGIES
+
+from . import figures
+from .services import Generated, Studio, to_uint8, window_level
+
+log = logging.getLogger("chexgen_ui")
+GPU_QUEUE = "gpu"  # generation and encoding share one concurrency slot
+GPU_CONCURRENCY = int(os.environ.get("CHEXGEN_GPU_CONCURRENCY", "1"))
+
+PLOT_JS = """
+const div = element.querySelector('.chexgen-plot');
+function draw() {
+  if (!props.value) { return; }
+  let fig;
+  try { fig = JSON.parse(props.value); } catch (e) { return; }
+  const go = () => {
+    if (typeof Plotly === 'undefined') { setTimeout(go, 100); return; }
+    Plotly.react(div, fig.data, fig.layout, {responsive: true, displaylogo: false});
+    if (!div._chexgenBound) {
+      div._chexgenBound = true;
+      div.on('plotly_click', (ev) => {
+        const p = ev.points[0];
+        trigger('click', {index: p.pointIndex, key: p.customdata});
+      });
+    }
+  };
+  go();
+}
+draw();
+watch('value', draw);
+"""
+
+CSS = """
+<style>
+.chexgen-verdict {font-size: 1.02em}
+.chexgen-plot {width: 100%; min-height: 560px}
+</style>
+"""
+
+SETUP_TOML = """# models.toml - pass with CHEXGEN_MODELS=/path/models.toml (or drop it in CHEXGEN_HOME)
+[my-cxr-model]
+kind = "diffusers"
+pipeline = "StableDiffusionPipeline"
+weights = "/models/my-cxr-model"      # a local folder, or a Hub id (downloaded unless offline)
+resolution = [512, 512]
+steps = 50
+guidance = 7.5
+dtype = "fp16"
+notes = "fine-tuned on MIMIC-CXR reports"
+"""
+
+
+class JobCancelled(Exception):
+    """Raised inside a running job's progress callback once the user pressed Cancel."""
+
+
+def _user_errors(fn):
+    """Show engine errors in the page (gr.Error) instead of a traceback."""
+    def convert(exc: Exception) -> gr.Error:
+        if isinstance(exc, JobCancelled):
+            return gr.Error("Cancelled.")
+        return gr.Error(str(exc))
+
+    if inspect.isgeneratorfunction(fn):
+        @functools.wraps(fn)
+        def gen_wrapper(*args, **kwargs):
+            try:
+                yield from fn(*args, **kwargs)
+            except (InputError, UnavailableError, JobCancelled) as exc:
+                raise convert(exc) from None
+        return gen_wrapper
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except (InputError, UnavailableError, JobCancelled) as exc:
+            raise convert(exc) from None
+    return wrapper
+
+
+def _progress(progress: gr.Progress, cancel: threading.Event | None = None):
+    """Engine progress ``(done, total, desc)`` -> Gradio's progress bar (and the cancel check)."""
+    def report(done: int, total: int, desc: str = "") -> None:
+        if cancel is not None and cancel.is_set():
+            raise JobCancelled()
+        if total:
+            progress((int(done), int(total)), desc=desc or None)
+        else:
+            progress(0.0, desc=desc or None)
+    return report
+
+
+def plotly_static_dir() -> Path:
+    """plotly.min.js from the installed plotly package, copied to a cache folder served by Gradio."""
+    import plotly
+
+    from evaluators.settings import subdir
+
+    folder = subdir("static")
+    src = Path(plotly.__file__).parent / "package_data" / "plotly.min.js"
+    dst = folder / "plotly.min.js"
+    if not dst.is_file() or dst.stat().st_size != src.stat().st_size:
+        shutil.copy(src, dst)
+    return folder
+
+
+def plotly_html(elem_id: str, static_dir: Path) -> gr.HTML:
+    return gr.HTML(
+        value="", elem_id=elem_id, html_template="<div class='chexgen-plot'></div>", js_on_load=PLOT_JS,
+        head=f'<script src="/gradio_api/file={static_dir}/plotly.min.js"></script>{CSS}', min_height=560,
+    )
+
+
+def _gallery_items(gen: Generated) -> list[tuple[np.ndarray, str]]:
+    items = []
+    for i, img in enumerate(gen.images):
+        tag = ""
+        if gen.flags is not None and gen.flags[i]:
+            tag = " · FLAGGED"
+        items.append((to_uint8(img), f"#{i} seed {gen.seeds[i]} · nn sim {gen.top1[i]:.3f}{tag}"))
+    return items
+
+
+def build_app(reference: str = "demo@train", public: bool = False, studio: Studio | None = None) -> gr.Blocks:
+    """The whole app. ``studio`` may be given (tests); otherwise one is made for ``reference``."""
+    studio = studio or Studio(reference, public=public)
+    static_dir = plotly_static_dir()
+    gr.set_static_paths([str(static_dir)])
+    cancels: dict[str, threading.Event] = {}
+
+    def cancel_event(request: gr.Request | None) -> threading.Event:
+        key = getattr(request, "session_hash", None) or "default"
+        ev = cancels.setdefault(key, threading.Event())
+        return ev
+
+    models = studio.model_choices()
+    default_model = studio.default_model()
+    presets = studio.model_presets(default_model) if default_model else {}
+    try:
+        first_prompts = studio.example_prompts("Pleural Effusion")
+    except (InputError, UnavailableError) as exc:
+        log.warning("no example prompts: %s", exc)
+        first_prompts = [""]
+    source_choices = ["upload (zip, or CSV + images)", "generate N from a model"]
+    if not public:
+        source_choices.insert(1, "server folder or CSV")
+
+    with gr.Blocks(title="CheXGen Studio") as demo:
+        gen_state = gr.State(None)
+        gr.Markdown(
+            "# CheXGen Studio\nSynthetic chest X-rays: generate and inspect, check memorisation, and measure "
+            f"fidelity per pathology against the reference set `{studio.reference}`."
+            + (" **Public mode**: uploads only." if public else "")
+        )
+        with gr.Tabs():
+            # ------------------------------------------------------------------ 1. Generate & inspect
+            with gr.Tab("Generate & inspect", id="generate"), gr.Row():
+                    with gr.Column(scale=1, min_width=320):
+                        model_dd = gr.Dropdown(models, value=default_model, label="Model", elem_id="model")
+                        model_md = gr.Markdown(studio.model_status(default_model) if default_model else "")
+                        path_dd = gr.Dropdown(list(PATHOLOGIES), value="Pleural Effusion", label="Pathology",
+                                              elem_id="pathology")
+                        examples_dd = gr.Dropdown(first_prompts, value=first_prompts[0], label="Example prompts (composed, then real reference reports)",
+                                                  allow_custom_value=True)
+                        prompt_tb = gr.Textbox(first_prompts[0], label="Prompt (report style, editable)", lines=4,
+                                               elem_id="prompt")
+                        with gr.Row():
+                            n_sl = gr.Slider(1, 16, value=4, step=1, label="Number of images")
+                            seed_nb = gr.Number(0, precision=0, label="First seed")
+                        with gr.Row():
+                            steps_sl = gr.Slider(1, 150, value=int(presets.get("steps", 25)), step=1, label="Steps")
+                            guid_sl = gr.Slider(0.0, 20.0, value=float(presets.get("guidance", 7.5)), step=0.5,
+                                                label="Guidance")
+                        gen_btn = gr.Button("Generate", variant="primary", elem_id="generate-btn")
+                        gen_status = gr.Markdown()
+                        zip_file = gr.File(label="Download images + metadata (zip)", interactive=False)
+                    with gr.Column(scale=2):
+                        gallery = gr.Gallery(label="Generated images (select one to inspect)", columns=4, height=300,
+                                             elem_id="gallery", allow_preview=False)
+                        with gr.Row():
+                            with gr.Column(scale=1):
+                                view_img = gr.Image(label="Selected image (window/level applied)", type="numpy",
+                                                    interactive=False, elem_id="selected", height=340)
+                                with gr.Row():
+                                    level_sl = gr.Slider(0.0, 1.0, value=0.5, step=0.01, label="Window level")
+                                    width_sl = gr.Slider(0.05, 1.0, value=1.0, step=0.01, label="Window width")
+                                    zoom_sl = gr.Slider(1.0, 4.0, value=1.0, step=0.25, label="Zoom")
+                            with gr.Column(scale=1):
+                                nn_gallery = gr.Gallery(label="Nearest real training images", columns=3,
+                                                        height=340, elem_id="neighbours", allow_preview=True)
+                        verdict_md = gr.Markdown(elem_id="verdict", elem_classes=["chexgen-verdict"])
+                        nn_table = gr.Dataframe(label="Nearest training images", wrap=True, elem_id="nn-table",
+                                                interactive=False)
+                        sel_idx = gr.Number(value=-1, visible=False)
+
+            # ------------------------------------------------------------------ 2. Embedding map
+            with gr.Tab("Embedding map", id="map"):
+                gr.Markdown("UMAP of the reference set's encoder features, coloured by pathology (click legend "
+                            "entries to toggle). Generated images appear as orange stars. Click a point to see it.")
+                with gr.Row():
+                    with gr.Column(scale=3):
+                        map_html = plotly_html("umap", static_dir)
+                        map_status = gr.Markdown()
+                    with gr.Column(scale=1, min_width=280):
+                        map_img = gr.Image(label="Chosen point", type="numpy", interactive=False, height=300,
+                                           elem_id="map-image")
+                        map_caption = gr.Markdown(elem_id="map-caption")
+                        with gr.Row():
+                            row_nb = gr.Number(0, precision=0, label="or reference row")
+                            row_btn = gr.Button("Show")
+                        map_btn = gr.Button("Redraw map")
+
+            # ------------------------------------------------------------------ 3 + 4 share a set chooser
+            def set_chooser(prefix: str):
+                src = gr.Radio(source_choices, value=source_choices[0], label="Synthetic set")
+                files = gr.File(file_count="multiple", label="Upload a zip (images + optional CSV) or a CSV + images",
+                                file_types=[".zip", ".csv", ".png", ".jpg", ".jpeg", ".dcm", ".tif", ".tiff"],
+                                elem_id=f"{prefix}-upload")
+                folder = gr.Textbox(label="Server folder or CSV (local mode)", visible=False,
+                                    elem_id=f"{prefix}-folder")
+                with gr.Row(visible=False) as gen_row:
+                    mdl = gr.Dropdown(models, value=default_model, label="Model", elem_id=f"{prefix}-model")
+                    n = gr.Number(32, precision=0, label="N images (reference prompts)", elem_id=f"{prefix}-n")
+                    steps = gr.Number(int(presets.get("steps", 25)), precision=0, label="Steps")
+
+                def show(choice):
+                    return (gr.update(visible=choice.startswith("upload")), gr.update(visible=choice.startswith("server")),
+                            gr.update(visible=choice.startswith("generate")))
+
+                src.change(show, src, [files, folder, gen_row])
+                return src, files, folder, mdl, n, steps
+
+            def load_set(src, files, folder, mdl, n, steps, report):
+                if src.startswith("upload"):
+                    return studio.synthetic_from_upload(files or []), "upload"
+                if src.startswith("server"):
+                    return studio.synthetic_from_folder(folder), "folder"
+                return studio.synthetic_from_model(mdl, int(n or 0), 0, int(steps) if steps else None,
+                                                   progress=report), mdl
+
+            with gr.Tab("Per-pathology fidelity", id="fidelity"):
+                gr.Markdown("FID, KID, Precision, Recall, Density and Coverage for each of the 14 labels, with "
+                            "95% bootstrap intervals and the number of images behind each value.")
+                with gr.Row():
+                    with gr.Column(scale=1, min_width=320):
+                        f_src, f_files, f_folder, f_mdl, f_n, f_steps = set_chooser("pp")
+                        with gr.Row():
+                            f_boot = gr.Number(0, precision=0, label="Bootstrap resamples (0 = no CI)")
+                            f_min = gr.Number(10, precision=0, label="Min images per pathology")
+                        f_btn = gr.Button("Compute per-pathology fidelity", variant="primary", elem_id="pp-run")
+                    with gr.Column(scale=2):
+                        f_table = gr.Dataframe(label="Per pathology", wrap=True, elem_id="pp-table", interactive=False)
+                        f_plot = gr.Plot(label="Per-pathology metrics")
+                        f_counts = gr.Plot(label="Long-tail counts")
+
+            # ------------------------------------------------------------------ 4. Batch suite
+            with gr.Tab("Batch suite", id="batch"), gr.Row():
+                    with gr.Column(scale=1, min_width=320):
+                        b_src, b_files, b_folder, b_mdl, b_n, b_steps = set_chooser("batch")
+                        b_axes = gr.CheckboxGroup(["Fidelity", "Privacy", "Utility"], value=["Fidelity"],
+                                                  label="Axes")
+                        with gr.Row():
+                            b_boot = gr.Number(0, precision=0, label="Bootstrap resamples")
+                            b_min = gr.Number(10, precision=0, label="Min images per pathology")
+                        with gr.Row():
+                            b_btn = gr.Button("Run", variant="primary", elem_id="batch-run")
+                            b_cancel = gr.Button("Cancel", variant="stop", elem_id="batch-cancel")
+                        b_status = gr.Markdown(elem_id="batch-status")
+                    with gr.Column(scale=2):
+                        b_overall = gr.Dataframe(label="Overall", elem_id="batch-overall", interactive=False)
+                        b_table = gr.Dataframe(label="Per pathology", wrap=True, elem_id="batch-table",
+                                               interactive=False)
+                        b_plot = gr.Plot(label="Per-pathology metrics")
+                        b_files_out = gr.File(label="Results (CSV, JSON)", file_count="multiple", interactive=False)
+
+            # ------------------------------------------------------------------ 5. Leaderboard
+            with gr.Tab("Leaderboard", id="leaderboard") as lb_tab:
+                with gr.Row():
+                    lb_kind = gr.Dropdown(["", "fidelity", "privacy", "utility", "full"], value="", label="Kind")
+                    lb_btn = gr.Button("Refresh")
+                lb_table = gr.Dataframe(label="Runs (click a header to sort)", elem_id="leaderboard",
+                                        interactive=False, wrap=True)
+                lb_plot = gr.Plot(label="Across runs")
+                with gr.Row():
+                    lb_a = gr.Number(label="Run A id", precision=0)
+                    lb_b = gr.Number(label="Run B id", precision=0)
+                    lb_cmp = gr.Button("Compare side by side")
+                lb_side = gr.Dataframe(label="Side by side", interactive=False, wrap=True)
+
+            # ------------------------------------------------------------------ 6. Setup
+            with gr.Tab("Setup", id="setup") as setup_tab:
+                setup_ref = gr.Markdown()
+                gr.Markdown("### Generators")
+                setup_models = gr.Dataframe(interactive=False, wrap=True)
+                gr.Markdown("### Encoders")
+                setup_enc = gr.Dataframe(interactive=False, wrap=True)
+                gr.Markdown(
+                    "### Adding a model\nWeights are looked for locally first (folders named in the entry, then the "
+                    "Hugging Face cache, `HF_HOME`); with `HF_HUB_OFFLINE=1` nothing is downloaded. Describe a model "
+                    "in TOML:\n```toml\n" + SETUP_TOML + "```\n### Another reference set\n"
+                    "`python app.py --reference /data/mimic/train.csv` (a folder, a CSV, or `PATH@train` for one "
+                    "split; a valid/test split is used to calibrate the memorisation threshold). The reference "
+                    "index is built once under `CHEXGEN_HOME/indexes` and reused. Encoder: `CHEXGEN_APP_ENCODER`."
+                )
+
+        # ================================================================== callbacks
+        @_user_errors
+        def on_model(name):
+            if not name:
+                return "", gr.update(), gr.update()
+            p = studio.model_presets(name)
+            return (studio.model_status(name), gr.update(value=int(p.get("steps") or 25)),
+                    gr.update(value=float(p.get("guidance") if p.get("guidance") is not None else 7.5)))
+
+        model_dd.change(on_model, model_dd, [model_md, steps_sl, guid_sl])
+
+        @_user_errors
+        def on_pathology(p):
+            prompts = studio.example_prompts(p)
+            return gr.update(value=prompts[0]), gr.update(choices=prompts, value=prompts[0])
+
+        path_dd.change(on_pathology, path_dd, [prompt_tb, examples_dd])
+        examples_dd.input(lambda t: t, examples_dd, prompt_tb)
+
+        @_user_errors
+        def on_generate(model, prompt, n, seed, steps, guidance, progress=gr.Progress()):  # noqa: B008 - Gradio's idiom
+            gen = studio.generate(model, prompt, int(n), int(seed or 0), int(steps), float(guidance),
+                                  progress=_progress(progress))
+            flagged = int(gen.flags.sum()) if gen.flags is not None else 0
+            status = (f"{len(gen)} image(s) from **{model}**; {flagged} flagged as possible memorisation"
+                      + (f" (threshold {gen.threshold:.4f})" if gen.threshold is not None else "")
+                      + ". " + studio.reid_status() + ". Select an image to inspect it.")
+            if gen.notes:
+                status += "\n\n" + "\n".join(f"- {n}" for n in gen.notes)
+            return gen, _gallery_items(gen), status, str(studio.export_zip(gen)), _map_json(gen)
+
+        def _map_json(gen: Generated | None) -> str:
+            points = studio.map_points()
+            xy = gen.umap if gen is not None else None
+            text = [f"#{i} seed {s}: {p}" for i, (s, p) in enumerate(zip(gen.seeds, gen.prompts))] if gen else None
+            return figures.umap_figure(points, xy, text).to_json()
+
+        gen_btn.click(on_generate, [model_dd, prompt_tb, n_sl, seed_nb, steps_sl, guid_sl],
+                      [gen_state, gallery, gen_status, zip_file, map_html], concurrency_id=GPU_QUEUE,
+                      concurrency_limit=GPU_CONCURRENCY)
+
+        @_user_errors
+        def on_select(gen, level, width, zoom, evt: gr.SelectData):
+            if gen is None:
+                raise InputError("Generate images first.")
+            i = int(evt.index)
+            return (i, window_level(gen.images[i], level, width, zoom), studio.neighbour_images(gen, i),
+                    studio.neighbour_table(gen, i), studio.verdict(gen, i))
+
+        gallery.select(on_select, [gen_state, level_sl, width_sl, zoom_sl],
+                       [sel_idx, view_img, nn_gallery, nn_table, verdict_md])
+
+        def on_window(gen, i, level, width, zoom):
+            if gen is None or i is None or int(i) < 0:
+                return gr.update()
+            return window_level(gen.images[int(i)], level, width, zoom)
+
+        for sl in (level_sl, width_sl, zoom_sl):
+            sl.change(on_window, [gen_state, sel_idx, level_sl, width_sl, zoom_sl], view_img,
+                      show_progress="hidden")
+
+        # ---- map
+        def _map_outputs(gen):
+            idx = studio.index()
+            return _map_json(gen), f"{len(idx)} reference images · encoder {idx.encoder} · index `{idx.dir.name}`"
+
+        @_user_errors
+        def on_map(gen, progress=gr.Progress()):  # noqa: B008 - Gradio's idiom
+            studio.index(_progress(progress))
+            return _map_outputs(gen)
+
+        map_btn.click(on_map, gen_state, [map_html, map_status], concurrency_id=GPU_QUEUE)
+
+        @_user_errors
+        def on_point(gen, evt: gr.EventData):
+            key = str(getattr(evt, "key", None) or (evt._data or {}).get("key", ""))
+            kind, _, num = key.partition(":")
+            if kind == "gen" and gen is not None:
+                i = int(num)
+                return to_uint8(gen.images[i]), f"generated #{i} (seed {gen.seeds[i]})\n\n{gen.prompts[i]}\n\n" \
+                    + studio.verdict(gen, i)
+            if kind == "ref":
+                img, caption = studio.reference_image(int(num))
+                return img, caption
+            raise InputError(f"Unrecognised point {key!r}.")
+
+        map_html.click(on_point, gen_state, [map_img, map_caption])
+
+        @_user_errors
+        def on_row(row):
+            return studio.reference_image(int(row or 0))
+
+        row_btn.click(on_row, row_nb, [map_img, map_caption])
+
+        # ---- per-pathology fidelity
+        @_user_errors
+        def on_pp(src, files, folder, mdl, n, steps, boot, min_count, progress=gr.Progress(), request: gr.Request = None):  # noqa: B008 - Gradio's idiom
+            report = _progress(progress)
+            synthetic, model = load_set(src, files, folder, mdl, n, steps, report)
+            run = studio.run_fidelity(synthetic, model=model, per_pathology=True, bootstrap=int(boot or 0),
+                                      min_count=int(min_count or 1), session=getattr(request, "session_hash", None),
+                                      progress=report)
+            return run.per_pathology, figures.fidelity_bars(run.per_pathology, result=run.result), \
+                figures.counts_figure(run.counts)
+
+        f_btn.click(on_pp, [f_src, f_files, f_folder, f_mdl, f_n, f_steps, f_boot, f_min],
+                    [f_table, f_plot, f_counts], concurrency_id=GPU_QUEUE, concurrency_limit=GPU_CONCURRENCY)
+
+        # ---- batch
+        @_user_errors
+        def on_batch(src, files, folder, mdl, n, steps, axes, boot, min_count, progress=gr.Progress(),  # noqa: B008 - Gradio's idiom
+                     request: gr.Request = None):
+            cancel = cancel_event(request)
+            cancel.clear()
+            report = _progress(progress, cancel)
+            notes = []
+            for axis in axes or []:
+                if axis == "Privacy":
+                    notes.append("Privacy: not yet available in the app; use the CLI: `python -m evaluators "
+                                 "privacy --help` (the Generate tab shows per-image memorisation and re-ID).")
+                if axis == "Utility":
+                    notes.append("Utility: not yet available in the app; use the CLI: "
+                                 "`python -m evaluators utility --help`.")
+            if "Fidelity" not in (axes or []):
+                yield "\n\n".join(notes) or "Choose at least one axis.", None, None, None, None
+                return
+            yield "Loading the synthetic set…", None, None, None, None
+            synthetic, model = load_set(src, files, folder, mdl, n, steps, report)
+            yield f"Running fidelity on {len(synthetic)} image(s)…", None, None, None, None
+            run = studio.run_fidelity(synthetic, model=model, per_pathology=True, bootstrap=int(boot or 0),
+                                      min_count=int(min_count or 1), session=getattr(request, "session_hash", None),
+                                      progress=report)
+            done = (f"Done in {run.result.get('wall_time_s', 0):.1f} s: {len(synthetic)} synthetic vs "
+                    f"{run.result['real']['n']} reference images; saved as run #{run.run_id}.")
+            yield ("\n\n".join([done, *notes]), run.overall, run.per_pathology,
+                   figures.fidelity_bars(run.per_pathology, result=run.result),
+                   [str(run.csv_path), str(run.json_path)])
+
+        batch_ev = b_btn.click(on_batch, [b_src, b_files, b_folder, b_mdl, b_n, b_steps, b_axes, b_boot, b_min],
+                               [b_status, b_overall, b_table, b_plot, b_files_out], concurrency_id=GPU_QUEUE,
+                               concurrency_limit=GPU_CONCURRENCY)
+
+        def on_cancel(request: gr.Request = None):
+            cancel_event(request).set()
+            return "Cancelled."
+
+        b_cancel.click(on_cancel, None, b_status, cancels=[batch_ev], queue=False)
+
+        # ---- leaderboard
+        @_user_errors
+        def on_board(kind):
+            board = studio.leaderboard(kind or None)
+            return board, figures.leaderboard_figure(board)
+
+        lb_btn.click(on_board, lb_kind, [lb_table, lb_plot])
+        lb_tab.select(on_board, lb_kind, [lb_table, lb_plot])
+
+        @_user_errors
+        def on_compare(a, b):
+            if a is None or b is None:
+                raise InputError("Type two run ids from the table.")
+            return studio.compare_runs(int(a), int(b))
+
+        lb_cmp.click(on_compare, [lb_a, lb_b], lb_side)
+
+        # ---- setup
+        def on_setup():
+            return studio.reference_summary(), studio.models_table(), studio.encoders_table()
+
+        setup_tab.select(on_setup, None, [setup_ref, setup_models, setup_enc])
+
+        # ---- first load: fill the prompt, build/load the index (first start shows progress), draw the map
+        @_user_errors
+        def on_load(progress=gr.Progress()):  # noqa: B008 - Gradio's idiom
+            studio.index(_progress(progress))
+            return _map_outputs(None)
+
+        demo.load(on_load, None, [map_html, map_status], concurrency_id=GPU_QUEUE)
+    demo.studio = studio  # for tests and scripts
+    return demo
+

@@ -1,0 +1,134 @@
+"""Plotly figures for the app (built from plain tables; no engine calls here)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+
+# Colour-blind-safe-ish qualitative palette (Plotly's "Safe" + "Dark24" tail), stable per group name.
+PALETTE = (
+    "#88CCEE", "#CC6677", "#DDCC77", "#117733", "#332288", "#AA4499", "#44AA99", "#999933", "#882255",
+    "#661100", "#6699CC", "#888888", "#1F77B4", "#E377C2", "#8C564B", "#17BECF", "#BCBD22",
+)
+GENERATED_COLOUR = "#FF6600"
+SVG_MAX_POINTS = 5_000
+
+
+def umap_figure(points: pd.DataFrame, generated: np.ndarray | None = None,
+                generated_text: list[str] | None = None, height: int = 560) -> go.Figure:
+    """Reference images on the UMAP map, one trace per pathology group (legend toggles), plus the images
+    just generated as large outlined stars. ``customdata`` holds ``ref:<row>`` / ``gen:<i>`` for clicks."""
+    fig = go.Figure()
+    # SVG markers (clickable, testable) for small maps; WebGL beyond a few thousand points
+    scatter = go.Scatter if len(points) <= SVG_MAX_POINTS else go.Scattergl
+    groups = sorted(points["group"].unique(), key=lambda g: (g in ("Other / unlabelled", "Multiple findings"), g))
+    for gi, g in enumerate(groups):
+        sub = points[points["group"] == g]
+        text = [f"<b>{lab}</b><br>patient {pat}<br>{_wrap(rep)}" for lab, pat, rep in
+                zip(sub["labels"], sub["patient"], sub["report"])]
+        fig.add_trace(scatter(
+            x=sub["x"], y=sub["y"], mode="markers", name=f"{g} ({len(sub)})",
+            marker={"size": 7, "color": PALETTE[gi % len(PALETTE)], "opacity": 0.8, "line": {"width": 0}},
+            text=text, hovertemplate="%{text}<extra></extra>",
+            customdata=[f"ref:{i}" for i in sub.index],
+        ))
+    if generated is not None and len(generated):
+        generated = np.asarray(generated)
+        text = generated_text or [f"generated #{i}" for i in range(len(generated))]
+        fig.add_trace(go.Scatter(
+            x=generated[:, 0], y=generated[:, 1], mode="markers", name=f"generated ({len(generated)})",
+            marker={"size": 16, "symbol": "star", "color": GENERATED_COLOUR, "line": {"width": 1.5, "color": "black"}},
+            text=[_wrap(t) for t in text], hovertemplate="<b>generated</b><br>%{text}<extra></extra>",
+            customdata=[f"gen:{i}" for i in range(len(generated))],
+        ))
+    fig.update_layout(
+        height=height, margin={"l": 10, "r": 10, "t": 30, "b": 10}, template="plotly_white",
+        legend={"title": {"text": "pathology (click to toggle)"}, "itemsizing": "constant"},
+        xaxis={"title": "UMAP 1", "showticklabels": False}, yaxis={"title": "UMAP 2", "showticklabels": False},
+        title={"text": "Reference images (UMAP of encoder features)", "font": {"size": 14}},
+        hovermode="closest", clickmode="event",
+    )
+    return fig
+
+
+def _wrap(text: str, width: int = 70, max_lines: int = 6) -> str:
+    words, lines, cur = str(text).split(), [], ""
+    for w in words:
+        if len(cur) + len(w) + 1 > width:
+            lines.append(cur)
+            cur = w
+        else:
+            cur = f"{cur} {w}".strip()
+    lines.append(cur)
+    if len(lines) > max_lines:
+        lines = [*lines[:max_lines], "…"]
+    return "<br>".join(lines)
+
+
+def fidelity_bars(per_pathology: pd.DataFrame, metrics=("FID", "KID", "Precision", "Recall", "Density", "Coverage"),
+                  result: dict | None = None) -> go.Figure:
+    """One small bar chart per metric, a bar per evaluated pathology with its 95% CI when bootstrapped."""
+    from plotly.subplots import make_subplots
+
+    df = per_pathology[per_pathology["skipped"].fillna("") == ""] if "skipped" in per_pathology else per_pathology
+    fig = make_subplots(rows=2, cols=3, subplot_titles=[f"{m} ({'lower' if m in ('FID', 'KID') else 'higher'} is better)"
+                                                        for m in metrics], vertical_spacing=0.22)
+    ci = {}
+    if result is not None:
+        for r in result.get("per_pathology", []):
+            if r.get("ci95"):
+                ci[r["pathology"]] = r["ci95"]
+    for k, m in enumerate(metrics):
+        if df.empty or m not in df:
+            continue
+        vals = pd.to_numeric(df[m], errors="coerce")
+        err_hi = [(ci.get(p, {}).get(m) or [None, None])[1] for p in df["pathology"]]
+        err_lo = [(ci.get(p, {}).get(m) or [None, None])[0] for p in df["pathology"]]
+        error = None
+        if any(e is not None for e in err_hi):
+            error = {"type": "data", "symmetric": False,
+                     "array": [(h - v) if h is not None else 0 for h, v in zip(err_hi, vals)],
+                     "arrayminus": [(v - lo) if lo is not None else 0 for lo, v in zip(err_lo, vals)]}
+        fig.add_trace(go.Bar(
+            x=df["pathology"], y=vals, name=m, marker_color=PALETTE[k], error_y=error,
+            customdata=np.stack([df["n_real"], df["n_synthetic"]], axis=1),
+            hovertemplate="%{x}<br>" + m + " %{y:.4g}<br>n real %{customdata[0]}, n synthetic %{customdata[1]}<extra></extra>",
+            showlegend=False,
+        ), row=k // 3 + 1, col=k % 3 + 1)
+    fig.update_layout(height=620, margin={"l": 10, "r": 10, "t": 50, "b": 10}, template="plotly_white")
+    fig.update_xaxes(tickangle=-40, tickfont={"size": 10})
+    if df.empty:
+        fig.add_annotation(text="No pathology had enough images on both sides (see the skipped column).",
+                           showarrow=False, xref="paper", yref="paper", x=0.5, y=0.5)
+    return fig
+
+
+def counts_figure(counts: pd.DataFrame) -> go.Figure:
+    """Long-tail view: real vs synthetic positives per pathology (log scale)."""
+    fig = go.Figure()
+    fig.add_trace(go.Bar(x=counts["pathology"], y=counts["n_real"], name="real (reference)", marker_color="#332288"))
+    fig.add_trace(go.Bar(x=counts["pathology"], y=counts["n_synthetic"], name="synthetic", marker_color=GENERATED_COLOUR))
+    fig.update_layout(barmode="group", height=360, template="plotly_white", yaxis={"type": "log", "title": "images"},
+                      margin={"l": 10, "r": 10, "t": 30, "b": 10}, title={"text": "Long tail: positives per pathology"})
+    return fig
+
+
+def leaderboard_figure(board: pd.DataFrame, max_runs: int = 12) -> go.Figure:
+    """Normalised metrics across runs (fidelity, privacy, utility columns that exist), one group per run."""
+    fig = go.Figure()
+    if board.empty:
+        fig.add_annotation(text="No runs yet: run a job in the Batch suite tab or with the CLI.", showarrow=False,
+                           xref="paper", yref="paper", x=0.5, y=0.5)
+        fig.update_layout(height=360, template="plotly_white")
+        return fig
+    fixed = {"id", "date", "kind", "model", "synthetic", "status", "settings"}
+    metric_cols = [c for c in board.columns if c not in fixed and pd.to_numeric(board[c], errors="coerce").notna().any()]
+    sub = board.head(max_runs)
+    for c in metric_cols[:12]:
+        fig.add_trace(go.Bar(x=[f"#{i} {m}" for i, m in zip(sub["id"], sub["model"])],
+                             y=pd.to_numeric(sub[c], errors="coerce"), name=c))
+    fig.update_layout(barmode="group", height=420, template="plotly_white", margin={"l": 10, "r": 10, "t": 30, "b": 10},
+                      title={"text": "Metrics across runs (fidelity, privacy, utility columns present in the store)"},
+                      legend={"font": {"size": 10}})
+    return fig

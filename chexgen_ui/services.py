@@ -1,0 +1,783 @@
+"""App services: thin wrappers around the engine that the Gradio callbacks (and the CLI) call.
+
+A :class:`Studio` holds what one running app shares between sessions: the reference set, its reference
+index (built lazily on first use, under a lock, under ``CHEXGEN_HOME/indexes``), the encoder that built it,
+loaded generators, the memorisation threshold calibrated on held-out real patients, and the results store.
+Nothing here imports Gradio; every user-facing problem is an :class:`InputError` / :class:`UnavailableError`.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import logging
+import os
+import re
+import shutil
+import stat
+import threading
+import time
+import uuid
+import zipfile
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from evaluators.errors import InputError, UnavailableError
+from evaluators.pathologies import INDEX as LABEL_INDEX
+from evaluators.pathologies import PATHOLOGIES, positives
+from evaluators.settings import chexgen_home, subdir
+
+log = logging.getLogger("chexgen_ui")
+
+Progress = Callable[[int, int, str], None]
+
+# Upload limits (zip archives are checked before anything is written).
+MAX_UPLOAD_FILES = 5_000
+MAX_UPLOAD_BYTES = 2 * 1024**3
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".dcm", ".dicom", ".tif", ".tiff")
+MAX_GENERATE = 64  # images per click in the Generate tab
+MAX_GENERATE_SET = 2_000  # images per "generate a synthetic set" job
+CALIBRATION_FILE = "memorisation_calibration.json"
+CALIBRATION_PERCENTILE = 99.0
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-")[:60] or "set"
+
+
+def _nan_to_none(v):
+    return None if isinstance(v, float) and not np.isfinite(v) else v
+
+
+@dataclass
+class Generated:
+    """Images from one Generate click, with everything the inspection views show about them."""
+
+    model: str
+    images: list[np.ndarray]
+    prompts: list[str]
+    seeds: list[int]
+    settings: dict
+    neighbours: list[list] = field(default_factory=list)  # per image: list[Neighbour]
+    top1: np.ndarray | None = None
+    threshold: float | None = None
+    flags: np.ndarray | None = None
+    umap: np.ndarray | None = None  # [N, 2] map positions, or None when the index has no map
+    reid: list[float | None] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+
+@dataclass
+class FidelityRun:
+    """A finished fidelity job: the engine's result, its tables, files and the store id."""
+
+    result: dict
+    overall: pd.DataFrame
+    per_pathology: pd.DataFrame
+    counts: pd.DataFrame
+    csv_path: Path
+    json_path: Path
+    run_id: int | None
+
+
+# --------------------------------------------------------------------------------------------------
+# Images for viewing
+
+
+def to_uint8(img: np.ndarray) -> np.ndarray:
+    return (np.clip(np.asarray(img, dtype=np.float32), 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+
+
+def window_level(img: np.ndarray, level: float = 0.5, width: float = 1.0, zoom: float = 1.0,
+                 min_size: int = 512) -> np.ndarray:
+    """Display an image in [0,1] with a window (centre ``level``, ``width``) and a centred zoom (crop factor).
+
+    As on a PACS viewer: values below level - width/2 are black, above level + width/2 white. ``zoom`` 2
+    shows the central half of the image, enlarged back to the original size. Images smaller than
+    ``min_size`` are enlarged for display (bicubic), so a 64-pixel image is not a thumbnail.
+    """
+    from PIL import Image
+
+    x = np.asarray(img, dtype=np.float32)
+    width = max(float(width), 1e-3)
+    lo = float(level) - width / 2
+    out = np.clip((x - lo) / width, 0.0, 1.0)
+    zoom = max(1.0, float(zoom))
+    h, w = out.shape[:2]
+    ch, cw = max(1, round(h / zoom)), max(1, round(w / zoom))
+    top, left = (h - ch) // 2, (w - cw) // 2
+    crop = to_uint8(out[top : top + ch, left : left + cw])
+    scale = max(1.0, min_size / max(h, w))
+    size = (round(w * scale), round(h * scale))
+    if crop.shape[:2] == (size[1], size[0]):
+        return crop
+    return np.asarray(Image.fromarray(crop).resize(size, Image.Resampling.BICUBIC))
+
+
+# --------------------------------------------------------------------------------------------------
+# Safe upload handling
+
+
+def safe_extract_zip(
+    archive: str | os.PathLike, dest: str | os.PathLike, *, max_files: int = MAX_UPLOAD_FILES,
+    max_bytes: int = MAX_UPLOAD_BYTES,
+) -> Path:
+    """Extract a zip of images (+ optional CSV) into ``dest`` after checking every member.
+
+    Refused (InputError, nothing written): absolute paths, ``..`` components, symlinks, more than
+    ``max_files`` members, more than ``max_bytes`` when expanded, and files that are not a zip.
+    """
+    archive, dest = Path(archive), Path(dest)
+    if not zipfile.is_zipfile(archive):
+        raise InputError(f"{archive.name} is not a zip archive; upload a .zip of images (and a CSV) or a CSV.")
+    with zipfile.ZipFile(archive) as zf:
+        members = [m for m in zf.infolist() if not m.is_dir()]
+        if len(members) > max_files:
+            raise InputError(f"{archive.name} holds {len(members)} files; the limit is {max_files}.")
+        total = sum(m.file_size for m in members)
+        if total > max_bytes:
+            raise InputError(
+                f"{archive.name} expands to {total / 1e6:.0f} MB; the limit is {max_bytes / 1e6:.0f} MB."
+            )
+        for m in zf.infolist():
+            name = m.filename.replace("\\", "/")
+            parts = [p for p in name.split("/") if p not in ("", ".")]
+            if name.startswith("/") or re.match(r"^[A-Za-z]:", name) or ".." in parts:
+                raise InputError(f"{archive.name}: member {m.filename!r} has an absolute or '..' path; refused.")
+            mode = (m.external_attr >> 16) & 0o170000
+            if mode == stat.S_IFLNK:
+                raise InputError(f"{archive.name}: member {m.filename!r} is a symbolic link; refused.")
+        dest.mkdir(parents=True, exist_ok=True)
+        root = dest.resolve()
+        for m in members:
+            target = (dest / m.filename).resolve()
+            if root not in target.parents:
+                raise InputError(f"{archive.name}: member {m.filename!r} would land outside the upload folder.")
+            target.parent.mkdir(parents=True, exist_ok=True)
+            written = 0
+            with zf.open(m) as src, open(target, "wb") as out:
+                while chunk := src.read(1 << 20):
+                    written += len(chunk)
+                    if written > m.file_size:  # a member lying about its size
+                        raise InputError(f"{archive.name}: member {m.filename!r} is larger than its header says.")
+                    out.write(chunk)
+    return dest
+
+
+def _find_csv(folder: Path) -> Path | None:
+    csvs = sorted(p for p in folder.rglob("*.csv") if not p.name.startswith("._"))
+    for name in ("metadata.csv", "labels.csv"):
+        for p in csvs:
+            if p.name == name:
+                return p
+    return csvs[0] if csvs else None
+
+
+# --------------------------------------------------------------------------------------------------
+# The studio
+
+
+class Studio:
+    """Everything the app computes, behind small methods with plain inputs and outputs."""
+
+    def __init__(self, reference: str = "demo@train", *, public: bool = False, encoder: str | None = None,
+                 device: str | None = None, store_path: str | os.PathLike | None = None):
+        self.reference = reference
+        self.public = public
+        self._encoder_name = encoder or os.environ.get("CHEXGEN_APP_ENCODER") or None
+        self._device = device
+        self._store_path = store_path
+        self._lock = threading.RLock()
+        self._gen_lock = threading.Lock()
+        self._ref = None
+        self._index = None
+        self._encoder = None
+        self._generators: dict[str, object] = {}
+        self._calibration: dict | None = None
+        self._reid = None
+        self._reid_reason: str | None = None
+        self.notes: list[str] = []
+
+    # ---- basics
+    @property
+    def device(self) -> str:
+        if self._device is None:
+            from evaluators.settings import select_device
+
+            self._device = select_device()
+        return self._device
+
+    def store(self):
+        from evaluators.store import ResultsStore
+
+        return ResultsStore(self._store_path)
+
+    def reference_set(self):
+        with self._lock:
+            if self._ref is None:
+                from evaluators.imagesets import load_image_set
+
+                self._ref = load_image_set(self.reference)
+            return self._ref
+
+    def encoder(self):
+        """The encoder of the reference index: CHEXGEN_APP_ENCODER, else the best available one.
+
+        If the preferred encoder cannot be loaded here (e.g. its weights are not cached and the machine is
+        offline), the app falls back to ``pixels`` and says so in :attr:`notes` (shown on the Setup tab).
+        """
+        with self._lock:
+            if self._encoder is None:
+                from evaluators import encoders
+
+                name = self._encoder_name or encoders.default_encoder()
+                try:
+                    self._encoder = encoders.load_encoder(name, device=self.device)
+                except Exception as exc:  # any load failure falls back, with the reason shown
+                    if self._encoder_name:
+                        raise
+                    note = f"encoder {name!r} could not be loaded ({exc}); using 'pixels' instead"
+                    log.warning(note)
+                    self.notes.append(note)
+                    self._encoder = encoders.load_encoder("pixels", device=self.device)
+            return self._encoder
+
+    def index_dir(self) -> Path:
+        from evaluators.imagesets import parse_set_spec
+
+        path, split = parse_set_spec(self.reference)
+        resolved = path if path.split("@")[0] == "demo" else str(Path(path).expanduser().resolve())
+        digest = hashlib.sha256(f"{resolved}@{split}".encode()).hexdigest()[:10]
+        return subdir("indexes") / f"{_slug(Path(path).name)}-{split or 'all'}-{digest}-{self.encoder().cache_key()}"
+
+    def index(self, progress: Progress | None = None):
+        """The reference index, built on first use (visible progress) and loaded from disk afterwards."""
+        with self._lock:
+            if self._index is None:
+                from evaluators.index import ReferenceIndex, build_index
+
+                out = self.index_dir()
+                if (out / "index.json").is_file():
+                    self._index = ReferenceIndex(out)
+                else:
+                    t0 = time.perf_counter()
+                    log.info("building the reference index for %s under %s (first start)", self.reference, out)
+                    self._index = build_index(self.reference_set(), self.encoder(), out, umap=True,
+                                              progress=progress, show_progress=False)
+                    log.info("reference index ready in %.1f s", time.perf_counter() - t0)
+            return self._index
+
+    # ---- catalogue
+    def models(self) -> list[dict]:
+        from evaluators.generators import list_models
+
+        return list_models()
+
+    def model_choices(self) -> list[tuple[str, str]]:
+        """(label, name) pairs for a dropdown; unavailable models are labelled as such. Available first."""
+        rows = sorted(self.models(), key=lambda r: (not r["available"], r["kind"] != "builtin", r["name"]))
+        return [(f"{r['name']}" + ("" if r["available"] else " (unavailable)"), r["name"]) for r in rows]
+
+    def default_model(self) -> str | None:
+        rows = self.models()
+        for pref in ("demo",):
+            if any(r["name"] == pref and r["available"] for r in rows):
+                return pref
+        ready = [r for r in rows if r["available"] and r["kind"] == "builtin"]
+        ready = ready or [r for r in rows if r["available"]]
+        return ready[0]["name"] if ready else (rows[0]["name"] if rows else None)
+
+    def model_presets(self, name: str) -> dict:
+        for r in self.models():
+            if r["name"] == name:
+                return dict(r["presets"] or {})
+        raise InputError(f"Unknown model {name!r}; choose one from the list (see the Setup tab).")
+
+    def model_status(self, name: str) -> str:
+        for r in self.models():
+            if r["name"] == name:
+                if r["available"]:
+                    return f"**{name}** is available ({r['reason'] or r['kind']})."
+                how = f" To provide it: {r['how_to_provide']}" if r.get("how_to_provide") else ""
+                return f"**{name}** is unavailable: {r['reason']}.{how}"
+        return f"Unknown model {name!r}."
+
+    def models_table(self) -> pd.DataFrame:
+        rows = [{"model": r["name"], "kind": r["kind"], "available": "yes" if r["available"] else "no",
+                 "reason": r["reason"], "how to provide": r.get("how_to_provide", ""),
+                 "weights": r.get("weights") or "", "defined in": r.get("source", "")} for r in self.models()]
+        return pd.DataFrame(rows)
+
+    def encoders_table(self) -> pd.DataFrame:
+        from evaluators.encoders import list_encoders
+
+        rows = [{"encoder": r["name"], "available": "yes" if r["available"] else "no", "dim": r["dim"],
+                 "reason": r["reason"], "how to provide": r["how_to_provide"], "description": r["description"]}
+                for r in list_encoders()]
+        return pd.DataFrame(rows)
+
+    # ---- prompts
+    def example_prompts(self, pathology: str, n_reference: int = 3, seed: int = 0) -> list[str]:
+        """A composed report-style prompt for ``pathology``, then up to ``n_reference`` real reference reports
+        positive for it (the model was trained on text like these)."""
+        from evaluators.pathologies import resolve_pathology
+        from evaluators.reports import example_prompt
+
+        name = resolve_pathology(pathology)
+        rng = np.random.default_rng(seed)
+        out = [example_prompt(name, rng)]
+        try:
+            ref = self.reference_set()
+        except (InputError, UnavailableError):
+            return out
+        pos = np.flatnonzero(ref.labels[:, LABEL_INDEX[name]] == 1.0)
+        prompts = ref.prompts
+        seen: set[str] = set(out)
+        for i in rng.permutation(pos):
+            p = prompts[int(i)]
+            if isinstance(p, str) and p.strip() and p not in seen:
+                seen.add(p)
+                out.append(p)
+            if len(out) > n_reference:
+                break
+        return out
+
+    # ---- generation
+    def generator(self, name: str):
+        with self._gen_lock:
+            if name not in self._generators:
+                from evaluators.generators import load_generator
+
+                self._generators[name] = load_generator(name, device=self.device)
+            return self._generators[name]
+
+    def generate(self, model: str, prompt: str, n: int = 4, seed: int = 0, steps: int | None = None,
+                 guidance: float | None = None, *, k: int = 5, progress: Progress | None = None) -> Generated:
+        """Generate ``n`` images for one prompt (seeds seed..seed+n-1) and inspect each against the reference."""
+        prompt = (prompt or "").strip()
+        if not prompt:
+            raise InputError("The prompt is empty; pick a pathology to fill an example or type a report.")
+        n = int(n)
+        if not 1 <= n <= MAX_GENERATE:
+            raise InputError(f"Number of images must be between 1 and {MAX_GENERATE} (got {n}).")
+        if not model:
+            raise InputError("Choose a model first (the Setup tab lists them).")
+        gen = self.generator(model)
+        seeds = [int(seed) + i for i in range(n)]
+        steps = int(steps) if steps else None
+        guidance = float(guidance) if guidance is not None else None
+
+        def gen_progress(done: int, total: int) -> None:
+            if progress:
+                progress(done, total, f"generating with {model}")
+
+        images = gen.generate([prompt], seeds, steps=steps, guidance=guidance, progress=gen_progress)
+        settings = {"prompt": prompt, "seeds": seeds, "steps": steps or gen.presets.get("steps"),
+                    "guidance": guidance if guidance is not None else gen.presets.get("guidance"),
+                    "device": self.device}
+        out = Generated(model=model, images=images, prompts=[prompt] * n, seeds=seeds, settings=settings,
+                        notes=list(getattr(gen, "messages", []) or []))
+        self.inspect(out, k=k, progress=progress)
+        return out
+
+    def inspect(self, gen: Generated, *, k: int = 5, progress: Progress | None = None) -> Generated:
+        """Nearest reference images, memorisation flags, UMAP positions and re-ID scores of generated images."""
+        from evaluators.features import extract_features
+        from evaluators.privacy.memorisation import flag
+
+        index = self.index(progress)
+        feats = extract_features(list(gen.images), self.encoder(), show_progress=False).features
+        gen.neighbours = index.neighbours(feats, k)
+        gen.top1 = np.array([nb[0].similarity if nb else np.nan for nb in gen.neighbours], dtype=np.float64)
+        try:
+            cal = self.calibration()
+            gen.threshold = cal["threshold"]
+            gen.flags = flag(gen.top1, cal["threshold"])
+        except InputError as exc:
+            gen.notes.append(f"memorisation threshold unavailable: {exc}")
+        gen.umap = index.umap_transform(feats) if index.has_umap else None
+        gen.reid = self.reid_scores(gen)
+        return gen
+
+    # ---- memorisation threshold
+    def calibration(self) -> dict:
+        """The memorisation threshold for this index: 99th percentile of held-out real patients' top-1
+        similarity to the training images. Computed once, cached as JSON in the index folder."""
+        with self._lock:
+            if self._calibration is not None:
+                return self._calibration
+            index = self.index()
+            path = index.dir / CALIBRATION_FILE
+            if path.is_file():
+                self._calibration = json.loads(path.read_text())
+                return self._calibration
+            from evaluators.features import extract_features
+            from evaluators.imagesets import load_image_set, parse_set_spec
+            from evaluators.privacy.memorisation import calibration
+
+            base, split = parse_set_spec(self.reference)
+            paths: list[str] = []
+            held_ids: list[str] = []
+            sources = []
+            for other in ("valid", "test") if split else ():
+                if other == split:
+                    continue
+                try:
+                    part = load_image_set(f"{base}@{other}")
+                except InputError:
+                    continue
+                paths += part.paths
+                held_ids += [str(p) for p in part.patient_ids]
+                sources.append(f"{base}@{other} ({len(part)} images)")
+            if not paths:
+                raise InputError(
+                    f"The reference {self.reference!r} has no held-out split (valid/test) to calibrate the "
+                    "memorisation threshold on; give a reference with a split, e.g. --reference FOLDER@train."
+                )
+            feats = extract_features(paths, self.encoder(), show_progress=False)
+            sims, _ = index.search(feats.features, 1)
+            train_ids = index.meta["patient_id"].astype(str).tolist()
+            held_ids = [held_ids[i] for i in feats.index]
+            cal = calibration(sims[:, 0], CALIBRATION_PERCENTILE, heldout_patient_ids=held_ids,
+                              train_patient_ids=train_ids)
+            self._calibration = {
+                "threshold": cal.threshold, "percentile": cal.percentile, "n_used": cal.n_used,
+                "n_dropped_same_patient": cal.n_dropped_same_patient, "notes": cal.notes,
+                "held_out": "; ".join(sources), "encoder": index.encoder, "created": time.strftime("%Y-%m-%d %H:%M:%S"),
+            }
+            path.write_text(json.dumps(self._calibration, indent=2))
+            return self._calibration
+
+    # ---- re-identification
+    def reid_model(self):
+        """The demo re-ID model, or None with :meth:`reid_status` saying why."""
+        with self._lock:
+            if self._reid is None and self._reid_reason is None:
+                try:
+                    from evaluators.privacy.reid import load_reid
+
+                    self._reid = load_reid("demo", device=self.device)
+                except Exception as exc:  # missing weights or a broken file: say why
+                    self._reid_reason = str(exc)
+            return self._reid
+
+    def reid_status(self) -> str:
+        return "re-ID: available (demo model)" if self.reid_model() is not None else f"re-ID: unavailable ({self._reid_reason})"
+
+    def reid_scores(self, gen: Generated) -> list[float | None]:
+        model = self.reid_model()
+        if model is None or not gen.neighbours:
+            return [None] * len(gen)
+        from evaluators.imageio import read_image
+        from evaluators.privacy.reid import reid_scores
+
+        nn_imgs = [read_image(nb[0].path) if nb else img for img, nb in zip(gen.images, gen.neighbours)]
+        return [float(s) for s in reid_scores(model, list(gen.images), nn_imgs)]
+
+    # ---- per-image views
+    def neighbour_table(self, gen: Generated, i: int) -> pd.DataFrame:
+        rows = []
+        for rank, nb in enumerate(gen.neighbours[i], 1):
+            rows.append({"rank": rank, "similarity": round(nb.similarity, 4), "patient": nb.patient_id or "",
+                         "labels": ", ".join(nb.labels) or "(none)", "report": nb.prompt})
+        return pd.DataFrame(rows, columns=["rank", "similarity", "patient", "labels", "report"])
+
+    def neighbour_images(self, gen: Generated, i: int) -> list[tuple[np.ndarray, str]]:
+        from evaluators.imageio import read_image
+
+        out = []
+        for rank, nb in enumerate(gen.neighbours[i], 1):
+            out.append((to_uint8(read_image(nb.path)), f"#{rank} sim {nb.similarity:.3f} · patient {nb.patient_id}"))
+        return out
+
+    def verdict(self, gen: Generated, i: int) -> str:
+        """A short memorisation / re-ID verdict for image ``i`` (markdown)."""
+        lines = []
+        top1 = float(gen.top1[i]) if gen.top1 is not None else float("nan")
+        if gen.threshold is not None and gen.flags is not None:
+            word = "**possible memorisation**" if gen.flags[i] else "not flagged"
+            lines.append(f"Nearest training image similarity {top1:.4f} vs threshold {gen.threshold:.4f} "
+                         f"(99th percentile of held-out real patients): {word}.")
+        else:
+            lines.append(f"Nearest training image similarity {top1:.4f}; no calibrated threshold ("
+                         + "; ".join(gen.notes) + ").")
+        from evaluators.privacy import REID_THRESHOLD
+
+        score = gen.reid[i] if i < len(gen.reid) else None
+        if score is None:
+            lines.append(self.reid_status() + ".")
+        else:
+            verdict = "**re-identified**" if score > REID_THRESHOLD else "not re-identified"
+            lines.append(f"re-ID score vs nearest training image {score:.3f} (threshold {REID_THRESHOLD}): {verdict}.")
+        return "\n\n".join(lines)
+
+    def export_zip(self, gen: Generated, out_dir: str | os.PathLike | None = None) -> Path:
+        """A zip with one PNG per generated image and ``metadata.csv`` (prompt, seed, model, settings, checks)."""
+        from PIL import Image
+
+        out = Path(out_dir) if out_dir else subdir("exports")
+        out.mkdir(parents=True, exist_ok=True)
+        path = out / f"{_slug(gen.model)}-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}.zip"
+        buf = io.StringIO()
+        w = csv.writer(buf)
+        w.writerow(["img_savename", "prompt", "seed", "model", "steps", "guidance", "nearest_similarity",
+                    "nearest_patient", "memorisation_flag", "reid_score"])
+        with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+            for i, img in enumerate(gen.images):
+                name = f"{i:04d}_seed{gen.seeds[i]}.png"
+                png = io.BytesIO()
+                Image.fromarray(to_uint8(img)).save(png, format="PNG")
+                zf.writestr(name, png.getvalue())
+                nb = gen.neighbours[i][0] if gen.neighbours and gen.neighbours[i] else None
+                w.writerow([name, gen.prompts[i], gen.seeds[i], gen.model, gen.settings.get("steps"),
+                            gen.settings.get("guidance"), f"{nb.similarity:.6f}" if nb else "",
+                            nb.patient_id if nb else "", bool(gen.flags[i]) if gen.flags is not None else "",
+                            "" if not gen.reid or gen.reid[i] is None else f"{gen.reid[i]:.6f}"])
+            zf.writestr("metadata.csv", buf.getvalue())
+        return path
+
+    # ---- embedding map
+    def map_points(self) -> pd.DataFrame:
+        """The reference images on the UMAP map: x, y, a colour group, the labels and the report."""
+        index = self.index()
+        xy = index.umap_coords
+        labels = index.labels
+        meta = index.meta
+        groups, label_text = [], []
+        for row in labels:
+            pos = positives(row)
+            label_text.append(", ".join(pos) or "(none)")
+            findings = [p for p in pos if p not in ("No Finding", "Support Devices")]
+            groups.append(findings[0] if len(findings) == 1 else ("Multiple findings" if findings else
+                          ("No Finding" if "No Finding" in pos else "Other / unlabelled")))
+        return pd.DataFrame({
+            "x": xy[:, 0], "y": xy[:, 1], "group": groups, "labels": label_text,
+            "report": meta["prompt"].fillna("").astype(str).tolist(),
+            "patient": meta["patient_id"].fillna("").astype(str).tolist(),
+            "path": meta["path"].astype(str).tolist(),
+        })
+
+    def reference_image(self, row: int) -> tuple[np.ndarray, str]:
+        from evaluators.imageio import read_image
+
+        index = self.index()
+        if not 0 <= int(row) < len(index):
+            raise InputError(f"Reference row {row} is out of range (0..{len(index) - 1}).")
+        m = index.meta.iloc[int(row)]
+        labels = ", ".join(positives(index.labels[int(row)])) or "(none)"
+        caption = f"reference #{row} · patient {m['patient_id']} · {labels}\n\n{m['prompt']}"
+        return to_uint8(read_image(str(m["path"]))), caption
+
+    # ---- synthetic sets
+    def synthetic_from_upload(self, files: Sequence[str | os.PathLike]) -> object:
+        """An ImageSet from uploaded files: one zip (images + optional CSV), or a CSV plus image files."""
+        from evaluators.imagesets import load_image_set
+
+        files = [Path(f) for f in (files or []) if f]
+        if not files:
+            raise InputError("Upload a zip of images (optionally with a CSV of prompts), or a CSV plus its images.")
+        dest = subdir("uploads") / f"{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:8]}"
+        zips = [f for f in files if f.suffix.lower() == ".zip"]
+        if len(zips) > 1:
+            raise InputError("Upload one zip at a time.")
+        if zips:
+            safe_extract_zip(zips[0], dest)
+            csv_path = _find_csv(dest)
+            if csv_path is not None:
+                return load_image_set(str(csv_path), images_root=str(csv_path.parent))
+            return load_image_set(str(dest))
+        if len(files) > MAX_UPLOAD_FILES:
+            raise InputError(f"{len(files)} files uploaded; the limit is {MAX_UPLOAD_FILES}.")
+        dest.mkdir(parents=True)
+        csvs = [f for f in files if f.suffix.lower() == ".csv"]
+        for f in files:
+            if f.suffix.lower() not in (*IMAGE_SUFFIXES, ".csv"):
+                raise InputError(f"{f.name}: not an image or CSV; upload PNG/JPEG/DICOM/TIFF images, a CSV or a zip.")
+            shutil.copy(f, dest / f.name)
+        if len(csvs) > 1:
+            raise InputError("Upload one CSV (the prompts/labels of the images).")
+        if csvs:
+            return load_image_set(str(dest / csvs[0].name), images_root=str(dest))
+        return load_image_set(str(dest))
+
+    def synthetic_from_folder(self, folder: str) -> object:
+        """A server folder or CSV (local mode only)."""
+        if self.public:
+            raise InputError("Server paths are disabled in public mode; upload a zip or a CSV with images.")
+        from evaluators.imagesets import load_image_set
+
+        if not folder or not str(folder).strip():
+            raise InputError("Type the path of a folder of images or a CSV on this machine.")
+        return load_image_set(str(folder).strip())
+
+    def reference_prompts(self, n: int, seed: int = 0) -> pd.DataFrame:
+        """``n`` reference rows (prompt + labels) drawn without replacement (with, once exhausted)."""
+        ref = self.reference_set()
+        rng = np.random.default_rng(seed)
+        rows = rng.permutation(len(ref))
+        if n > len(rows):
+            rows = np.concatenate([rows, rng.integers(0, len(ref), n - len(rows))])
+        return ref.table.iloc[rows[:n]].reset_index(drop=True)
+
+    def synthetic_from_model(self, model: str, n: int, seed: int = 0, steps: int | None = None,
+                             guidance: float | None = None, *, progress: Progress | None = None) -> object:
+        """Generate ``n`` images from ``model`` with reference prompts; write PNGs + metadata.csv; load them."""
+        from PIL import Image
+
+        from evaluators.imagesets import load_image_set
+
+        n = int(n)
+        if not 1 <= n <= MAX_GENERATE_SET:
+            raise InputError(f"Number of images must be between 1 and {MAX_GENERATE_SET} (got {n}).")
+        gen = self.generator(model)
+        rows = self.reference_prompts(n, seed)
+        prompts = rows["prompt"].fillna("").astype(str).tolist()
+        seeds = [int(seed) + i for i in range(n)]
+
+        def gen_progress(done: int, total: int) -> None:
+            if progress:
+                progress(done, total, f"generating {total} images with {model}")
+
+        images = gen.generate(prompts, seeds, steps=int(steps) if steps else None,
+                              guidance=float(guidance) if guidance is not None else None, progress=gen_progress)
+        out = subdir("synthetic") / f"{_slug(model)}-n{n}-seed{seed}-{uuid.uuid4().hex[:6]}"
+        out.mkdir(parents=True)
+        table = pd.DataFrame({"path": [f"{i:05d}.png" for i in range(n)], "prompt": prompts, "seed": seeds})
+        for p in PATHOLOGIES:
+            table[p] = rows[p].to_numpy()
+        for name, img in zip(table["path"], images):
+            Image.fromarray(to_uint8(img)).save(out / name)
+        table.to_csv(out / "metadata.csv", index=False)
+        return load_image_set(str(out / "metadata.csv"), images_root=str(out))
+
+    # ---- fidelity
+    def run_fidelity(self, synthetic, *, model: str | None = None, per_pathology: bool = True,
+                     bootstrap: int = 0, min_count: int = 10, session: str | None = None,
+                     progress: Progress | None = None) -> FidelityRun:
+        """Fidelity of ``synthetic`` against the reference index; saved to the results store and to files."""
+        from evaluators import fidelity
+
+        index = self.index(progress)
+        result = fidelity.run_fidelity(
+            index, synthetic, encoders=[index.encoder], per_pathology=per_pathology, bootstrap=int(bootstrap),
+            min_count=int(min_count), device=self.device, progress=progress,
+            load_encoder=self._load_encoder_for(index.encoder),
+        )
+        out = subdir("runs") / f"fidelity-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
+        csv_path = fidelity.write_csv(result, out / "fidelity.csv")
+        json_path = fidelity.write_json(result, out / "fidelity.json")
+        run_id = self.store().save("fidelity", result, model=model or "upload", synthetic=synthetic.name,
+                                   reference=self.reference, session=session)
+        return FidelityRun(result, overall_table(result), per_pathology_table(result), counts_table(result),
+                           csv_path, json_path, run_id)
+
+    def _load_encoder_for(self, index_encoder: str):
+        def load(name: str):
+            if name == index_encoder:
+                return self.encoder()
+            from evaluators.encoders import load_encoder
+
+            return load_encoder(name, device=self.device)
+
+        return load
+
+    # ---- leaderboard
+    def leaderboard(self, kind: str | None = None) -> pd.DataFrame:
+        rows = []
+        for r in self.store().runs(kind=kind or None):
+            s = r["settings"] or {}
+            row = {"id": r["id"], "date": r["created"], "kind": r["kind"], "model": r["model"] or "",
+                   "synthetic": r["synthetic"] or "", "status": r["status"],
+                   "settings": ", ".join(f"{k}={v}" for k, v in s.items() if not isinstance(v, dict | list))}
+            row.update({k: _nan_to_none(v) for k, v in (r["metrics"] or {}).items()})
+            rows.append(row)
+        return pd.DataFrame(rows)
+
+    def compare_runs(self, a: int, b: int) -> pd.DataFrame:
+        """Two runs side by side: every setting and metric as a row."""
+        store = self.store()
+        ra, rb = store.get(int(a)), store.get(int(b))
+        for rid, r in ((a, ra), (b, rb)):
+            if r is None:
+                raise InputError(f"No run with id {rid} in the results store ({store.path}).")
+        keys = ["kind", "model", "synthetic", "reference", "created", "status"]
+        rows = [{"field": k, f"run {a}": ra[k], f"run {b}": rb[k]} for k in keys]
+        for k in dict.fromkeys([*ra["settings"], *rb["settings"]]):
+            rows.append({"field": f"setting: {k}", f"run {a}": str(ra["settings"].get(k, "")),
+                         f"run {b}": str(rb["settings"].get(k, ""))})
+        for k in dict.fromkeys([*ra["metrics"], *rb["metrics"]]):
+            rows.append({"field": k, f"run {a}": ra["metrics"].get(k), f"run {b}": rb["metrics"].get(k)})
+        return pd.DataFrame(rows).astype({f"run {a}": object, f"run {b}": object})
+
+    # ---- setup
+    def reference_summary(self) -> str:
+        lines = [f"Reference set: `{self.reference}`"]
+        try:
+            d = self.reference_set().describe()
+            lines.append(f"Images: {d['n_images']}; patients: {d['n_patients']}; splits: {d['splits']}")
+        except (InputError, UnavailableError) as exc:
+            lines.append(f"Not loaded: {exc}")
+        if self._index is not None:
+            lines.append(f"Index: `{self._index.dir}` (encoder {self._index.encoder}, {len(self._index)} images)")
+        else:
+            lines.append(f"Index folder: `{self.index_dir() if self._encoder is not None else '(not built yet)'}`")
+        lines.append(f"CHEXGEN_HOME: `{chexgen_home()}` · device: {self.device}")
+        return "\n\n".join(lines + [f"Note: {n}" for n in self.notes])
+
+
+# --------------------------------------------------------------------------------------------------
+# Result tables
+
+
+def _fmt_ci(ci, key):
+    if not ci or key not in ci or ci[key] is None:
+        return ""
+    lo, hi = ci[key]
+    return "" if lo is None or hi is None else f"[{lo:.4g}, {hi:.4g}]"
+
+
+METRICS = ("FID", "KID", "Precision", "Recall", "Density", "Coverage")
+
+
+def overall_table(result: dict) -> pd.DataFrame:
+    rows = []
+    for enc, vals in result.get("overall", {}).items():
+        row = {"encoder": enc, "n_real": vals.get("n_real"), "n_synthetic": vals.get("n_synthetic")}
+        for m in METRICS:
+            row[m] = _nan_to_none(vals.get(m))
+            row[f"{m} 95% CI"] = _fmt_ci(vals.get("ci95"), m)
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def per_pathology_table(result: dict) -> pd.DataFrame:
+    rows = []
+    for r in result.get("per_pathology", []):
+        row = {"pathology": r["pathology"], "encoder": r["encoder"], "n_real": r["n_real"],
+               "n_synthetic": r["n_synthetic"]}
+        for m in METRICS:
+            row[m] = _nan_to_none(r.get(m))
+            row[f"{m} 95% CI"] = _fmt_ci(r.get("ci95"), m)
+        row["skipped"] = r.get("skipped", "")
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def counts_table(result: dict) -> pd.DataFrame:
+    """Long-tail counts: real and synthetic positives per pathology, rarest real first."""
+    seen: dict[str, dict] = {}
+    for r in result.get("per_pathology", []):
+        seen.setdefault(r["pathology"], {"pathology": r["pathology"], "n_real": r["n_real"],
+                                         "n_synthetic": r["n_synthetic"],
+                                         "evaluated": "no" if r.get("skipped") else "yes"})
+    df = pd.DataFrame(list(seen.values()), columns=["pathology", "n_real", "n_synthetic", "evaluated"])
+    return df.sort_values("n_real", kind="stable").reset_index(drop=True)
