@@ -180,7 +180,7 @@ def run_fidelity(
     real_side = RealSide(real)
     if encoders is None:
         encoders = [real_side.index.encoder] if real_side.index is not None else [registry.default_encoder()]
-        if "inception" not in encoders and registry.availability("inception").available:
+        if "inception" not in encoders and registry.availability("inception").local:
             encoders.append("inception")
     t0 = time.perf_counter()
     loaded = {name: load(name) for name in encoders}

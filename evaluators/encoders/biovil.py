@@ -76,7 +76,7 @@ def check(weights: str | Path | None = None) -> Availability:
     how = (f"put {FILENAME} from {HF_ID} (revision {REVISION}) in the Hugging Face cache (`hf download {HF_ID} "
            f"{FILENAME} --revision {REVISION}`), or pass --weights FILE, or set {ENV}=FILE")
     if not weights and not os.environ.get(ENV) and not is_offline():
-        return Availability(True, f"{why}; it will be downloaded from the Hub on first use (network allowed)")
+        return Availability(True, f"{why}; it will be downloaded from the Hub on first use (network allowed)", download=True)
     return Availability(False, why, how)
 
 

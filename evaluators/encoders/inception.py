@@ -62,7 +62,7 @@ def check(weights: str | Path | None = None) -> Availability:
     if path is not None:
         return Availability(True, f"weights from {why}")
     if not weights and not os.environ.get(ENV) and not is_offline():
-        return Availability(True, f"{why}; it will be downloaded on first use (network allowed)")
+        return Availability(True, f"{why}; it will be downloaded on first use (network allowed)", download=True)
     return Availability(False, why, how_to_provide())
 
 

@@ -29,6 +29,12 @@ class Availability:
     available: bool
     reason: str
     how_to_provide: str = ""
+    download: bool = False  # available only by downloading on first use (network allowed, weights not here)
+
+    @property
+    def local(self) -> bool:
+        """Usable right now without the network."""
+        return self.available and not self.download
 
 
 Loader = Callable[..., Encoder]  # loader(weights=None|path, device="cpu", dtype="float32") -> Encoder
@@ -123,9 +129,13 @@ def load_encoder(name: str, *, weights: str | Path | None = None, device: str = 
 
 
 def default_encoder() -> str:
-    """The best available encoder (order and reasons in this module's docstring)."""
+    """The best encoder whose weights are on this machine (order and reasons in this module's docstring).
+
+    An encoder that would first have to be downloaded is not chosen by default, so a machine without
+    internet never starts a download it cannot finish; name it explicitly to download it.
+    """
     for name in DEFAULT_ORDER:
-        if name in names() and availability(name).available:
+        if name in names() and availability(name).local:
             return name
     return "pixels"
 
