@@ -267,7 +267,7 @@ def build_app(reference: str = "demo@train", public: bool = False, studio: Studi
                         f_src, f_files, f_folder, f_mdl, f_n, f_steps = set_chooser("pp")
                         with gr.Row():
                             f_boot = gr.Number(0, precision=0, label="Bootstrap resamples (0 = no CI)")
-                            f_min = gr.Number(10, precision=0, label="Min images per pathology")
+                            f_min = gr.Number(10, precision=0, label="Min images per pathology", elem_id="pp-min")
                         f_btn = gr.Button("Compute per-pathology fidelity", variant="primary", elem_id="pp-run")
                     with gr.Column(scale=2):
                         f_table = gr.Dataframe(label="Per pathology", wrap=True, elem_id="pp-table", interactive=False)
@@ -282,7 +282,7 @@ def build_app(reference: str = "demo@train", public: bool = False, studio: Studi
                                                   label="Axes")
                         with gr.Row():
                             b_boot = gr.Number(0, precision=0, label="Bootstrap resamples")
-                            b_min = gr.Number(10, precision=0, label="Min images per pathology")
+                            b_min = gr.Number(10, precision=0, label="Min images per pathology", elem_id="batch-min")
                         with gr.Row():
                             b_btn = gr.Button("Run", variant="primary", elem_id="batch-run")
                             b_cancel = gr.Button("Cancel", variant="stop", elem_id="batch-cancel")

@@ -43,8 +43,24 @@ MAX_UPLOAD_BYTES = 2 * 1024**3
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".dcm", ".dicom", ".tif", ".tiff")
 MAX_GENERATE = 64  # images per click in the Generate tab
 MAX_GENERATE_SET = 2_000  # images per "generate a synthetic set" job
+PRDC_K = 5
 CALIBRATION_FILE = "memorisation_calibration.json"
 CALIBRATION_PERCENTILE = 99.0
+# Modules that register builtin generators (demo model, calibration baselines) when imported.
+GENERATOR_PLUGINS = ("evaluators.generators.demo", "evaluators.generators.baselines")
+
+
+def import_generator_plugins() -> list[str]:
+    """Import the builtin-generator modules that exist; returns the problems met (shown on Setup)."""
+    import importlib
+
+    problems = []
+    for mod in GENERATOR_PLUGINS:
+        try:
+            importlib.import_module(mod)
+        except ImportError as exc:
+            problems.append(f"{mod}: {exc}")
+    return problems
 
 
 def _slug(text: str) -> str:
@@ -205,7 +221,7 @@ class Studio:
         self._calibration: dict | None = None
         self._reid = None
         self._reid_reason: str | None = None
-        self.notes: list[str] = []
+        self.notes: list[str] = [f"builtin generators not loaded: {p}" for p in import_generator_plugins()]
 
     # ---- basics
     @property
@@ -289,7 +305,7 @@ class Studio:
 
     def default_model(self) -> str | None:
         rows = self.models()
-        for pref in ("demo",):
+        for pref in ("demo", "reference-oracle", "copycat"):
             if any(r["name"] == pref and r["available"] for r in rows):
                 return pref
         ready = [r for r in rows if r["available"] and r["kind"] == "builtin"]
@@ -666,9 +682,11 @@ class Studio:
         """Fidelity of ``synthetic`` against the reference index; saved to the results store and to files."""
         from evaluators import fidelity
 
+        # Precision/Recall/Density/Coverage need k + 1 images on each side (k = 5)
+        min_count = max(int(min_count), PRDC_K + 1)
         index = self.index(progress)
         result = fidelity.run_fidelity(
-            index, synthetic, encoders=[index.encoder], per_pathology=per_pathology, bootstrap=int(bootstrap),
+            index, synthetic, encoders=[index.encoder], per_pathology=per_pathology, bootstrap=int(bootstrap), k=PRDC_K,
             min_count=int(min_count), device=self.device, progress=progress,
             load_encoder=self._load_encoder_for(index.encoder),
         )
@@ -748,6 +766,17 @@ def _fmt_ci(ci, key):
 METRICS = ("FID", "KID", "Precision", "Recall", "Density", "Coverage")
 
 
+def _tidy(df: pd.DataFrame) -> pd.DataFrame:
+    """Round metrics to 4 significant digits and drop CI columns that are empty (no bootstrap)."""
+    for c in df.columns:
+        if c.endswith("95% CI") and not df[c].astype(str).str.len().gt(0).any():
+            df = df.drop(columns=c)
+        elif c in METRICS:
+            df[c] = [None if v is None or not np.isfinite(v) else float(f"{v:.4g}") for v in
+                     pd.to_numeric(df[c], errors="coerce").astype(float)]
+    return df
+
+
 def overall_table(result: dict) -> pd.DataFrame:
     rows = []
     for enc, vals in result.get("overall", {}).items():
@@ -756,7 +785,7 @@ def overall_table(result: dict) -> pd.DataFrame:
             row[m] = _nan_to_none(vals.get(m))
             row[f"{m} 95% CI"] = _fmt_ci(vals.get("ci95"), m)
         rows.append(row)
-    return pd.DataFrame(rows)
+    return _tidy(pd.DataFrame(rows))
 
 
 def per_pathology_table(result: dict) -> pd.DataFrame:
@@ -769,7 +798,7 @@ def per_pathology_table(result: dict) -> pd.DataFrame:
             row[f"{m} 95% CI"] = _fmt_ci(r.get("ci95"), m)
         row["skipped"] = r.get("skipped", "")
         rows.append(row)
-    return pd.DataFrame(rows)
+    return _tidy(pd.DataFrame(rows))
 
 
 def counts_table(result: dict) -> pd.DataFrame:
