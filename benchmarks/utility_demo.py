@@ -56,12 +56,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--model", default="resnet18")
     p.add_argument("--epochs", type=int, default=12)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--patience", type=int, default=6)
     p.add_argument("--out", default="/tmp/utility_bench")
     p.add_argument("--skip-demo", action="store_true")
     p.add_argument("--skip-nih", action="store_true")
     args = p.parse_args(argv)
     out = Path(args.out)
-    common = dict(model=args.model, epochs=args.epochs, seed=args.seed, device="cpu", patience=4)
+    common = dict(model=args.model, epochs=args.epochs, seed=args.seed, device="cpu", patience=args.patience)
 
     if not args.skip_demo:
         demo = Path(args.demo_dir)

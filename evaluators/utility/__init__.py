@@ -71,6 +71,8 @@ def add_cli(subparsers: Any) -> None:
     p.add_argument("--patience", type=int, default=4, help="epochs without validation-AUC gain before stopping")
     p.add_argument("--policy", choices=("zeros", "ones", "ignore"), default="zeros",
                    help="uncertain (-1) labels: zeros (CheXGenBench), ones, or ignore (masked)")
+    p.add_argument("--scheduler", choices=("cosine", "plateau"), default="cosine",
+                   help="LR schedule: cosine decay over --epochs, or plateau (CheXGenBench's ReduceLROnPlateau)")
     p.add_argument("--pretrained", nargs="?", const=True, default=False, metavar="WEIGHTS",
                    help="start from ImageNet weights (local HF cache, or a weights file); default random init")
     p.add_argument("--max-train-samples", type=int, default=None, help="subsample each setting's training rows")
@@ -102,6 +104,7 @@ def _cli(args: argparse.Namespace) -> int:
         lr=args.lr,
         seed=args.seed,
         policy=args.policy,
+        scheduler=args.scheduler,
         patience=args.patience,
         pretrained=args.pretrained,
         device=args.device,

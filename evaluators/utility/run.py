@@ -18,7 +18,7 @@ from typing import Any
 from ..errors import InputError
 from .data import Preloaded, preload
 from .evaluate import evaluate_preloaded
-from .models import load_classifier
+from .models import default_model, load_classifier, resolve_weights
 from .train import Progress, train_classifier
 
 REAL, SYNTHETIC, MIXED = "real", "synthetic", "real+synthetic"
@@ -60,6 +60,7 @@ def run_utility(
     lr: float | None = None,
     seed: int = 0,
     policy: str = "zeros",
+    scheduler: str = "cosine",
     patience: int = 4,
     pretrained: bool | str = False,
     device: str | None = None,
@@ -86,6 +87,7 @@ def run_utility(
     if any(not v for v in settings.values()) or not settings:
         raise InputError("Every setting needs at least one training set.")
     dev = select_device(device)
+    resolve_weights(model or default_model(dev), pretrained)  # fail before any image is loaded
     load = loader or _load
     root = Path(work_dir).expanduser() if work_dir else subdir("utility") / _slug(f"{test_spec}_{seed}")
 
@@ -122,6 +124,7 @@ def run_utility(
             progress=progress,
             patience=patience,
             policy=policy,
+            scheduler=scheduler,
             pretrained=pretrained,
             max_train_samples=max_train_samples,
             num_workers=num_workers,
@@ -153,6 +156,7 @@ def run_utility(
         "weights": weights,
         "image_size": image_size,
         "policy": policy,
+        "scheduler": scheduler,
         "seed": seed,
         "epochs": epochs,
         "device": dev,

@@ -1,9 +1,10 @@
 """Training the utility classifier: resumable, seeded, early-stopped on validation AUC.
 
-As CheXGenBench: BCE over the 14 labels, Adam (weight decay 1e-5), ReduceLROnPlateau on the validation loss,
-small rotations as augmentation. Differences, on purpose: masked BCE (labels a set never annotates do not
-count as negatives), early stopping on validation macro AUC, a checkpoint every epoch so a killed run
-resumes, and a patient-disjoint validation split.
+As CheXGenBench: BCE over the 14 labels, Adam (weight decay 1e-5), small rotations as augmentation, and
+(``scheduler='plateau'``) ReduceLROnPlateau on the validation loss. Differences, on purpose: masked BCE
+(labels a set never annotates do not count as negatives), early stopping on validation macro AUC, a
+checkpoint every epoch so a killed run resumes, a patient-disjoint validation split, and by default a cosine
+learning-rate decay over the epochs (``scheduler='cosine'``), which converges in fewer epochs on a CPU.
 """
 
 from __future__ import annotations
@@ -27,6 +28,10 @@ from .evaluate import classification_metrics, predict
 from .models import build_model, default_model, resolve_weights, save_classifier
 
 Progress = Callable[[dict], None]
+SCHEDULERS = {
+    "cosine": "CosineAnnealingLR(T_max=epochs, eta_min=lr/100), stepped per epoch",
+    "plateau": "ReduceLROnPlateau(val_loss, factor=0.1, patience=2) (CheXGenBench)",
+}
 
 
 @dataclass
@@ -131,6 +136,7 @@ def train_classifier(
     progress: Progress | None = None,
     patience: int = 4,
     policy: str = "zeros",
+    scheduler: str = "cosine",
     pretrained: bool | str = False,
     val_fraction: float = 0.1,
     max_train_samples: int | None = None,
@@ -157,6 +163,8 @@ def train_classifier(
     started = time.time()
     if policy not in UNCERTAIN_POLICIES:
         raise InputError(f"Unknown label policy {policy!r}; use one of {', '.join(UNCERTAIN_POLICIES)}.")
+    if scheduler not in SCHEDULERS:
+        raise InputError(f"Unknown scheduler {scheduler!r}; use one of {', '.join(SCHEDULERS)}.")
     if epochs < 1 or batch_size < 1 or image_size < 16:
         raise InputError("epochs and batch_size must be >= 1 and image_size >= 16.")
     if not train_sets and not preloaded:
@@ -209,7 +217,7 @@ def train_classifier(
         "lr": lr,
         "weight_decay": weight_decay,
         "optimizer": "Adam",
-        "scheduler": "ReduceLROnPlateau(val_loss, factor=0.1, patience=2)",
+        "scheduler": SCHEDULERS[scheduler],
         "patience": patience,
         "seed": seed,
         "device": dev,
@@ -229,7 +237,10 @@ def train_classifier(
         seed_everything(seed)
         net = build_model(model_name, weights_file=weights_file).to(dev)
         optimizer = torch.optim.Adam(net.parameters(), lr=lr, weight_decay=weight_decay)
-        scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="min", factor=0.1, patience=2)
+        if scheduler == "plateau":
+            sched: Any = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="min", factor=0.1, patience=2)
+        else:
+            sched = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=epochs, eta_min=lr * 0.01)
         state = {"epoch": 0, "best_score": -math.inf, "best_epoch": 0, "bad_epochs": 0, "history": [],
                  "monitor": None, "done": False, "stopped_early": False}
         resumed_from = 0
@@ -237,14 +248,15 @@ def train_classifier(
         if ckpt_path.is_file() and resume:
             tensors, header = ckpt.read_checkpoint(ckpt_path)
             old = header["state"].get("config", {})
-            diff = [k for k in ("model", "image_size", "policy", "seed", "batch_size", "lr", "data_fingerprint")
-                    if old.get(k) != config.get(k)]
+            keys = ["model", "weights", "image_size", "policy", "seed", "batch_size", "lr", "scheduler",
+                    "data_fingerprint", *(["epochs"] if scheduler == "cosine" else [])]
+            diff = [k for k in keys if old.get(k) != config.get(k)]
             if diff:
                 raise InputError(
                     f"{ckpt_path} belongs to a different run (differs in: {', '.join(diff)}). "
                     "Use another output folder, or restart (--restart) to overwrite it."
                 )
-            state = ckpt.restore(tensors, header, model=net, optimizer=optimizer, scheduler=scheduler)
+            state = ckpt.restore(tensors, header, model=net, optimizer=optimizer, scheduler=sched)
             resumed_from = int(state["epoch"])
         state["config"] = config
 
@@ -297,7 +309,11 @@ def train_classifier(
                 logit = torch.log(s) - torch.log1p(-s)
                 val_loss = float(_masked_bce(logit, torch.from_numpy(y_va), torch.from_numpy(m_va)))
             score, monitor = _val_score(y_va, scores, m_va, val_loss)
-            scheduler.step(val_loss)
+            lr_used = optimizer.param_groups[0]["lr"]
+            if scheduler == "plateau":
+                sched.step(val_loss)
+            else:
+                sched.step()
             improved = score > state["best_score"] + 1e-6 or state["best_epoch"] == 0
             if improved:
                 state.update(best_score=score, best_epoch=epoch, bad_epochs=0, monitor=monitor)
@@ -305,14 +321,14 @@ def train_classifier(
             else:
                 state["bad_epochs"] += 1
             record = {"epoch": epoch, "train_loss": train_loss, "val_loss": val_loss, monitor: abs(score),
-                      "lr": optimizer.param_groups[0]["lr"], "best": improved}
+                      "lr": lr_used, "best": improved}
             state["history"].append(record)
             state["epoch"] = epoch
             stop = state["bad_epochs"] >= patience
             if stop or epoch == epochs:
                 state["done"] = True
                 state["stopped_early"] = stop and epoch < epochs
-            ckpt.save_checkpoint(ckpt_path, model=net, optimizer=optimizer, scheduler=scheduler, state=state)
+            ckpt.save_checkpoint(ckpt_path, model=net, optimizer=optimizer, scheduler=sched, state=state)
             if show_bars:
                 from tqdm.auto import tqdm
 
