@@ -1,0 +1,224 @@
+"""The privacy suite on the demo world: planted copies are found, new patients are not, baselines separate."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from PIL import Image
+
+from evaluators.cli import main
+from evaluators.demo_world import generate_demo_world
+from evaluators.encoders.registry import availability
+from evaluators.errors import InputError, UnavailableError
+from evaluators.imagesets import load_image_set
+from evaluators.pathologies import PATHOLOGIES
+from evaluators.privacy.perturb import KINDS, perturb
+from evaluators.privacy.suite import run_privacy, run_privacy_protocol
+
+torch.set_num_threads(1)
+
+ENCODER = "demo" if availability("demo").local else "pixels"
+COPY_KINDS = KINDS  # identity (exact copy), shift, crop_resize, brightness, noise, jpeg
+COPIES_PER_KIND = 8
+N_NOVEL = 80
+
+
+def _demo_reid_available() -> bool:
+    from evaluators.privacy.reid import resolve_reid_path
+
+    try:
+        resolve_reid_path("demo")
+        return True
+    except UnavailableError:
+        return False
+
+
+def _save(img: np.ndarray, path: Path) -> None:
+    Image.fromarray((np.clip(img, 0, 1) * 255).round().astype(np.uint8)).save(path)
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    """A 120-patient training world (seed 0), new patients from another seed, and a planted synthetic set."""
+    root = tmp_path_factory.mktemp("privacy")
+    generate_demo_world(root / "train_world", patients=120, seed=0, size=64)
+    generate_demo_world(root / "novel_world", patients=60, seed=11, size=64)
+    train = load_image_set(f"{root / 'train_world'}@train")
+    novel = load_image_set(root / "novel_world")
+    syn = root / "synthetic"
+    syn.mkdir()
+    rng = np.random.default_rng(0)
+    picks = rng.choice(len(train), size=len(COPY_KINDS) * COPIES_PER_KIND, replace=False)
+    rows = []
+    for j, i in enumerate(picks):
+        kind = COPY_KINDS[j % len(COPY_KINDS)]
+        _save(perturb(train.image(int(i)), kind, rng), syn / f"copy_{j:03d}_{kind}.png")
+        rows.append({"path": f"copy_{j:03d}_{kind}.png", "prompt": train.prompts[int(i)],
+                     **dict(zip(PATHOLOGIES, train.labels[int(i)].tolist()))})
+    for j in range(N_NOVEL):
+        _save(novel.image(j), syn / f"novel_{j:03d}.png")
+        rows.append({"path": f"novel_{j:03d}.png", "prompt": novel.prompts[j],
+                     **dict(zip(PATHOLOGIES, novel.labels[j].tolist()))})
+    pd.DataFrame(rows).to_csv(syn / "metadata.csv", index=False)
+    small = root / "synthetic_small"  # a few of each, for the tests that rerun the suite
+    small.mkdir()
+    keep = [r for r in rows if r["path"].startswith("copy_")][:12] + [r for r in rows if r["path"].startswith("novel")][:8]
+    for r in keep:
+        (small / r["path"]).write_bytes((syn / r["path"]).read_bytes())
+    pd.DataFrame(keep).to_csv(small / "metadata.csv", index=False)
+    result = run_privacy(f"{root / 'train_world'}@train", syn, encoder=ENCODER, reid="demo")
+    return {"root": root, "train": train, "synthetic": syn, "small": small, "result": result}
+
+
+def _by_name(result: dict) -> dict[str, dict]:
+    return {Path(s["synthetic"]).name: s for s in result["samples"]}
+
+
+def test_planted_copies_found_new_patients_not(world):
+    samples = _by_name(world["result"])
+    copies = [s for n, s in samples.items() if n.startswith("copy_")]
+    novel = [s for n, s in samples.items() if n.startswith("novel_")]
+    assert len(copies) == len(COPY_KINDS) * COPIES_PER_KIND and len(novel) == N_NOVEL
+    recall = np.mean([s["flagged"] for s in copies])
+    false_rate = np.mean([s["flagged"] for s in novel])
+    per_kind = {k: np.mean([s["flagged"] for n, s in samples.items() if n.endswith(f"_{k}.png")]) for k in COPY_KINDS}
+    print(f"encoder={ENCODER} recall={recall:.3f} false={false_rate:.3f} per kind={per_kind}")
+    assert recall >= 0.95, per_kind
+    assert false_rate <= 0.05
+    # The matched training image of an exact copy is the copied file itself.
+    exact = [s for n, s in samples.items() if n.endswith("_identity.png")]
+    assert all(s["match"]["copy_score"] > 0.999 for s in exact)
+
+
+def test_result_shape_and_calibration(world):
+    r = world["result"]
+    assert set(r) >= {"summary", "samples", "calibration", "settings", "encoder", "reid"}
+    cal = r["calibration"]
+    assert cal["source"] == "sibling splits of the training set"
+    assert cal["percentile"] == 99.0 and cal["n"] > 30 and cal["n_dropped_same_patient"] == 0
+    s = r["summary"]
+    n = len(r["samples"])
+    assert s["n"] == n
+    assert s["fraction_flagged"] == pytest.approx(np.mean([x["flagged"] for x in r["samples"]]))
+    assert s["memorisation_threshold"] == cal["threshold"]
+    assert len(s["per_pathology"]) == 14 and {"pathology", "n", "fraction_flagged"} <= set(s["per_pathology"][0])
+    first = r["samples"][0]
+    assert len(first["neighbours"]) == 5
+    sims = [nb["similarity"] for nb in first["neighbours"]]
+    assert sims == sorted(sims, reverse=True)
+    assert {"path", "similarity", "patient_id"} <= set(first["neighbours"][0])
+    train_paths = set(world["train"].paths)
+    assert all(nb["path"] in train_paths for x in r["samples"] for nb in x["neighbours"])
+    json.dumps(r)  # plain data
+
+
+def test_reid_scores(world):
+    r = world["result"]
+    if not _demo_reid_available():
+        assert r["summary"]["reid_available"] is False and "unavailable" in r["summary"]["reid_note"]
+        assert all(s["reid_score"] is None for s in r["samples"])
+        pytest.skip("demo re-ID model not present: checked that the suite reports it and continues")
+    samples = _by_name(r)
+    copy_scores = [s["reid_score"] for n, s in samples.items() if n.startswith("copy_")]
+    novel_scores = [s["reid_score"] for n, s in samples.items() if n.startswith("novel_")]
+    assert np.mean(copy_scores) > np.mean(novel_scores) + 0.2
+    assert r["summary"]["max_reid"] == pytest.approx(max(copy_scores + novel_scores))
+
+
+def test_reid_unavailable_is_reported(world, monkeypatch):
+    import evaluators.privacy.reid as reid
+
+    def missing(_name):
+        raise UnavailableError("demo re-ID weights missing (test)")
+
+    monkeypatch.setattr(reid, "resolve_reid_path", missing)
+    r = run_privacy(f"{world['root'] / 'train_world'}@train", world["small"], encoder=ENCODER, reid="demo")
+    assert r["summary"]["reid_available"] is False
+    assert "missing (test)" in r["summary"]["reid_note"]
+    assert np.isnan(r["summary"]["mean_reid"])
+    full = _by_name(world["result"])
+    assert all(s["flagged"] == full[Path(s["synthetic"]).name]["flagged"] for s in r["samples"])
+
+
+@pytest.mark.slow
+def test_holdout_from_train_patients_when_no_splits(world, tmp_path):
+    """A set without sibling splits calibrates on a patient-disjoint hold-out of its own patients."""
+    train = world["train"]
+    only = train.subset(np.arange(len(train)), name="standalone")
+    only.root = tmp_path  # nothing to find next to it
+    r = run_privacy(only, world["small"], encoder=ENCODER, reid=None)
+    assert r["calibration"]["source"].startswith("patient-disjoint hold-out of the training set")
+    samples = _by_name(r)
+    assert np.mean([s["flagged"] for n, s in samples.items() if n.startswith("copy_")]) >= 0.95
+
+
+@pytest.mark.slow
+def test_copycat_vs_oracle_protocol(world, monkeypatch):
+    monkeypatch.setenv("CHEXGEN_COPYCAT_SOURCE", f"{world['root'] / 'train_world'}@train")
+    train = f"{world['root'] / 'train_world'}@train"
+    kw = dict(m_prompts=6, seeds=(0, 1), encoder=ENCODER, size=64)
+    copy = run_privacy_protocol("copycat", train, **kw)
+    oracle = run_privacy_protocol("reference-oracle", train, **kw)
+    c, o = copy["summary"], oracle["summary"]
+    assert len(copy["per_prompt"]) == 6 and copy["per_prompt"][0]["n_seeds"] == 2
+    assert c["fraction_flagged"] >= 0.9 and o["fraction_flagged"] <= 0.1
+    assert c["copy_score_mean"] > o["copy_score_mean"] + 0.1
+    if c["reid_available"]:
+        # Re-ID against the prompt's own image: the copycat copies *a* label-matched training image, not
+        # necessarily the prompt's, so only the whole-set search must separate; here we require order.
+        assert c["max_reid"] >= o["max_reid"]
+
+
+def test_cli_privacy_writes_json_and_store(world, tmp_path, capsys):
+    from evaluators.store import ResultsStore
+
+    out = tmp_path / "privacy.json"
+    rc = main(["privacy", "--train", f"{world['root'] / 'train_world'}@train", "--synthetic",
+               str(world["small"]), "--encoder", ENCODER, "--reid", "none", "--out", str(out)])
+    assert rc == 0
+    result = json.loads(out.read_text())
+    assert result["summary"]["n"] == 20 and result["summary"]["fraction_flagged"] >= 0.55  # 12 of 20 are copies
+    printed = capsys.readouterr().out
+    assert "flagged as memorised" in printed and "re-ID: not computed" in printed
+    runs = ResultsStore().runs(kind="privacy")
+    assert runs and runs[0]["synthetic"] == str(world["small"])
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--synthetic", "/nonexistent/synthetic"], "/nonexistent/synthetic"),
+        (["--synthetic", "SYN", "--encoder", "no-such-encoder"], "no-such-encoder"),
+        (["--synthetic", "SYN", "--reid", "/nonexistent/reid.safetensors"], "/nonexistent/reid.safetensors"),
+        (["--synthetic", "SYN", "--percentile", "150"], "Percentile"),
+    ],
+)
+def test_cli_bad_input(world, tmp_path, capsys, extra, message):
+    extra = [str(world["small"]) if a == "SYN" else a for a in extra]
+    rc = main(["privacy", "--train", f"{world['root'] / 'train_world'}@train", *extra, "--out",
+               str(tmp_path / "x.json")])
+    err = capsys.readouterr().err
+    assert rc == 2 and "error:" in err and message in err.split("error:", 1)[1]
+    assert not (tmp_path / "x.json").exists()
+    assert "Traceback" not in err
+
+
+def test_cli_argument_errors(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["privacy", "--train", "demo@train", "--synthetic", "x", "--k", "0", "--out", "x.json"])
+    assert exc.value.code == 2 and "must be positive" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exc:
+        main(["privacy-protocol", "--train", "demo@train", "--out", "x.json"])
+    assert exc.value.code == 2 and "--model" in capsys.readouterr().err
+
+
+def test_api_input_errors(world):
+    with pytest.raises(InputError, match="k must be"):
+        run_privacy(world["train"], world["synthetic"], encoder=ENCODER, k=0, reid=None)
+    with pytest.raises(InputError, match="Unknown match"):
+        run_privacy(world["train"], world["synthetic"], encoder=ENCODER, match="fuzzy", reid=None)
