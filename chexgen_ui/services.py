@@ -206,8 +206,9 @@ class Studio:
     """Everything the app computes, behind small methods with plain inputs and outputs."""
 
     def __init__(self, reference: str = "demo@train", *, public: bool = False, encoder: str | None = None,
-                 device: str | None = None, store_path: str | os.PathLike | None = None):
+                 device: str | None = None, store_path: str | os.PathLike | None = None, umap: bool = True):
         self.reference = reference
+        self.umap = umap
         self.public = public
         self._encoder_name = encoder or os.environ.get("CHEXGEN_APP_ENCODER") or None
         self._device = device
@@ -273,7 +274,8 @@ class Studio:
         path, split = parse_set_spec(self.reference)
         resolved = path if path.split("@")[0] == "demo" else str(Path(path).expanduser().resolve())
         digest = hashlib.sha256(f"{resolved}@{split}".encode()).hexdigest()[:10]
-        return subdir("indexes") / f"{_slug(Path(path).name)}-{split or 'all'}-{digest}-{self.encoder().cache_key()}"
+        name = f"{_slug(Path(path).name)}-{split or 'all'}-{digest}-{self.encoder().cache_key()}"
+        return subdir("indexes") / (name if self.umap else name + "-nomap")
 
     def index(self, progress: Progress | None = None):
         """The reference index, built on first use (visible progress) and loaded from disk afterwards."""
@@ -287,7 +289,7 @@ class Studio:
                 else:
                     t0 = time.perf_counter()
                     log.info("building the reference index for %s under %s (first start)", self.reference, out)
-                    self._index = build_index(self.reference_set(), self.encoder(), out, umap=True,
+                    self._index = build_index(self.reference_set(), self.encoder(), out, umap=self.umap,
                                               progress=progress, show_progress=False)
                     log.info("reference index ready in %.1f s", time.perf_counter() - t0)
             return self._index
@@ -677,7 +679,7 @@ class Studio:
 
     # ---- fidelity
     def run_fidelity(self, synthetic, *, model: str | None = None, per_pathology: bool = True,
-                     bootstrap: int = 0, min_count: int = 10, session: str | None = None,
+                     bootstrap: int = 0, min_count: int = 10, kid_subsets: int = 100, session: str | None = None,
                      progress: Progress | None = None) -> FidelityRun:
         """Fidelity of ``synthetic`` against the reference index; saved to the results store and to files."""
         from evaluators import fidelity
@@ -687,7 +689,7 @@ class Studio:
         index = self.index(progress)
         result = fidelity.run_fidelity(
             index, synthetic, encoders=[index.encoder], per_pathology=per_pathology, bootstrap=int(bootstrap), k=PRDC_K,
-            min_count=int(min_count), device=self.device, progress=progress,
+            min_count=int(min_count), kid_subsets=int(kid_subsets), device=self.device, progress=progress,
             load_encoder=self._load_encoder_for(index.encoder),
         )
         out = subdir("runs") / f"fidelity-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"

@@ -1,0 +1,291 @@
+"""The app's services and callbacks on a tiny world (fast; no browser).
+
+The world is tests/ui_world.py's 30-patient, 64-pixel set with a patient-disjoint split; the model is a
+copier that returns training images, so memorisation checks must flag every image it makes.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import stat
+import zipfile
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from chexgen_ui import figures, services
+from chexgen_ui.services import Studio, safe_extract_zip, window_level
+from evaluators.errors import InputError
+from evaluators.labeler import label_report
+from evaluators.pathologies import INDEX, PATHOLOGIES
+from tests.ui_world import COPIER, make_world, register_copier
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    csv = make_world(tmp_path_factory.mktemp("ui_world"), patients=30, size=64)
+    register_copier(csv)
+    return csv
+
+
+@pytest.fixture(scope="module")
+def studio(world):
+    """Index without the UMAP map (UMAP's first fit compiles with numba for ~30 s; see the slow map test)."""
+    s = Studio(f"{world}@train", encoder="pixels", device="cpu", umap=False)
+    s.index()
+    return s
+
+
+@pytest.fixture(scope="module")
+def generated(studio):
+    return studio.generate(COPIER, "Small left pleural effusion.", n=3, seed=5)
+
+
+def _png_bytes(seed: int, size: int = 16) -> bytes:
+    buf = io.BytesIO()
+    arr = (np.random.default_rng(seed).random((size, size)) * 255).astype(np.uint8)
+    Image.fromarray(arr).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+# ---------------------------------------------------------------------------------------- viewing
+def test_window_level_maps_window_to_full_range_and_zoom_crops_centre():
+    x = np.linspace(0, 1, 101, dtype=np.float32)[None, :].repeat(4, axis=0)
+    full = window_level(x, 0.5, 1.0, min_size=1)
+    assert full[0, 0] == 0 and full[0, -1] == 255 and full[0, 50] in (127, 128)
+    narrow = window_level(x, 0.5, 0.5, min_size=1)
+    assert (narrow[0, :25] == 0).all() and (narrow[0, 76:] == 255).all()  # outside the window: clipped
+    assert narrow[0, 50] in (127, 128)
+    img = np.zeros((40, 40), np.float32)
+    img[10:30, 10:30] = 1.0  # bright centre square, half the width
+    zoomed = window_level(img, 0.5, 1.0, zoom=2.0, min_size=1)
+    assert zoomed.shape == (40, 40) and zoomed.mean() > 240  # the crop is the bright centre only
+    assert window_level(img, min_size=512).shape == (512, 512)  # small images are enlarged for display
+
+
+# ---------------------------------------------------------------------------------------- uploads
+def _zip(path, members: dict[str, bytes], symlink: str | None = None):
+    with zipfile.ZipFile(path, "w") as zf:
+        for name, data in members.items():
+            zf.writestr(name, data)
+        if symlink:
+            info = zipfile.ZipInfo(symlink)
+            info.external_attr = (stat.S_IFLNK | 0o777) << 16
+            zf.writestr(info, "/etc/passwd")
+    return path
+
+
+@pytest.mark.parametrize("bad,words", [
+    ({"../evil.png": b"x"}, "'..'"),
+    ({"/abs/evil.png": b"x"}, "absolute"),
+    ({"a/../../evil.png": b"x"}, "'..'"),
+])
+def test_safe_extract_refuses_escaping_paths(tmp_path, bad, words):
+    z = _zip(tmp_path / "bad.zip", {"ok.png": _png_bytes(0), **bad})
+    with pytest.raises(InputError, match=words):
+        safe_extract_zip(z, tmp_path / "out")
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").rglob("*"))
+    assert not (tmp_path / "evil.png").exists()
+
+
+def test_safe_extract_refuses_symlinks_too_many_files_and_bombs(tmp_path):
+    with pytest.raises(InputError, match="symbolic link"):
+        safe_extract_zip(_zip(tmp_path / "l.zip", {"a.png": b"x"}, symlink="link.png"), tmp_path / "o1")
+    with pytest.raises(InputError, match="holds 3 files; the limit is 2"):
+        safe_extract_zip(_zip(tmp_path / "n.zip", {f"{i}.png": b"x" for i in range(3)}), tmp_path / "o2", max_files=2)
+    with pytest.raises(InputError, match="expands to"):
+        safe_extract_zip(_zip(tmp_path / "b.zip", {"big.png": b"\0" * 5000}), tmp_path / "o3", max_bytes=1000)
+    with pytest.raises(InputError, match="not a zip"):
+        (tmp_path / "fake.zip").write_bytes(b"not a zip")
+        safe_extract_zip(tmp_path / "fake.zip", tmp_path / "o4")
+
+
+def test_upload_zip_with_csv_becomes_an_image_set(studio, tmp_path):
+    csv = "img_savename,prompt\n" + "\n".join(f"s/{i}.png,Small right pleural effusion." for i in range(3))
+    z = _zip(tmp_path / "syn.zip", {**{f"s/{i}.png": _png_bytes(i) for i in range(3)}, "prompts.csv": csv.encode()})
+    syn = studio.synthetic_from_upload([str(z)])
+    assert len(syn) == 3
+    assert syn.prompts == ["Small right pleural effusion."] * 3
+    assert (syn.labels[:, INDEX["Pleural Effusion"]] == 1).all()  # labels read from the prompts
+
+
+def test_upload_rejects_other_files_and_public_mode_refuses_server_paths(world, tmp_path):
+    (tmp_path / "x.exe").write_bytes(b"MZ")
+    s = Studio(f"{world}@train", encoder="pixels", device="cpu")
+    with pytest.raises(InputError, match="not an image or CSV"):
+        s.synthetic_from_upload([str(tmp_path / "x.exe")])
+    with pytest.raises(InputError, match="Upload"):
+        s.synthetic_from_upload([])
+    public = Studio(f"{world}@train", public=True, encoder="pixels", device="cpu")
+    with pytest.raises(InputError, match="public mode"):
+        public.synthetic_from_folder(str(world.parent))
+
+
+# ---------------------------------------------------------------------------------------- prompts and models
+def test_example_prompts_are_positive_for_the_pathology(studio, world):
+    prompts = studio.example_prompts("Cardiomegaly", n_reference=3)
+    assert len(prompts) >= 2
+    assert label_report(prompts[0])[INDEX["Cardiomegaly"]] == 1  # the composed example says it
+    table = pd.read_csv(world)
+    real = set(table.loc[table["Cardiomegaly"] == 1, "prompt"])
+    assert all(p in real for p in prompts[1:])  # the rest are real reference reports with the label
+
+
+def test_model_choices_label_unavailable_models_and_generation_refuses_them(studio):
+    rows = {r["name"]: r for r in studio.models()}
+    labels = dict((v, k) for k, v in studio.model_choices())
+    for name, r in rows.items():
+        assert labels[name].endswith("(unavailable)") == (not r["available"])
+    assert labels[COPIER] == COPIER
+    missing = [n for n, r in rows.items() if not r["available"]]
+    if missing:
+        assert "unavailable" in studio.model_status(missing[0])
+        with pytest.raises(Exception, match="unavailable"):
+            studio.generate(missing[0], "Normal chest.", n=1)
+
+
+# ---------------------------------------------------------------------------------------- generate & inspect
+def test_generated_copies_are_flagged_and_neighbours_are_the_copied_patients(studio, generated):
+    assert len(generated) == 3
+    assert generated.threshold is not None
+    assert generated.flags.all()  # a copier is memorisation by definition
+    assert (generated.top1 > generated.threshold).all()
+    train = studio.reference_set()
+    for i, seed in enumerate(generated.seeds):
+        copied = train.table.iloc[seed % len(train)]
+        assert generated.neighbours[i][0].patient_id == copied["patient_id"]
+    assert generated.umap is None  # this index has no map
+    assert generated.reid == [None] * 3 or all(0 <= r <= 1 for r in generated.reid)
+    table = studio.neighbour_table(generated, 0)
+    assert list(table.columns) == ["rank", "similarity", "patient", "labels", "report"]
+    assert table["similarity"].is_monotonic_decreasing and len(table) == 5
+    assert "possible memorisation" in studio.verdict(generated, 0)
+    assert "re-ID" in studio.verdict(generated, 0)
+
+
+def test_calibration_uses_held_out_patients_and_is_cached(studio):
+    cal = studio.calibration()
+    path = studio.index().dir / services.CALIBRATION_FILE
+    assert json.loads(path.read_text())["threshold"] == cal["threshold"]
+    assert cal["n_used"] == 24 and cal["n_dropped_same_patient"] == 0  # 12 patients x 2 studies, valid + test
+    # the 99th percentile of held-out similarities: recompute it from the index directly
+    from evaluators.features import extract_features
+    from evaluators.imagesets import load_image_set
+
+    base = str(studio.reference).rsplit("@", 1)[0]
+    held = [p for s in ("valid", "test") for p in load_image_set(f"{base}@{s}").paths]
+    sims, _ = studio.index().search(extract_features(held, studio.encoder(), show_progress=False).features, 1)
+    assert cal["threshold"] == pytest.approx(float(np.percentile(sims[:, 0], 99)), rel=1e-6)
+    fresh = Studio(studio.reference, encoder="pixels", device="cpu", umap=False)
+    mtime = path.stat().st_mtime_ns
+    assert fresh.calibration()["threshold"] == cal["threshold"] and path.stat().st_mtime_ns == mtime
+
+
+def test_export_zip_holds_pngs_and_metadata(studio, generated, tmp_path):
+    path = studio.export_zip(generated, tmp_path)
+    with zipfile.ZipFile(path) as zf:
+        names = zf.namelist()
+        meta = pd.read_csv(io.BytesIO(zf.read("metadata.csv")))
+        first = np.asarray(Image.open(io.BytesIO(zf.read(meta["img_savename"][0]))))
+    assert len([n for n in names if n.endswith(".png")]) == 3
+    assert list(meta["seed"]) == generated.seeds and (meta["prompt"] == "Small left pleural effusion.").all()
+    assert meta["memorisation_flag"].all()
+    np.testing.assert_allclose(first / 255.0, generated.images[0], atol=1 / 255)
+
+
+@pytest.mark.slow
+def test_map_points_and_figure(world):
+    studio = Studio(f"{world}@train", encoder="pixels", device="cpu")
+    generated = studio.generate(COPIER, "Small left pleural effusion.", n=3, seed=5)
+    assert generated.umap.shape == (3, 2)
+    pts = studio.map_points()
+    assert len(pts) == len(studio.index()) == 36
+    # a copy lands on the map next to the training image it copies
+    own = pts.loc[5, ["x", "y"]].to_numpy(float)
+    spread = np.ptp(pts[["x", "y"]].to_numpy(float), axis=0).max()
+    assert np.linalg.norm(generated.umap[0] - own) < 0.1 * spread
+    fig = figures.umap_figure(pts, generated.umap, ["a", "b", "c"])
+    gen_trace = [t for t in fig.data if t.name.startswith("generated")]
+    assert len(gen_trace) == 1 and list(gen_trace[0].customdata) == ["gen:0", "gen:1", "gen:2"]
+    ref_keys = [k for t in fig.data if not t.name.startswith("generated") for k in t.customdata]
+    assert sorted(int(k.split(":")[1]) for k in ref_keys) == list(range(36))  # every reference row once
+    img, caption = studio.reference_image(3)
+    assert img.dtype == np.uint8 and "patient" in caption
+    with pytest.raises(InputError, match="out of range"):
+        studio.reference_image(999)
+
+
+# ---------------------------------------------------------------------------------------- fidelity, store, leaderboard
+def test_leaderboard_lists_store_runs_and_compares_two(world, tmp_path):
+    s = Studio(f"{world}@train", encoder="pixels", device="cpu", store_path=tmp_path / "r.sqlite")
+    store = s.store()
+    a = store.save("fidelity", {"overall": {"pixels": {"FID": 1.5, "KID": 0.01}}, "settings": {"bootstrap": 0}},
+                   model="m1", synthetic="set-a")
+    b = store.save("fidelity", {"overall": {"pixels": {"FID": 0.5, "KID": float("nan")}}, "settings": {"bootstrap": 9}},
+                   model="m2", synthetic="set-b")
+    board = s.leaderboard()
+    assert list(board["id"]) == [b, a] and list(board["model"]) == ["m2", "m1"]
+    assert list(board["FID (pixels)"]) == [0.5, 1.5]
+    assert board["KID (pixels)"].isna().iloc[0]  # NaN stays missing, not 0
+    assert "bootstrap=9" in board["settings"].iloc[0]
+    side = s.compare_runs(a, b).set_index("field")
+    assert side.loc["FID (pixels)", f"run {a}"] == 1.5 and side.loc["FID (pixels)", f"run {b}"] == 0.5
+    assert side.loc["model", f"run {b}"] == "m2"
+    with pytest.raises(InputError, match="No run"):
+        s.compare_runs(a, 10_000)
+    assert len(figures.leaderboard_figure(board).data) >= 1
+
+
+@pytest.mark.slow
+def test_fidelity_run_from_model_saved_and_compared(studio):
+    syn = studio.synthetic_from_model(COPIER, 12, seed=0)
+    assert len(syn) == 12 and syn.labels_source == "metadata"
+    run = studio.run_fidelity(syn, model=COPIER, min_count=2, kid_subsets=5)  # min raised to 6 (PRDC: k + 1)
+    assert run.result["settings"]["min_count"] == 6
+    assert len(run.per_pathology) == len(PATHOLOGIES)
+    assert run.csv_path.is_file() and run.json_path.is_file()
+    assert list(run.counts["n_real"]) == sorted(run.counts["n_real"])  # rarest first
+    run2 = studio.run_fidelity(syn, model="again", per_pathology=False, kid_subsets=5)
+    board = studio.leaderboard()
+    assert {run.run_id, run2.run_id} <= set(board["id"])
+    assert "FID (pixels)" in board.columns
+    side = studio.compare_runs(run.run_id, run2.run_id)
+    fid = side[side["field"] == "FID (pixels)"].iloc[0]
+    assert fid[f"run {run.run_id}"] == pytest.approx(fid[f"run {run2.run_id}"])  # same set, same FID
+    with pytest.raises(InputError, match="No run"):
+        studio.compare_runs(run.run_id, 10_000)
+    evaluated = (run.per_pathology["skipped"] == "").any()
+    fig = figures.fidelity_bars(run.per_pathology, result=run.result)
+    assert (len(fig.data) > 0) == evaluated
+    assert evaluated or any("enough images" in a.text for a in fig.layout.annotations)
+
+
+# ---------------------------------------------------------------------------------------- the Blocks
+def test_build_app_public_mode_hides_server_folder(studio, world):
+    import gradio as gr
+
+    from chexgen_ui.app import build_app
+
+    def radios(demo):
+        return [c for c in demo.blocks.values() if isinstance(c, gr.Radio)]
+
+    local = build_app(studio=studio)
+    assert any("server folder or CSV" in [ch[1] for ch in r.choices] for r in radios(local))
+    public = build_app(studio=Studio(f"{world}@train", public=True, encoder="pixels", device="cpu"), public=True)
+    assert all("server folder or CSV" not in [ch[1] for ch in r.choices] for r in radios(public))
+
+
+def test_user_errors_become_gradio_errors():
+    import gradio as gr
+
+    from chexgen_ui.app import _user_errors
+
+    @_user_errors
+    def bad():
+        raise InputError("the CSV has no 'prompt' column")
+
+    with pytest.raises(gr.Error, match="no 'prompt' column"):
+        bad()
