@@ -688,7 +688,7 @@ def format_summary(result: dict) -> str:
     lines = [
         f"images: {s['n']}  flagged as memorised: {f(s['fraction_flagged'])} "
         f"(expected for new images: {f(s['expected_fraction_flagged'])})",
-        f"threshold: cosine {f(cal['threshold'])} = {cal['percentile']:g}th percentile of {cal['n']} held-out "
+        f"threshold: {cal['match']} copy score {f(cal['threshold'])} = {cal['percentile']:g}th percentile of {cal['n']} held-out "
         f"images ({cal['source']})",
     ]
     if s["reid_available"]:
