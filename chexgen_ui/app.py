@@ -278,7 +278,7 @@ def build_app(reference: str = "demo@train", public: bool = False, studio: Studi
             with gr.Tab("Batch suite", id="batch"), gr.Row():
                     with gr.Column(scale=1, min_width=320):
                         b_src, b_files, b_folder, b_mdl, b_n, b_steps = set_chooser("batch")
-                        b_axes = gr.CheckboxGroup(["Fidelity", "Privacy", "Utility"], value=["Fidelity"],
+                        b_axes = gr.CheckboxGroup(["Fidelity", "Privacy", "Utility"], value=["Fidelity", "Privacy"],
                                                   label="Axes")
                         with gr.Row():
                             b_boot = gr.Number(0, precision=0, label="Bootstrap resamples")
@@ -292,6 +292,8 @@ def build_app(reference: str = "demo@train", public: bool = False, studio: Studi
                         b_table = gr.Dataframe(label="Per pathology", wrap=True, elem_id="batch-table",
                                                interactive=False)
                         b_plot = gr.Plot(label="Per-pathology metrics")
+                        b_priv = gr.Dataframe(label="Privacy per pathology (memorisation flag and re-ID rates)",
+                                              elem_id="batch-privacy", interactive=False)
                         b_files_out = gr.File(label="Results (CSV, JSON)", file_count="multiple", interactive=False)
 
             # ------------------------------------------------------------------ 5. Leaderboard
@@ -439,31 +441,42 @@ def build_app(reference: str = "demo@train", public: bool = False, studio: Studi
             cancel = cancel_event(request)
             cancel.clear()
             report = _progress(progress, cancel)
+            axes = list(axes or [])
             notes = []
-            for axis in axes or []:
-                if axis == "Privacy":
-                    notes.append("Privacy: not yet available in the app; use the CLI: `python -m evaluators "
-                                 "privacy --help` (the Generate tab shows per-image memorisation and re-ID).")
-                if axis == "Utility":
-                    notes.append("Utility: not yet available in the app; use the CLI: "
-                                 "`python -m evaluators utility --help`.")
-            if "Fidelity" not in (axes or []):
-                yield "\n\n".join(notes) or "Choose at least one axis.", None, None, None, None
+            if "Utility" in axes:
+                notes.append("Utility: not yet available in the app (it trains a classifier for minutes to "
+                             "hours); use the CLI: `python -m evaluators utility --help`.")
+            if not {"Fidelity", "Privacy"} & set(axes):
+                yield "\n\n".join(notes) or "Choose at least one axis.", None, None, None, None, None
                 return
-            yield "Loading the synthetic set…", None, None, None, None
+            yield "Loading the synthetic set…", None, None, None, None, None
             synthetic, model = load_set(src, files, folder, mdl, n, steps, report)
-            yield f"Running fidelity on {len(synthetic)} image(s)…", None, None, None, None
-            run = studio.run_fidelity(synthetic, model=model, per_pathology=True, bootstrap=int(boot or 0),
-                                      min_count=int(min_count or 1), session=getattr(request, "session_hash", None),
-                                      progress=report)
-            done = (f"Done in {run.result.get('wall_time_s', 0):.1f} s: {len(synthetic)} synthetic vs "
-                    f"{run.result['real']['n']} reference images; saved as run #{run.run_id}.")
-            yield ("\n\n".join([done, *notes]), run.overall, run.per_pathology,
-                   figures.fidelity_bars(run.per_pathology, result=run.result),
-                   [str(run.csv_path), str(run.json_path)])
+            session = getattr(request, "session_hash", None)
+            overall = table = plot = priv = None
+            files_out: list[str] = []
+            done = []
+            if "Fidelity" in axes:
+                yield f"Running fidelity on {len(synthetic)} image(s)…", None, None, None, None, None
+                run = studio.run_fidelity(synthetic, model=model, per_pathology=True, bootstrap=int(boot or 0),
+                                          min_count=int(min_count or 1), session=session, progress=report)
+                overall, table = run.overall, run.per_pathology
+                plot = figures.fidelity_bars(run.per_pathology, result=run.result)
+                files_out += [str(run.csv_path), str(run.json_path)]
+                done.append(f"Fidelity done in {run.result.get('wall_time_s', 0):.1f} s: {len(synthetic)} synthetic "
+                            f"vs {run.result['real']['n']} reference images; saved as run #{run.run_id}.")
+                yield "\n\n".join(done), overall, table, plot, None, files_out
+            if "Privacy" in axes:
+                prun = studio.run_privacy(synthetic, model=model, session=session, progress=report)
+                mem = prun.result["memorisation"]
+                priv = prun.per_pathology
+                files_out.append(str(prun.json_path))
+                done.append(f"Privacy: {mem['n_flagged']} of {mem['n']} image(s) flagged as possible memorisation "
+                            f"(threshold {mem['threshold']:.4f}; about {100 * mem.get('expected_fraction', 0.01):.0f}% "
+                            f"expected from new images); {prun.result['reid']['status']}; saved as run #{prun.run_id}.")
+            yield "\n\n".join([*done, *notes]), overall, table, plot, priv, files_out
 
         batch_ev = b_btn.click(on_batch, [b_src, b_files, b_folder, b_mdl, b_n, b_steps, b_axes, b_boot, b_min],
-                               [b_status, b_overall, b_table, b_plot, b_files_out], concurrency_id=GPU_QUEUE,
+                               [b_status, b_overall, b_table, b_plot, b_priv, b_files_out], concurrency_id=GPU_QUEUE,
                                concurrency_limit=GPU_CONCURRENCY)
 
         def on_cancel(request: gr.Request = None):

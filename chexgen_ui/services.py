@@ -105,6 +105,17 @@ class FidelityRun:
     run_id: int | None
 
 
+@dataclass
+class PrivacyRun:
+    """A finished privacy job: summary, per-pathology rates, the most similar images, files, store id."""
+
+    result: dict
+    per_pathology: pd.DataFrame
+    top: pd.DataFrame
+    json_path: Path
+    run_id: int | None
+
+
 # --------------------------------------------------------------------------------------------------
 # Images for viewing
 
@@ -699,6 +710,51 @@ class Studio:
                                    reference=self.reference, session=session)
         return FidelityRun(result, overall_table(result), per_pathology_table(result), counts_table(result),
                            csv_path, json_path, run_id)
+
+    # ---- privacy (memorisation against the whole reference, re-ID when a model is present)
+    def run_privacy(self, synthetic, *, model: str | None = None, session: str | None = None,
+                    progress: Progress | None = None) -> PrivacyRun:
+        """Memorisation flags (calibrated threshold) and re-ID scores of a synthetic set; saved to the store."""
+        from evaluators.features import extract_features
+        from evaluators.imageio import read_image
+        from evaluators.privacy.memorisation import Calibration, memorisation_summary, privacy_summary
+
+        index = self.index(progress)
+        cal = self.calibration()
+        fs = extract_features(list(synthetic.paths), self.encoder(), progress=progress, show_progress=False)
+        sims, nn = index.search(fs.features, 1)
+        calib = Calibration(cal["threshold"], cal["percentile"], cal["n_used"], cal["n_dropped_same_patient"],
+                            list(cal.get("notes", [])))
+        train_ids = index.meta["patient_id"].astype(str).tolist()
+        mem = memorisation_summary(sims[:, 0], calib, nn_index=nn[:, 0], train_patient_ids=train_ids)
+        reid = None
+        model_reid = self.reid_model()
+        if model_reid is not None:
+            from evaluators.privacy.reid import reid_scores
+
+            syn_imgs = [read_image(synthetic.paths[i]) for i in fs.index]
+            nn_imgs = [read_image(str(index.meta["path"].iloc[int(j)])) for j in nn[:, 0]]
+            reid = reid_scores(model_reid, syn_imgs, nn_imgs)
+        summ = privacy_summary(reid, sims[:, 0] > cal["threshold"], synthetic.labels[fs.index])
+        overall = {k: _nan_to_none(v) for k, v in summ["overall"].items()}
+        result = {
+            "summary": {"fraction_flagged": mem["fraction_flagged"], "n_flagged": mem["n_flagged"],
+                        "top1_mean": mem["top1_mean"], "excess_over_expected": mem.get("excess_over_expected"),
+                        "mean_reid": overall.get("mean_reid"),
+                        "fraction_reidentified": overall.get("fraction_reidentified")},
+            "memorisation": mem, "reid": {"available": reid is not None, "status": self.reid_status()},
+            "per_pathology": summ["per_pathology"].to_dict("records"),
+            "settings": {"threshold": cal["threshold"], "percentile": cal["percentile"], "encoder": index.encoder},
+            "synthetic": {"name": synthetic.name, "n": len(synthetic)},
+        }
+        out = subdir("runs") / f"privacy-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
+        out.mkdir(parents=True)
+        json_path = out / "privacy.json"
+        json_path.write_text(json.dumps(result, indent=2, default=str))
+        run_id = self.store().save("privacy", result, model=model or "upload", synthetic=synthetic.name,
+                                   reference=self.reference, session=session)
+        top = pd.DataFrame(mem["top"])
+        return PrivacyRun(result, summ["per_pathology"], top, json_path, run_id)
 
     def _load_encoder_for(self, index_encoder: str):
         def load(name: str):

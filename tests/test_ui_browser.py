@@ -53,7 +53,7 @@ def app_url(tmp_path_factory):
     csv = make_world(root / "world", patients=30, size=64)
     port = _free_port()
     env = dict(os.environ, CHEXGEN_HOME=str(root / "home"), HF_HUB_OFFLINE="1", GRADIO_ANALYTICS_ENABLED="False",
-               CHEXGEN_DEVICE="cpu", PYTHONPATH=str(REPO))
+               CHEXGEN_DEVICE="cpu", CHEXGEN_APP_ENCODER="pixels", PYTHONPATH=str(REPO))
     log = open(root / "app.log", "w")  # noqa: SIM115 - closed in teardown
     proc = subprocess.Popen([sys.executable, "-c", LAUNCH, str(csv), str(port)], cwd=REPO, env=env,
                             stdout=log, stderr=subprocess.STDOUT)
@@ -124,14 +124,18 @@ def test_generate_inspect_map_and_batch(app_url):
         page.locator("#batch-min input").fill("6")
         page.click("#batch-run")
         try:
-            page.wait_for_function("document.querySelector('#batch-status').innerText.includes('saved as run')",
-                                   timeout=150_000)
+            page.wait_for_function(
+                "document.querySelector('#batch-status').innerText.includes('flagged as possible memorisation')",
+                timeout=200_000)
         finally:
             page.screenshot(path=str(ARTIFACTS / "ui_batch.png"), full_page=True)
         table = page.locator("#batch-table").inner_text()
         assert all(name in table for name in ("Atelectasis", "No Finding", "Support Devices"))
         overall = page.locator("#batch-overall").inner_text()
         assert "pixels" in overall
+        status = page.locator("#batch-status").inner_text()
+        assert "36 of 36 image(s) flagged" in status  # the copier's images are all copies
+        assert "Atelectasis" in page.locator("#batch-privacy").inner_text()
         page.screenshot(path=str(ARTIFACTS / "ui_batch.png"), full_page=True)
 
         # Leaderboard lists the run

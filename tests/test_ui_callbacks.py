@@ -218,6 +218,21 @@ def test_map_points_and_figure(world):
         studio.reference_image(999)
 
 
+# ---------------------------------------------------------------------------------------- privacy
+def test_privacy_run_flags_every_copy_and_is_stored(studio):
+    syn = studio.synthetic_from_model(COPIER, 12, seed=0)
+    run = studio.run_privacy(syn, model=COPIER)
+    mem = run.result["memorisation"]
+    assert mem["n"] == 12 and mem["n_flagged"] == 12  # a copier copies
+    assert mem["distinct_train_images_flagged"] == 12  # seeds 0..11 copy 12 different training images
+    assert run.result["summary"]["excess_over_expected"] == pytest.approx(100.0)  # 100% flagged vs 1% expected
+    assert list(run.per_pathology["pathology"]) == list(PATHOLOGIES)
+    assert run.per_pathology.loc[run.per_pathology["n"] > 0, "fraction_flagged"].eq(1.0).all()
+    stored = studio.store().get(run.run_id)
+    assert stored["kind"] == "privacy" and stored["metrics"]["fraction_flagged"] == 1.0
+    assert run.json_path.is_file()
+
+
 # ---------------------------------------------------------------------------------------- fidelity, store, leaderboard
 def test_leaderboard_lists_store_runs_and_compares_two(world, tmp_path):
     s = Studio(f"{world}@train", encoder="pixels", device="cpu", store_path=tmp_path / "r.sqlite")
