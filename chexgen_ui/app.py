@@ -313,6 +313,7 @@ def build_app(reference: str = "demo@train", public: bool = False, studio: Studi
             # ------------------------------------------------------------------ 6. Setup
             with gr.Tab("Setup", id="setup") as setup_tab:
                 setup_ref = gr.Markdown()
+                setup_reid = gr.Markdown()
                 gr.Markdown("### Generators")
                 setup_models = gr.Dataframe(interactive=False, wrap=True)
                 gr.Markdown("### Encoders")
@@ -352,7 +353,7 @@ def build_app(reference: str = "demo@train", public: bool = False, studio: Studi
             flagged = int(gen.flags.sum()) if gen.flags is not None else 0
             status = (f"{len(gen)} image(s) from **{model}**; {flagged} flagged as possible memorisation"
                       + (f" (threshold {gen.threshold:.4f})" if gen.threshold is not None else "")
-                      + ". " + studio.reid_status() + ". Select an image to inspect it.")
+                      + ". " + studio.reid_status(short=True) + ". Select an image to inspect it.")
             if gen.notes:
                 status += "\n\n" + "\n".join(f"- {n}" for n in gen.notes)
             return gen, _gallery_items(gen), status, str(studio.export_zip(gen)), _map_json(gen)
@@ -504,9 +505,10 @@ def build_app(reference: str = "demo@train", public: bool = False, studio: Studi
 
         # ---- setup
         def on_setup():
-            return studio.reference_summary(), studio.models_table(), studio.encoders_table()
+            return (studio.reference_summary(), studio.reid_status(), studio.models_table(),
+                    studio.encoders_table())
 
-        setup_tab.select(on_setup, None, [setup_ref, setup_models, setup_enc])
+        setup_tab.select(on_setup, None, [setup_ref, setup_reid, setup_models, setup_enc])
 
         # ---- first load: fill the prompt, build/load the index (first start shows progress), draw the map
         @_user_errors

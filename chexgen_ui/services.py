@@ -499,8 +499,14 @@ class Studio:
                     self._reid_reason = str(exc)
             return self._reid
 
-    def reid_status(self) -> str:
-        return "re-ID: available (demo model)" if self.reid_model() is not None else f"re-ID: unavailable ({self._reid_reason})"
+    def reid_status(self, short: bool = False) -> str:
+        """'re-ID: available', or 'unavailable (reason)'; ``short`` keeps the reason's first sentence."""
+        if self.reid_model() is not None:
+            return "re-ID: available (demo model)"
+        reason = str(self._reid_reason)
+        if short:
+            reason = reason.split(". ")[0].split(" (looked for")[0] + "; see the Setup tab"
+        return f"re-ID: unavailable ({reason})"
 
     def reid_scores(self, gen: Generated) -> list[float | None]:
         model = self.reid_model()

@@ -1,6 +1,7 @@
 """End-to-end: the app in a subprocess, driven by Debian's Chromium through Playwright.
 
-Generates from the default model (the test copier on a tiny world), checks the gallery, the nearest
+Generates from the default model (whatever the registry prefers: the demo model when trained) on a tiny
+world, checks the gallery, the nearest
 neighbours and the memorisation verdict, the UMAP map (and a point click), and a small batch fidelity
 job's results table. Screenshots go to test-artifacts/. Skips when /usr/bin/chromium is absent.
 """
@@ -8,6 +9,7 @@ job's results table. Screenshots go to test-artifacts/. Skips when /usr/bin/chro
 from __future__ import annotations
 
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -101,7 +103,7 @@ def test_generate_inspect_map_and_batch(app_url):
         page.wait_for_selector("#neighbours .thumbnail-item img", timeout=60_000)
         page.wait_for_function("document.querySelector('#verdict').innerText.includes('threshold')", timeout=30_000)
         verdict = page.locator("#verdict").inner_text()
-        assert "possible memorisation" in verdict  # the copier returns training images
+        assert ("possible memorisation" in verdict) != ("not flagged" in verdict)
         assert "re-ID" in verdict
         nn_text = page.locator("#nn-table").inner_text()
         assert nn_text.count("P0") == 5  # five neighbours, each with a patient id P0xx
@@ -134,7 +136,7 @@ def test_generate_inspect_map_and_batch(app_url):
         overall = page.locator("#batch-overall").inner_text()
         assert "pixels" in overall
         status = page.locator("#batch-status").inner_text()
-        assert "36 of 36 image(s) flagged" in status  # the copier's images are all copies
+        assert re.search(r"\b\d+ of 36 image\(s\) flagged", status)
         assert "Atelectasis" in page.locator("#batch-privacy").inner_text()
         page.screenshot(path=str(ARTIFACTS / "ui_batch.png"), full_page=True)
 
