@@ -57,12 +57,17 @@ CSS = """
 </style>
 """
 
-SETUP_TOML = """# models.toml - pass with CHEXGEN_MODELS=/path/models.toml (or drop it in CHEXGEN_HOME)
-[my-cxr-model]
+SETUP_TOML = """# my-models.toml: drop it in $CHEXGEN_HOME/models/, or pass CHEXGEN_MODELS=/path/my-models.toml
+[[model]]
+name = "sana-0.6b"                          # override a built-in entry: only the keys you change
+weights = "/data/checkpoints/sana-mimic"    # a folder written by pipe.save_pretrained
+
+[[model]]
+name = "my-cxr-model"                       # or add a new one
 kind = "diffusers"
 pipeline = "StableDiffusionPipeline"
-weights = "/models/my-cxr-model"      # a local folder, or a Hub id (downloaded unless offline)
-resolution = [512, 512]
+weights = "/models/my-cxr-model"            # local folder, or a Hub id (downloaded unless offline)
+resolution = 512
 steps = 50
 guidance = 7.5
 dtype = "fp16"
@@ -305,8 +310,8 @@ def build_app(reference: str = "demo@train", public: bool = False, studio: Studi
                                         interactive=False, wrap=True)
                 lb_plot = gr.Plot(label="Across runs")
                 with gr.Row():
-                    lb_a = gr.Number(label="Run A id", precision=0)
-                    lb_b = gr.Number(label="Run B id", precision=0)
+                    lb_a = gr.Number(None, label="Run A id", precision=0)
+                    lb_b = gr.Number(None, label="Run B id", precision=0)
                     lb_cmp = gr.Button("Compare side by side")
                 lb_side = gr.Dataframe(label="Side by side", interactive=False, wrap=True)
 
@@ -320,8 +325,9 @@ def build_app(reference: str = "demo@train", public: bool = False, studio: Studi
                 setup_enc = gr.Dataframe(interactive=False, wrap=True)
                 gr.Markdown(
                     "### Adding a model\nWeights are looked for locally first (folders named in the entry, then the "
-                    "Hugging Face cache, `HF_HOME`); with `HF_HUB_OFFLINE=1` nothing is downloaded. Describe a model "
-                    "in TOML:\n```toml\n" + SETUP_TOML + "```\n### Another reference set\n"
+                    "Hugging Face cache, `HF_HOME`); with `HF_HUB_OFFLINE=1` nothing is downloaded. Entries are "
+                    "read from `evaluators/generators/entries.toml`, then `$CHEXGEN_HOME/models/*.toml`, then "
+                    "`CHEXGEN_MODELS`. Describe a model in TOML:\n```toml\n" + SETUP_TOML + "```\n### Another reference set\n"
                     "`python app.py --reference /data/mimic/train.csv` (a folder, a CSV, or `PATH@train` for one "
                     "split; a valid/test split is used to calibrate the memorisation threshold). The reference "
                     "index is built once under `CHEXGEN_HOME/indexes` and reused. Encoder: `CHEXGEN_APP_ENCODER`."
@@ -473,7 +479,7 @@ def build_app(reference: str = "demo@train", public: bool = False, studio: Studi
                 files_out.append(str(prun.json_path))
                 done.append(f"Privacy: {mem['n_flagged']} of {mem['n']} image(s) flagged as possible memorisation "
                             f"(threshold {mem['threshold']:.4f}; about {100 * mem.get('expected_fraction', 0.01):.0f}% "
-                            f"expected from new images); {prun.result['reid']['status']}; saved as run #{prun.run_id}.")
+                            f"expected from new images); {studio.reid_status(short=True)}; saved as run #{prun.run_id}.")
             yield "\n\n".join([*done, *notes]), overall, table, plot, priv, files_out
 
         batch_ev = b_btn.click(on_batch, [b_src, b_files, b_folder, b_mdl, b_n, b_steps, b_axes, b_boot, b_min],

@@ -123,12 +123,18 @@ def leaderboard_figure(board: pd.DataFrame, max_runs: int = 12) -> go.Figure:
         fig.update_layout(height=360, template="plotly_white")
         return fig
     fixed = {"id", "date", "kind", "model", "synthetic", "status", "settings"}
-    metric_cols = [c for c in board.columns if c not in fixed and pd.to_numeric(board[c], errors="coerce").notna().any()]
+    counts = {"n_flagged"}
+    metric_cols = [c for c in board.columns if c not in fixed | counts
+                   and pd.to_numeric(board[c], errors="coerce").notna().any()]
     sub = board.head(max_runs)
-    for c in metric_cols[:12]:
-        fig.add_trace(go.Bar(x=[f"#{i} {m}" for i, m in zip(sub["id"], sub["model"])],
-                             y=pd.to_numeric(sub[c], errors="coerce"), name=c))
+    runs = [f"#{i} {m}" for i, m in zip(sub["id"], sub["model"])]
+    for c in metric_cols[:16]:
+        raw = pd.to_numeric(sub[c], errors="coerce")
+        scale = float(np.nanmax(np.abs(raw))) or 1.0  # each metric scaled to its largest value across runs
+        fig.add_trace(go.Bar(x=runs, y=raw / scale, name=c, customdata=raw,
+                             hovertemplate=c + " = %{customdata:.4g}<extra>%{x}</extra>"))
     fig.update_layout(barmode="group", height=420, template="plotly_white", margin={"l": 10, "r": 10, "t": 30, "b": 10},
-                      title={"text": "Metrics across runs (fidelity, privacy, utility columns present in the store)"},
+                      title={"text": "Metrics across runs, each scaled to its largest value (hover for the raw value)"},
+                      yaxis={"title": "value / max over runs"},
                       legend={"font": {"size": 10}})
     return fig
