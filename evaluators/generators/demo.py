@@ -201,7 +201,9 @@ class DemoGenerator(Generator):
             raise UnavailableError(f"demo generator: {w_path} does not match {cfg_path} ({exc}).") from exc
         self.dtype = dtype if dtype is not None else torch.float32
         self.encoder.to(device).eval()
-        self.unet.to(device=device, dtype=self.dtype).eval()
+        self.unet.to(device).eval()
+        if self.dtype != torch.float32:
+            self.unet.to(dtype=self.dtype)
         self.presets.update(self.config.get("presets", {}))
 
     def _run_batch(self, prompts, seeds, *, steps, guidance, height, width, negative_prompt):
