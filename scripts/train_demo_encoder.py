@@ -11,6 +11,9 @@ The world is seed 1 (the app uses seed 0, so tests on seed-0 worlds are out of s
 a wall-clock budget (``--minutes``) with a time-based cosine schedule, on ``--threads`` CPU threads.
 
     python scripts/train_demo_encoder.py [--world DIR] [--patients 1800] [--minutes 15] [--threads 2]
+
+The shipped weights came from two stages on the same seed-1 world (1,800 patients): ``--minutes 15``,
+then ``--init <stage-1 file> --minutes 17 --warmup-steps 10 --lr 1.5e-3`` (the sidecar JSON records both).
 """
 
 from __future__ import annotations
@@ -167,6 +170,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--lr", type=float, default=2e-3)
     ap.add_argument("--tau", type=float, default=0.1)
     ap.add_argument("--supcon-weight", type=float, default=0.5)
+    ap.add_argument("--init", help="start from these weights (a safetensors file) instead of random ones")
+    ap.add_argument("--warmup-steps", type=int, default=50)
     ap.add_argument("--nih", default="/work/shared/data/nih-cxr14-sample")
     ap.add_argument("--out", default=str(Path(__file__).resolve().parent.parent / "assets" / "demo_encoder.safetensors"))
     args = ap.parse_args(argv)
@@ -196,6 +201,11 @@ def main(argv: list[str] | None = None) -> int:
     by_patient = [np.flatnonzero(pid_idx == k) for k in range(len(uniq))]
 
     model = DemoNet()
+    if args.init:
+        from safetensors.torch import load_file
+
+        model.load_state_dict(load_file(args.init))
+        log(f"initialised from {args.init}")
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=1e-4)
     budget = args.minutes * 60
     start = time.time()
@@ -203,7 +213,7 @@ def main(argv: list[str] | None = None) -> int:
     run_bce = run_con = None
     while (elapsed := time.time() - start) < budget:
         frac = elapsed / budget
-        lr = args.lr * min(1.0, (step + 1) / 50) * 0.5 * (1 + math.cos(math.pi * frac))
+        lr = args.lr * min(1.0, (step + 1) / max(args.warmup_steps, 1)) * 0.5 * (1 + math.cos(math.pi * frac))
         for g in opt.param_groups:
             g["lr"] = lr
         chosen = rng.choice(len(uniq), size=args.batch_patients, replace=False)
@@ -280,13 +290,19 @@ def main(argv: list[str] | None = None) -> int:
                   "test_images": len(test_x), "train_patients": len(uniq)},
         "training": {"seconds": round(train_time, 1), "threads": args.threads, "steps": step, "views": seen,
                      "epochs": round(seen / 2 / len(train_x), 2), "batch_patients": args.batch_patients,
-                     "lr": args.lr, "tau": args.tau, "supcon_weight": args.supcon_weight,
+                     "lr": args.lr, "init": args.init, "tau": args.tau, "supcon_weight": args.supcon_weight,
                      "losses": {"bce": run_bce, "supcon": run_con}, "torch": torch.__version__},
         "demo_test_auc": demo_auc,
         "nih_sample_auc": nih_auc,
         "memorisation_check": mem,
         "label_policy": "train: uncertain masked, blank 0; demo AUC: uncertain excluded",
     }
+    if args.init and Path(args.init).with_suffix(".json").is_file():  # the stage this one continued
+        prev = json.loads(Path(args.init).with_suffix(".json").read_text())
+        facts["previous_stages"] = [*prev.pop("previous_stages", []),
+                                    {k: prev.get(k) for k in ("training", "demo_test_auc")}]
+        facts["training"]["total_seconds"] = round(
+            train_time + sum(st["training"]["seconds"] for st in facts["previous_stages"]), 1)
     out.with_suffix(".json").write_text(json.dumps(facts, indent=2) + "\n")
     log(f"wrote {out} ({out.stat().st_size / 1e6:.2f} MB) and {out.with_suffix('.json').name}")
     if tmp is not None:
