@@ -38,6 +38,7 @@ def _no_weights_anywhere(tmp_path, monkeypatch):
         monkeypatch.delenv(var, raising=False)
     monkeypatch.setattr(torch.hub, "_hub_dir", None, raising=False)
     monkeypatch.setattr("tempfile.tempdir", str(tmp_path))  # where health_multimodal would have downloaded
+    monkeypatch.setattr("evaluators.settings.assets_dir", lambda: tmp_path / "assets")  # no shipped demo weights
     no = AssertionError("a download was attempted")
     monkeypatch.setattr(torch.hub, "download_url_to_file", mock.Mock(side_effect=no))
     monkeypatch.setattr(torch.hub, "load_state_dict_from_url", mock.Mock(side_effect=no))
@@ -142,7 +143,7 @@ def test_demo_slot_and_register_encoder(tmp_path):
     assert "not found" in availability("demo", weights).reason
     weights.write_bytes(b"placeholder")
     av = availability("demo", weights)
-    assert not av.available and "no demo encoder loader" in av.reason
+    assert not av.available and "not a readable safetensors file" in av.reason
     original = R.get_spec("demo")
     try:
         register_encoder(EncoderSpec("demo", "test stand-in", lambda **kw: R.get_spec("pixels").loader(**kw),
