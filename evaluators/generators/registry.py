@@ -378,8 +378,20 @@ def unregister_builtin(name: str) -> None:
     _builtins.pop(name, None)
 
 
+# Modules that register the shipped python generators (demo model, calibration baselines) on import.
+BUILTIN_MODULES = ("evaluators.generators.demo", "evaluators.generators.baselines")
+
+
+def _import_builtin_modules() -> None:
+    import importlib
+
+    for module in BUILTIN_MODULES:
+        importlib.import_module(module)
+
+
 def load_entries(files: Iterable[str | os.PathLike[str]] = (), *, defaults: bool = True) -> dict[str, ModelEntry]:
     """All entries: built-ins, then the default user files (if ``defaults``), then ``files``; merged by name."""
+    _import_builtin_modules()
     tables: dict[str, dict[str, Any]] = {}
     sources = [BUILTIN_FILE] + (default_files() if defaults else []) + [Path(f).expanduser() for f in files]
     for path in sources:

@@ -604,7 +604,7 @@ def run_privacy_protocol(
     prompts = [str(train_set.table["prompt"].iat[int(r)]) for r in rows]
     gen = model
     if isinstance(model, str):
-        from ..generators import baselines, load_generator  # noqa: F401  (baselines registers its builtins)
+        from ..generators import load_generator
 
         gen = load_generator(model)
     gen_name = getattr(gen, "name", str(model))
