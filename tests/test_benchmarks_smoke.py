@@ -1,0 +1,69 @@
+"""Smoke runs of the benchmark scripts at tiny N: each exits 0 and prints its markdown table.
+
+The numbers themselves are not asserted (they depend on the machine); what is asserted is that the
+reference pattern and the suite computed the same metrics, that the tables have a row per step, and
+that the scaling script's memory check passed.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def bench_env(tmp_path_factory) -> dict:
+    home = tmp_path_factory.mktemp("bench")
+    return {**os.environ, "CHEXGEN_BENCH_CACHE": str(home / "cache"), "CHEXGEN_HOME": str(home / "home"),
+            "NUMBA_CACHE_DIR": str(home / "numba"), "HF_HUB_OFFLINE": "1", "TQDM_DISABLE": "1"}
+
+
+def _run(script: str, *args: str, env: dict, timeout: float = 900) -> str:
+    proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / script), *args], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=timeout)
+    assert proc.returncode == 0, f"{script} exited {proc.returncode}:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+    assert "command: `python benchmarks/" in proc.stdout
+    assert "load average" in proc.stdout
+    return proc.stdout
+
+
+@pytest.mark.parametrize("encoder", ["pixels", "demo"])
+def test_suite_vs_reference_tiny(bench_env, encoder):
+    out = _run("suite_vs_reference.py", "--n", "24", "--encoder", encoder, env=bench_env)
+    assert "metrics agree between the reference pattern and the suite" in out
+    ratios = re.search(r"reference / cold = ([\d.]+)x .*reference / warm = ([\d.]+)x", out)
+    assert ratios and float(ratios.group(1)) > 0 and float(ratios.group(2)) > 0
+    assert "suite cold / one plain pass" in out
+    header = "| side | FID | KID | Precision | Recall | Density | Coverage"
+    assert header + (" | IS |" if encoder == "demo" else " |") in out  # IS only where logits exist
+
+
+def test_scaling_tiny(bench_env):
+    out = _run("scaling.py", "--sizes", "100,300", "--steps", "features,FID,KID,PRDC,search,prdc-package",
+               env=bench_env)
+    for step in ("features", "FID", "KID", "PRDC", "search", "prdc-package"):
+        assert re.search(rf"^\| {step} \| 100 \| [\d.]+ \|", out, re.M), step
+        assert re.search(rf"^\| {step} \| 300 \| [\d.]+ \|", out, re.M), step
+    assert "no project step exceeded" in out
+
+
+def test_scaling_rejects_unknown_step(bench_env):
+    proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / "scaling.py"), "--steps", "nope"],
+                          cwd=REPO, env=bench_env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode != 0 and "unknown step" in proc.stderr
+
+
+def test_generation_tiny(bench_env):
+    out = _run("generation.py", "--steps", "1", "--images", "2", "--batch-sizes", "1,2", env=bench_env)
+    for model in ("demo", "reference-oracle", "copycat"):
+        rows = re.findall(rf"^\| {re.escape(model)} \| cpu fp32 \| (\d+) \| ([\d.]+) \|", out, re.M)
+        assert [r[0] for r in rows] == ["1", "2"], (model, out)
+        assert all(float(r[1]) > 0 for r in rows)
