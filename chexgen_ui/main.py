@@ -23,5 +23,6 @@ def main(argv: list[str] | None = None) -> None:
 
     demo = build_app(reference=args.reference, public=args.public or bool(os.environ.get("SPACE_ID")))
     demo.queue(default_concurrency_limit=2).launch(
-        server_name=args.host, server_port=args.port, show_error=True, enable_monitoring=False
+        server_name=args.host, server_port=args.port, show_error=True, enable_monitoring=False,
+        max_file_size="2gb",
     )

@@ -46,23 +46,6 @@ MAX_GENERATE_SET = 2_000  # images per "generate a synthetic set" job
 PRDC_K = 5
 CALIBRATION_FILE = "memorisation_calibration.json"
 CALIBRATION_PERCENTILE = 99.0
-# Modules that register builtin generators (demo model, calibration baselines) when imported.
-GENERATOR_PLUGINS = ("evaluators.generators.demo", "evaluators.generators.baselines")
-
-
-def import_generator_plugins() -> list[str]:
-    """Import the builtin-generator modules that exist; returns the problems met (shown on Setup)."""
-    import importlib
-
-    problems = []
-    for mod in GENERATOR_PLUGINS:
-        try:
-            importlib.import_module(mod)
-        except ImportError as exc:
-            problems.append(f"{mod}: {exc}")
-    return problems
-
-
 def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-")[:60] or "set"
 
@@ -233,7 +216,7 @@ class Studio:
         self._calibration: dict | None = None
         self._reid = None
         self._reid_reason: str | None = None
-        self.notes: list[str] = [f"builtin generators not loaded: {p}" for p in import_generator_plugins()]
+        self.notes: list[str] = []
 
     # ---- basics
     @property
@@ -702,7 +685,6 @@ class Studio:
         from evaluators import fidelity
 
         # Precision/Recall/Density/Coverage need k + 1 images on each side (k = 5)
-        min_count = max(int(min_count), PRDC_K + 1)
         index = self.index(progress)
         result = fidelity.run_fidelity(
             index, synthetic, encoders=[index.encoder], per_pathology=per_pathology, bootstrap=int(bootstrap), k=PRDC_K,

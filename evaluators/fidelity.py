@@ -62,7 +62,7 @@ class RealSide:
         """(features, other outputs, from_index) of every real row."""
         if self.index is not None:
             if encoder.cache_key() == self.index.encoder_key:
-                return np.asarray(self.index.features, dtype=np.float32), {}, True
+                return np.array(self.index.features, dtype=np.float32), {}, True  # a writable copy of the memmap
             paths = self.index.meta["path"].tolist()
         else:
             paths = list(self.image_set.paths)
@@ -221,15 +221,16 @@ def run_fidelity(
             mean, std = inception_score(fset.outputs["logits"], splits=10, seed=seed)
             result["Inception Score"] = {"mean": mean, "std": std, "splits": 10, "n": len(fs)}
         if per_pathology:
+            need = max(min_count, k + 1)  # PRDC's k-th neighbour needs k + 1 images on each side
             synth_sub = _SubsetView(synthetic, keep_s)
             for p in PATHOLOGIES:
                 rm, sm = pathology_masks(real_side, synth_sub, p, match)
                 row = {"pathology": p, "encoder": name, "n_real": int(rm.sum()), "n_synthetic": int(sm.sum())}
-                if row["n_real"] < min_count or row["n_synthetic"] < min_count:
-                    side = "real" if row["n_real"] < min_count else "synthetic"
+                if row["n_real"] < need or row["n_synthetic"] < need:
+                    side = "real" if row["n_real"] < need else "synthetic"
                     row["skipped"] = (
-                        f"only {row[f'n_{side}']} {side} image(s) positive for {p} (minimum {min_count}; "
-                        f"lower it with --min-count)"
+                        f"only {row[f'n_{side}']} {side} image(s) positive for {p} (minimum {need}; "
+                        + ("lower it with --min-count)" if need == min_count else f"PRDC with k={k} needs k+1)")
                     )
                     result["per_pathology"].append(row)
                     continue
