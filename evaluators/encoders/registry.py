@@ -68,13 +68,23 @@ def register_encoder(spec: EncoderSpec, *, replace: bool = True) -> None:
 _PLUGIN_ERRORS: dict[str, str] = {}
 
 
+_LOADED = False
+
+
 def _builtin() -> None:
-    if _REGISTRY:
+    global _LOADED
+    if _LOADED:
         return
+    _LOADED = True
     from . import biovil, inception, pixels, raddino, xrv
 
+    # A plugin imported before the first lookup (e.g. `import evaluators.demo_encoder`) has registered
+    # itself already: it keeps its place over the reserved entry of the same name.
+    early = dict(_REGISTRY)
+    _REGISTRY.clear()
     for spec in (raddino.SPEC, xrv.SPEC, DEMO_SPEC, inception.SPEC, biovil.SPEC, pixels.SPEC):
-        register_encoder(spec, replace=False)
+        _REGISTRY[spec.name] = early.pop(spec.name, spec)
+    _REGISTRY.update(early)
     for module in PLUGIN_MODULES:  # they replace reserved entries (e.g. "demo") with real loaders
         try:
             import_plugin(module)
@@ -187,7 +197,7 @@ def _demo_weights(weights: str | Path | None) -> Path:
 
 def _demo_check(weights: str | Path | None) -> Availability:
     path = _demo_weights(weights)
-    how = (f"train it with the demo world (see `python -m evaluators --help`) so that {path} exists, "
+    how = (f"run `python scripts/train_demo_encoder.py` so that {path} exists, "
            "or pass --weights FILE")
     if not path.is_file():
         return Availability(False, f"demo encoder weights not found at {path}", how)
