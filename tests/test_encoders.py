@@ -351,3 +351,15 @@ def test_biovil_tiny_model(tmp_path, monkeypatch):
     with torch.no_grad():
         emb = torch.nn.functional.normalize(ref(batch).projected_global_embedding, dim=-1)
     assert torch.allclose(emb, out["features"], atol=1e-5)
+
+
+def test_plugin_imported_first_keeps_the_builtin_encoders():
+    """Importing the demo encoder's module before any lookup must not hide the other encoders."""
+    import subprocess
+
+    code = ("import evaluators.demo_encoder\n"
+            "from evaluators.encoders import names\n"
+            "assert names()[:6] == ['raddino', 'xrv-densenet', 'demo', 'inception', 'biovil', 'pixels'], names()\n")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    assert res.returncode == 0, res.stderr[-2000:]
