@@ -19,6 +19,7 @@ import numpy as np
 
 from evaluators.errors import InputError, UnavailableError
 from evaluators.pathologies import PATHOLOGIES
+from evaluators.space import gpu
 
 from . import figures
 from .services import Generated, Studio, to_uint8, window_level
@@ -26,6 +27,12 @@ from .services import Generated, Studio, to_uint8, window_level
 log = logging.getLogger("chexgen_ui")
 GPU_QUEUE = "gpu"  # generation and encoding share one concurrency slot
 GPU_CONCURRENCY = int(os.environ.get("CHEXGEN_GPU_CONCURRENCY", "1"))
+GPU_DURATION = int(os.environ.get("CHEXGEN_GPU_DURATION", "120"))  # seconds per call on ZeroGPU (spaces.GPU)
+
+
+def _session(request: gr.Request | None) -> str | None:
+    """Gradio's per-browser-tab session id: uploads, exports and the public leaderboard are kept per session."""
+    return getattr(request, "session_hash", None)
 
 PLOT_JS = """
 const div = element.querySelector('.chexgen-plot');
@@ -176,7 +183,8 @@ def build_app(reference: str = "demo@train", public: bool = False, studio: Studi
         gr.Markdown(
             "# CheXGen Studio\nSynthetic chest X-rays: generate and inspect, check memorisation, and measure "
             f"fidelity per pathology against the reference set `{studio.reference}`."
-            + (" **Public mode**: uploads only." if public else "")
+            + (" **Public mode**: uploads only (size limits apply); your uploads and runs are seen only by "
+               "this browser session, next to the shared runs." if public else "")
         )
         with gr.Tabs():
             # ------------------------------------------------------------------ 1. Generate & inspect
@@ -256,13 +264,13 @@ def build_app(reference: str = "demo@train", public: bool = False, studio: Studi
                 src.change(show, src, [files, folder, gen_row])
                 return src, files, folder, mdl, n, steps
 
-            def load_set(src, files, folder, mdl, n, steps, report):
+            def load_set(src, files, folder, mdl, n, steps, report, session=None):
                 if src.startswith("upload"):
-                    return studio.synthetic_from_upload(files or []), "upload"
+                    return studio.synthetic_from_upload(files or [], session=session), "upload"
                 if src.startswith("server"):
                     return studio.synthetic_from_folder(folder), "folder"
                 return studio.synthetic_from_model(mdl, int(n or 0), 0, int(steps) if steps else None,
-                                                   progress=report), mdl
+                                                   session=session, progress=report), mdl
 
             with gr.Tab("Per-pathology fidelity", id="fidelity"):
                 gr.Markdown("FID, KID, Precision, Recall, Density and Coverage for each of the 14 labels, with "
@@ -353,9 +361,11 @@ def build_app(reference: str = "demo@train", public: bool = False, studio: Studi
         examples_dd.input(lambda t: t, examples_dd, prompt_tb)
 
         @_user_errors
-        def on_generate(model, prompt, n, seed, steps, guidance, progress=gr.Progress()):  # noqa: B008 - Gradio's idiom
+        @gpu(GPU_DURATION)
+        def on_generate(model, prompt, n, seed, steps, guidance, progress=gr.Progress(),  # noqa: B008 - Gradio's idiom
+                        request: gr.Request = None):
             gen = studio.generate(model, prompt, int(n), int(seed or 0), int(steps), float(guidance),
-                                  progress=_progress(progress))
+                                  session=_session(request), progress=_progress(progress))
             flagged = int(gen.flags.sum()) if gen.flags is not None else 0
             status = (f"{len(gen)} image(s) from **{model}**; {flagged} flagged as possible memorisation"
                       + (f" (threshold {gen.threshold:.4f})" if gen.threshold is not None else "")
@@ -400,6 +410,7 @@ def build_app(reference: str = "demo@train", public: bool = False, studio: Studi
             return _map_json(gen), f"{len(idx)} reference images · encoder {idx.encoder} · index `{idx.dir.name}`"
 
         @_user_errors
+        @gpu(GPU_DURATION)
         def on_map(gen, progress=gr.Progress()):  # noqa: B008 - Gradio's idiom
             studio.index(_progress(progress))
             return _map_outputs(gen)
@@ -429,11 +440,12 @@ def build_app(reference: str = "demo@train", public: bool = False, studio: Studi
 
         # ---- per-pathology fidelity
         @_user_errors
+        @gpu(GPU_DURATION)
         def on_pp(src, files, folder, mdl, n, steps, boot, min_count, progress=gr.Progress(), request: gr.Request = None):  # noqa: B008 - Gradio's idiom
             report = _progress(progress)
-            synthetic, model = load_set(src, files, folder, mdl, n, steps, report)
+            synthetic, model = load_set(src, files, folder, mdl, n, steps, report, _session(request))
             run = studio.run_fidelity(synthetic, model=model, per_pathology=True, bootstrap=int(boot or 0),
-                                      min_count=int(min_count or 1), session=getattr(request, "session_hash", None),
+                                      min_count=int(min_count or 1), session=_session(request),
                                       progress=report)
             return run.per_pathology, figures.fidelity_bars(run.per_pathology, result=run.result), \
                 figures.counts_figure(run.counts)
@@ -443,6 +455,7 @@ def build_app(reference: str = "demo@train", public: bool = False, studio: Studi
 
         # ---- batch
         @_user_errors
+        @gpu(GPU_DURATION)
         def on_batch(src, files, folder, mdl, n, steps, axes, boot, min_count, progress=gr.Progress(),  # noqa: B008 - Gradio's idiom
                      request: gr.Request = None):
             cancel = cancel_event(request)
@@ -457,8 +470,8 @@ def build_app(reference: str = "demo@train", public: bool = False, studio: Studi
                 yield "\n\n".join(notes) or "Choose at least one axis.", None, None, None, None, None
                 return
             yield "Loading the synthetic set…", None, None, None, None, None
-            synthetic, model = load_set(src, files, folder, mdl, n, steps, report)
-            session = getattr(request, "session_hash", None)
+            session = _session(request)
+            synthetic, model = load_set(src, files, folder, mdl, n, steps, report, session)
             overall = table = plot = priv = None
             files_out: list[str] = []
             done = []
@@ -494,18 +507,18 @@ def build_app(reference: str = "demo@train", public: bool = False, studio: Studi
 
         # ---- leaderboard
         @_user_errors
-        def on_board(kind):
-            board = studio.leaderboard(kind or None)
+        def on_board(kind, request: gr.Request = None):
+            board = studio.leaderboard(kind or None, session=_session(request))
             return board, figures.leaderboard_figure(board)
 
         lb_btn.click(on_board, lb_kind, [lb_table, lb_plot])
         lb_tab.select(on_board, lb_kind, [lb_table, lb_plot])
 
         @_user_errors
-        def on_compare(a, b):
+        def on_compare(a, b, request: gr.Request = None):
             if a is None or b is None:
                 raise InputError("Type two run ids from the table.")
-            return studio.compare_runs(int(a), int(b))
+            return studio.compare_runs(int(a), int(b), session=_session(request))
 
         lb_cmp.click(on_compare, [lb_a, lb_b], lb_side)
 
@@ -518,6 +531,7 @@ def build_app(reference: str = "demo@train", public: bool = False, studio: Studi
 
         # ---- first load: fill the prompt, build/load the index (first start shows progress), draw the map
         @_user_errors
+        @gpu(GPU_DURATION)
         def on_load(progress=gr.Progress()):  # noqa: B008 - Gradio's idiom
             studio.index(_progress(progress))
             return _map_outputs(None)

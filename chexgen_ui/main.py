@@ -1,9 +1,20 @@
-"""Command line of the app: ``python app.py [--reference SET] [--public] [--host H] [--port P]``."""
+"""Command line of the app: ``python app.py [--reference SET] [--public] [--host H] [--port P]``.
+
+Public mode (``--public``, automatic on a Hugging Face Space where SPACE_ID is set) limits uploads and
+the queue; the limits are environment variables, listed in :func:`launch_options`.
+"""
 
 from __future__ import annotations
 
 import argparse
 import os
+
+from evaluators.errors import InputError
+
+PUBLIC_MAX_FILE_SIZE = "200mb"  # CHEXGEN_PUBLIC_MAX_FILE_SIZE: one uploaded file, as sent (zip compressed)
+LOCAL_MAX_FILE_SIZE = "2gb"
+PUBLIC_QUEUE_SIZE = 16  # CHEXGEN_QUEUE_MAX_SIZE: waiting jobs; more are refused ("queue full") until one ends
+DEFAULT_CONCURRENCY = 2  # CHEXGEN_CONCURRENCY: events of one kind running at once (GPU events: CHEXGEN_GPU_CONCURRENCY)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -16,13 +27,39 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
+def is_public(args: argparse.Namespace) -> bool:
+    """--public, or running on a Hugging Face Space (SPACE_ID is set there)."""
+    return bool(args.public or os.environ.get("SPACE_ID"))
+
+
+def _int_env(name: str, default: int | None) -> int | None:
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    if not raw.isdigit() or int(raw) <= 0:
+        raise InputError(f"{name}={raw!r} is not a positive whole number; unset it or give e.g. {default or 16}.")
+    return int(raw)
+
+
+def launch_options(public: bool) -> tuple[dict, dict]:
+    """(``demo.queue`` kwargs, ``demo.launch`` kwargs) for the mode.
+
+    Public: one file at most CHEXGEN_PUBLIC_MAX_FILE_SIZE (default 200mb), at most CHEXGEN_QUEUE_MAX_SIZE
+    (default 16) jobs waiting, so one user cannot fill the queue. Local: 2gb files, no queue bound.
+    """
+    queue = {"default_concurrency_limit": _int_env("CHEXGEN_CONCURRENCY", DEFAULT_CONCURRENCY),
+             "max_size": _int_env("CHEXGEN_QUEUE_MAX_SIZE", PUBLIC_QUEUE_SIZE if public else None)}
+    size = os.environ.get("CHEXGEN_PUBLIC_MAX_FILE_SIZE", PUBLIC_MAX_FILE_SIZE) if public else LOCAL_MAX_FILE_SIZE
+    launch = {"show_error": True, "enable_monitoring": False, "max_file_size": size}
+    return queue, launch
+
+
 def main(argv: list[str] | None = None) -> None:
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
     args = parse_args(argv)
     from .app import build_app
 
-    demo = build_app(reference=args.reference, public=args.public or bool(os.environ.get("SPACE_ID")))
-    demo.queue(default_concurrency_limit=2).launch(
-        server_name=args.host, server_port=args.port, show_error=True, enable_monitoring=False,
-        max_file_size="2gb",
-    )
+    public = is_public(args)
+    queue, launch = launch_options(public)
+    demo = build_app(reference=args.reference, public=public)
+    demo.queue(**queue).launch(server_name=args.host, server_port=args.port, **launch)

@@ -8,6 +8,7 @@ Nothing here imports Gradio; every user-facing problem is an :class:`InputError`
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import hashlib
 import io
@@ -46,6 +47,54 @@ MAX_GENERATE_SET = 2_000  # images per "generate a synthetic set" job
 PRDC_K = 5
 CALIBRATION_FILE = "memorisation_calibration.json"
 CALIBRATION_PERCENTILE = 99.0
+
+# Public mode (a Space, or --public): tighter limits, each overridable by an environment variable.
+PUBLIC_MAX_FILES = 500  # CHEXGEN_PUBLIC_MAX_FILES: images (files) per upload
+PUBLIC_MAX_BYTES = 512 * 1024**2  # CHEXGEN_PUBLIC_MAX_BYTES: bytes per upload once unzipped
+PUBLIC_MAX_PIXELS = 4096 * 4096  # CHEXGEN_PUBLIC_MAX_PIXELS: pixels per uploaded image (header checked)
+PUBLIC_MAX_GENERATE_SET = 256  # CHEXGEN_PUBLIC_MAX_GENERATE_SET: images per "generate a synthetic set" job
+
+
+def _env_int(name: str, default: int) -> int:
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = int(float(raw))
+    except ValueError:
+        value = 0
+    if value <= 0:
+        raise InputError(f"{name}={raw!r} is not a positive whole number; unset it or give e.g. {default}.")
+    return value
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What one upload or job may hold. Public mode reads the CHEXGEN_PUBLIC_* variables."""
+
+    max_files: int = MAX_UPLOAD_FILES
+    max_bytes: int = MAX_UPLOAD_BYTES
+    max_pixels: int | None = None  # None: only the engine's own guard (CHEXGEN_MAX_PIXELS) at read time
+    max_generate_set: int = MAX_GENERATE_SET
+
+    @classmethod
+    def for_mode(cls, public: bool) -> Limits:
+        if not public:
+            return cls()
+        return cls(
+            max_files=_env_int("CHEXGEN_PUBLIC_MAX_FILES", PUBLIC_MAX_FILES),
+            max_bytes=_env_int("CHEXGEN_PUBLIC_MAX_BYTES", PUBLIC_MAX_BYTES),
+            max_pixels=_env_int("CHEXGEN_PUBLIC_MAX_PIXELS", PUBLIC_MAX_PIXELS),
+            max_generate_set=_env_int("CHEXGEN_PUBLIC_MAX_GENERATE_SET", PUBLIC_MAX_GENERATE_SET),
+        )
+
+
+def session_folder(session: str | None) -> str:
+    """The per-session folder name under uploads/, synthetic/, exports/ and runs/ ('local' without one)."""
+    name = re.sub(r"[^A-Za-z0-9_-]+", "-", session or "").strip("-")[:64]
+    return name or "local"
+
+
 def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-")[:60] or "set"
 
@@ -70,6 +119,7 @@ class Generated:
     umap: np.ndarray | None = None  # [N, 2] map positions, or None when the index has no map
     reid: list[float | None] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    session: str | None = None  # whose images these are (exports go to that session's folder)
 
     def __len__(self) -> int:
         return len(self.images)
@@ -204,6 +254,7 @@ class Studio:
         self.reference = reference
         self.umap = umap
         self.public = public
+        self.limits = Limits.for_mode(public)
         self._encoder_name = encoder or os.environ.get("CHEXGEN_APP_ENCODER") or None
         self._device = device
         self._store_path = store_path
@@ -365,15 +416,27 @@ class Studio:
 
     # ---- generation
     def generator(self, name: str):
+        """A loaded generator (cached). A model that fails to load raises UnavailableError with the reason;
+        the failure is not cached, so the app keeps serving the other models and a retry tries again."""
         with self._gen_lock:
             if name not in self._generators:
                 from evaluators.generators import load_generator
 
-                self._generators[name] = load_generator(name, device=self.device)
+                try:
+                    self._generators[name] = load_generator(name, device=self.device)
+                except (InputError, UnavailableError):
+                    raise
+                except Exception as exc:  # a broken checkpoint, missing package, out of memory...
+                    log.exception("model %s failed to load", name)
+                    raise UnavailableError(
+                        f"Model {name!r} failed to load: {type(exc).__name__}: {exc}. The other models still "
+                        "work; check the model's files and entry (Setup tab lists where they are looked for)."
+                    ) from exc
             return self._generators[name]
 
     def generate(self, model: str, prompt: str, n: int = 4, seed: int = 0, steps: int | None = None,
-                 guidance: float | None = None, *, k: int = 5, progress: Progress | None = None) -> Generated:
+                 guidance: float | None = None, *, k: int = 5, session: str | None = None,
+                 progress: Progress | None = None) -> Generated:
         """Generate ``n`` images for one prompt (seeds seed..seed+n-1) and inspect each against the reference."""
         prompt = (prompt or "").strip()
         if not prompt:
@@ -397,7 +460,7 @@ class Studio:
                     "guidance": guidance if guidance is not None else gen.presets.get("guidance"),
                     "device": self.device}
         out = Generated(model=model, images=images, prompts=[prompt] * n, seeds=seeds, settings=settings,
-                        notes=list(getattr(gen, "messages", []) or []))
+                        notes=list(getattr(gen, "messages", []) or []), session=session)
         self.inspect(out, k=k, progress=progress)
         return out
 
@@ -542,7 +605,7 @@ class Studio:
         """A zip with one PNG per generated image and ``metadata.csv`` (prompt, seed, model, settings, checks)."""
         from PIL import Image
 
-        out = Path(out_dir) if out_dir else subdir("exports")
+        out = Path(out_dir) if out_dir else subdir("exports") / session_folder(gen.session)
         out.mkdir(parents=True, exist_ok=True)
         path = out / f"{_slug(gen.model)}-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}.zip"
         buf = io.StringIO()
@@ -596,25 +659,41 @@ class Studio:
         return to_uint8(read_image(str(m["path"]))), caption
 
     # ---- synthetic sets
-    def synthetic_from_upload(self, files: Sequence[str | os.PathLike]) -> object:
-        """An ImageSet from uploaded files: one zip (images + optional CSV), or a CSV plus image files."""
-        from evaluators.imagesets import load_image_set
+    def synthetic_from_upload(self, files: Sequence[str | os.PathLike], *, session: str | None = None) -> object:
+        """An ImageSet from uploaded files: one zip (images + optional CSV), or a CSV plus image files.
 
+        Files land in ``uploads/<session>/<time>-<id>/``; a refused upload is deleted again. Limits:
+        :attr:`limits` (file count, expanded bytes and, in public mode, pixels per image from the header).
+        """
         files = [Path(f) for f in (files or []) if f]
         if not files:
             raise InputError("Upload a zip of images (optionally with a CSV of prompts), or a CSV plus its images.")
-        dest = subdir("uploads") / f"{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:8]}"
+        dest = subdir("uploads") / session_folder(session) / f"{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:8]}"
+        try:
+            return self._load_upload(files, dest)
+        except BaseException:
+            shutil.rmtree(dest, ignore_errors=True)
+            raise
+
+    def _load_upload(self, files: list[Path], dest: Path) -> object:
+        from evaluators.imagesets import load_image_set
+
+        lim = self.limits
         zips = [f for f in files if f.suffix.lower() == ".zip"]
         if len(zips) > 1:
             raise InputError("Upload one zip at a time.")
         if zips:
-            safe_extract_zip(zips[0], dest)
+            safe_extract_zip(zips[0], dest, max_files=lim.max_files, max_bytes=lim.max_bytes)
+            self._check_pixels(dest)
             csv_path = _find_csv(dest)
             if csv_path is not None:
                 return load_image_set(str(csv_path), images_root=str(csv_path.parent))
             return load_image_set(str(dest))
-        if len(files) > MAX_UPLOAD_FILES:
-            raise InputError(f"{len(files)} files uploaded; the limit is {MAX_UPLOAD_FILES}.")
+        if len(files) > lim.max_files:
+            raise InputError(f"{len(files)} files uploaded; the limit is {lim.max_files}.")
+        total = sum(f.stat().st_size for f in files)
+        if total > lim.max_bytes:
+            raise InputError(f"The upload holds {total / 1e6:.0f} MB; the limit is {lim.max_bytes / 1e6:.0f} MB.")
         dest.mkdir(parents=True)
         csvs = [f for f in files if f.suffix.lower() == ".csv"]
         for f in files:
@@ -623,9 +702,30 @@ class Studio:
             shutil.copy(f, dest / f.name)
         if len(csvs) > 1:
             raise InputError("Upload one CSV (the prompts/labels of the images).")
+        self._check_pixels(dest)
         if csvs:
             return load_image_set(str(dest / csvs[0].name), images_root=str(dest))
         return load_image_set(str(dest))
+
+    def _check_pixels(self, folder: Path) -> None:
+        """Public mode: refuse any uploaded image above the public pixel limit, from its header (no decoding)."""
+        limit = self.limits.max_pixels
+        if limit is None:
+            return
+        from evaluators.imageio import image_size
+
+        for p in sorted(folder.rglob("*")):
+            if not p.is_file() or p.suffix.lower() == ".csv" or p.name.startswith("._"):
+                continue
+            try:
+                w, h = image_size(p)
+            except InputError as exc:  # unreadable, or beyond Pillow's own bomb guard
+                raise InputError(f"{p.relative_to(folder)}: {exc}") from None
+            if w * h > limit:
+                raise InputError(
+                    f"{p.relative_to(folder)} is {w}x{h} = {w * h:,} pixels; this public app accepts at most "
+                    f"{limit:,} pixels per image (CHEXGEN_PUBLIC_MAX_PIXELS). Downscale the image and upload again."
+                )
 
     def synthetic_from_folder(self, folder: str) -> object:
         """A server folder or CSV (local mode only)."""
@@ -647,15 +747,16 @@ class Studio:
         return ref.table.iloc[rows[:n]].reset_index(drop=True)
 
     def synthetic_from_model(self, model: str, n: int, seed: int = 0, steps: int | None = None,
-                             guidance: float | None = None, *, progress: Progress | None = None) -> object:
+                             guidance: float | None = None, *, session: str | None = None,
+                             progress: Progress | None = None) -> object:
         """Generate ``n`` images from ``model`` with reference prompts; write PNGs + metadata.csv; load them."""
         from PIL import Image
 
         from evaluators.imagesets import load_image_set
 
         n = int(n)
-        if not 1 <= n <= MAX_GENERATE_SET:
-            raise InputError(f"Number of images must be between 1 and {MAX_GENERATE_SET} (got {n}).")
+        if not 1 <= n <= self.limits.max_generate_set:
+            raise InputError(f"Number of images must be between 1 and {self.limits.max_generate_set} (got {n}).")
         gen = self.generator(model)
         rows = self.reference_prompts(n, seed)
         prompts = rows["prompt"].fillna("").astype(str).tolist()
@@ -667,8 +768,8 @@ class Studio:
 
         images = gen.generate(prompts, seeds, steps=int(steps) if steps else None,
                               guidance=float(guidance) if guidance is not None else None, progress=gen_progress)
-        out = subdir("synthetic") / f"{_slug(model)}-n{n}-seed{seed}-{uuid.uuid4().hex[:6]}"
-        out.mkdir(parents=True)
+        out = subdir("synthetic") / session_folder(session) / f"{_slug(model)}-n{n}-seed{seed}-{uuid.uuid4().hex[:6]}"
+        out.mkdir(parents=True, exist_ok=True)
         table = pd.DataFrame({"path": [f"{i:05d}.png" for i in range(n)], "prompt": prompts, "seed": seeds})
         for p in PATHOLOGIES:
             table[p] = rows[p].to_numpy()
@@ -684,14 +785,17 @@ class Studio:
         """Fidelity of ``synthetic`` against the reference index; saved to the results store and to files."""
         from evaluators import fidelity
 
-        # Precision/Recall/Density/Coverage need k + 1 images on each side (k = 5)
-        index = self.index(progress)
-        result = fidelity.run_fidelity(
-            index, synthetic, encoders=[index.encoder], per_pathology=per_pathology, bootstrap=int(bootstrap), k=PRDC_K,
-            min_count=int(min_count), kid_subsets=int(kid_subsets), device=self.device, progress=progress,
-            load_encoder=self._load_encoder_for(index.encoder),
-        )
-        out = subdir("runs") / f"fidelity-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
+        settings = {"per_pathology": per_pathology, "bootstrap": int(bootstrap), "min_count": int(min_count),
+                    "kid_subsets": int(kid_subsets), "k": PRDC_K}
+        with self._partial_on_failure("fidelity", synthetic, model=model, session=session, settings=settings):
+            # Precision/Recall/Density/Coverage need k + 1 images on each side (k = 5)
+            index = self.index(progress)
+            result = fidelity.run_fidelity(
+                index, synthetic, encoders=[index.encoder], per_pathology=per_pathology, bootstrap=int(bootstrap),
+                k=PRDC_K, min_count=int(min_count), kid_subsets=int(kid_subsets), device=self.device,
+                progress=progress, load_encoder=self._load_encoder_for(index.encoder),
+            )
+        out = subdir("runs") / session_folder(session) / f"fidelity-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
         csv_path = fidelity.write_csv(result, out / "fidelity.csv")
         json_path = fidelity.write_json(result, out / "fidelity.json")
         run_id = self.store().save("fidelity", result, model=model or "upload", synthetic=synthetic.name,
@@ -707,22 +811,23 @@ class Studio:
         from evaluators.imageio import read_image
         from evaluators.privacy.memorisation import Calibration, memorisation_summary, privacy_summary
 
-        index = self.index(progress)
-        cal = self.calibration()
-        fs = extract_features(list(synthetic.paths), self.encoder(), progress=progress, show_progress=False)
-        sims, nn = index.search(fs.features, 1)
-        calib = Calibration(cal["threshold"], cal["percentile"], cal["n_used"], cal["n_dropped_same_patient"],
-                            list(cal.get("notes", [])))
-        train_ids = index.meta["patient_id"].astype(str).tolist()
-        mem = memorisation_summary(sims[:, 0], calib, nn_index=nn[:, 0], train_patient_ids=train_ids)
-        reid = None
-        model_reid = self.reid_model()
-        if model_reid is not None:
-            from evaluators.privacy.reid import reid_scores
+        with self._partial_on_failure("privacy", synthetic, model=model, session=session, settings={}):
+            index = self.index(progress)
+            cal = self.calibration()
+            fs = extract_features(list(synthetic.paths), self.encoder(), progress=progress, show_progress=False)
+            sims, nn = index.search(fs.features, 1)
+            calib = Calibration(cal["threshold"], cal["percentile"], cal["n_used"], cal["n_dropped_same_patient"],
+                                list(cal.get("notes", [])))
+            train_ids = index.meta["patient_id"].astype(str).tolist()
+            mem = memorisation_summary(sims[:, 0], calib, nn_index=nn[:, 0], train_patient_ids=train_ids)
+            reid = None
+            model_reid = self.reid_model()
+            if model_reid is not None:
+                from evaluators.privacy.reid import reid_scores
 
-            syn_imgs = [read_image(synthetic.paths[i]) for i in fs.index]
-            nn_imgs = [read_image(str(index.meta["path"].iloc[int(j)])) for j in nn[:, 0]]
-            reid = reid_scores(model_reid, syn_imgs, nn_imgs)
+                syn_imgs = [read_image(synthetic.paths[i]) for i in fs.index]
+                nn_imgs = [read_image(str(index.meta["path"].iloc[int(j)])) for j in nn[:, 0]]
+                reid = reid_scores(model_reid, syn_imgs, nn_imgs)
         summ = privacy_summary(reid, sims[:, 0] > cal["threshold"], synthetic.labels[fs.index])
         overall = {k: _nan_to_none(v) for k, v in summ["overall"].items()}
         result = {
@@ -735,14 +840,33 @@ class Studio:
             "settings": {"threshold": cal["threshold"], "percentile": cal["percentile"], "encoder": index.encoder},
             "synthetic": {"name": synthetic.name, "n": len(synthetic)},
         }
-        out = subdir("runs") / f"privacy-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
-        out.mkdir(parents=True)
+        out = subdir("runs") / session_folder(session) / f"privacy-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
+        out.mkdir(parents=True, exist_ok=True)
         json_path = out / "privacy.json"
         json_path.write_text(json.dumps(result, indent=2, default=str))
         run_id = self.store().save("privacy", result, model=model or "upload", synthetic=synthetic.name,
                                    reference=self.reference, session=session)
         top = pd.DataFrame(mem["top"])
         return PrivacyRun(result, summ["per_pathology"], top, json_path, run_id)
+
+    @contextlib.contextmanager
+    def _partial_on_failure(self, kind: str, synthetic, *, model: str | None, session: str | None, settings: dict):
+        """A job that fails or is cancelled leaves a ``partial`` row in the results store (with the reason),
+        then re-raises. The features it encoded stay in the shard cache, so a rerun resumes from there."""
+        try:
+            yield
+        except BaseException as exc:
+            cancelled = isinstance(exc, KeyboardInterrupt) or "cancel" in type(exc).__name__.lower()
+            reason = "cancelled" if cancelled else f"{type(exc).__name__}: {exc}"
+            result = {"status": "partial", "error": reason, "settings": settings,
+                      "synthetic": {"name": getattr(synthetic, "name", None), "n": len(synthetic)},
+                      "note": "stopped before the end; encoded features are cached and a rerun resumes from them"}
+            try:
+                self.store().save(kind, result, model=model or "upload", synthetic=getattr(synthetic, "name", None),
+                                  reference=self.reference, session=session, settings=settings, status="partial")
+            except Exception:  # never hide the original error behind a store problem
+                log.exception("could not record the partial %s run", kind)
+            raise
 
     def _load_encoder_for(self, index_encoder: str):
         def load(name: str):
@@ -755,9 +879,16 @@ class Studio:
         return load
 
     # ---- leaderboard
-    def leaderboard(self, kind: str | None = None) -> pd.DataFrame:
+    def _visible_session(self, session: str | None) -> str | None:
+        """Public mode: a session sees its own runs plus the shared ones (saved without a session, e.g. the
+        operator's CLI runs); a request without a session sees only the shared ones. Local mode: everything."""
+        if not self.public:
+            return None
+        return session or "\0no-session"
+
+    def leaderboard(self, kind: str | None = None, session: str | None = None) -> pd.DataFrame:
         rows = []
-        for r in self.store().runs(kind=kind or None):
+        for r in self.store().runs(kind=kind or None, session=self._visible_session(session)):
             s = r["settings"] or {}
             row = {"id": r["id"], "date": r["created"], "kind": r["kind"], "model": r["model"] or "",
                    "synthetic": r["synthetic"] or "", "status": r["status"],
@@ -766,12 +897,13 @@ class Studio:
             rows.append(row)
         return pd.DataFrame(rows)
 
-    def compare_runs(self, a: int, b: int) -> pd.DataFrame:
-        """Two runs side by side: every setting and metric as a row."""
+    def compare_runs(self, a: int, b: int, session: str | None = None) -> pd.DataFrame:
+        """Two runs side by side: every setting and metric as a row (public mode: only runs this session sees)."""
         store = self.store()
         ra, rb = store.get(int(a)), store.get(int(b))
+        visible = self._visible_session(session)
         for rid, r in ((a, ra), (b, rb)):
-            if r is None:
+            if r is None or (visible is not None and r["session"] not in (None, visible)):
                 raise InputError(f"No run with id {rid} in the results store ({store.path}).")
         keys = ["kind", "model", "synthetic", "reference", "created", "status"]
         rows = [{"field": k, f"run {a}": ra[k], f"run {b}": rb[k]} for k in keys]
