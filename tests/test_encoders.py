@@ -358,7 +358,7 @@ def test_plugin_imported_first_keeps_the_builtin_encoders():
     import subprocess
 
     code = ("import evaluators.demo_encoder\n"
-            "from evaluators.encoders import names\n"
+            "from evaluators.encoders.registry import names\n"
             "assert names()[:6] == ['raddino', 'xrv-densenet', 'demo', 'inception', 'biovil', 'pixels'], names()\n")
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
