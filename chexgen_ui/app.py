@@ -372,7 +372,8 @@ def build_app(reference: str = "demo@train", public: bool = False, studio: Studi
                       + ". " + studio.reid_status(short=True) + ". Select an image to inspect it.")
             if gen.notes:
                 status += "\n\n" + "\n".join(f"- {n}" for n in gen.notes)
-            return gen, _gallery_items(gen), status, str(studio.export_zip(gen)), _map_json(gen)
+            map_value = _map_json(gen) if studio.index().has_umap else gr.update()  # an index built without a map
+            return gen, _gallery_items(gen), status, str(studio.export_zip(gen)), map_value
 
         def _map_json(gen: Generated | None) -> str:
             points = studio.map_points()
