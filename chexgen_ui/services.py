@@ -926,7 +926,12 @@ class Studio:
             lines.append(f"Index: `{self._index.dir}` (encoder {self._index.encoder}, {len(self._index)} images)")
         else:
             lines.append(f"Index folder: `{self.index_dir() if self._encoder is not None else '(not built yet)'}`")
-        lines.append(f"CHEXGEN_HOME: `{chexgen_home()}` · device: {self.device}")
+        from evaluators.space import hf_token, zero_gpu
+
+        lines.append(f"CHEXGEN_HOME: `{chexgen_home()}` · device: {self.device}"
+                     + (" (ZeroGPU)" if zero_gpu() else "")
+                     + f" · Hub token (HF_TOKEN, for gated models): {'set' if hf_token() else 'not set'}"
+                     + (" · public mode" if self.public else ""))
         return "\n\n".join(lines + [f"Note: {n}" for n in self.notes])
 
 
