@@ -401,6 +401,8 @@ def add_cli(subparsers) -> None:
     p.add_argument("--no-alignment", action="store_true", help="skip the classifier-based alignment")
     p.add_argument("--out", required=True, help="JSON results file")
     p.add_argument("--csv", default=None, help="also write a CSV with CheXGenBench's column names")
+    p.add_argument("--model", default=None, help="model name to record with the run in the results store")
+    p.add_argument("--no-store", action="store_true", help="do not save the run to the results store (leaderboard)")
     p.set_defaults(func=_cli_fidelity)
 
 
@@ -429,6 +431,12 @@ def _cli_fidelity(args) -> int:
     write_json(result, args.out)
     if args.csv:
         write_csv(result, args.csv)
+    if not args.no_store:
+        from .store import ResultsStore
+
+        run_id = ResultsStore().save("fidelity", _clean(result), model=args.model, synthetic=args.synthetic,
+                                     reference=args.real)
+        print(f"saved as run {run_id} in the results store")
     print(format_summary(result))
     print(f"results: {args.out}" + (f", {args.csv}" if args.csv else ""))
     return 0

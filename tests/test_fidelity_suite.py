@@ -138,6 +138,10 @@ def test_cli_writes_json_and_chexgenbench_csv(world, tmp_path, capsys):
     assert {r["Pathology"] for r in rows[1:]} == set(PATHOLOGIES)
     printed = capsys.readouterr().out
     assert "skipped" in printed and "FID" in printed
+    from evaluators.store import ResultsStore
+
+    run = ResultsStore().runs(kind="fidelity")[0]
+    assert run["synthetic"] == f"{world}@test" and run["metrics"]["FID (pixels)"] == res["overall"]["pixels"]["FID"]
 
 
 def test_cli_unknown_encoder_is_a_clear_error(world, tmp_path, capsys):
