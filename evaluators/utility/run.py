@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import InputError
-from .data import Preloaded, preload
+from .data import TEST_SPLIT_NAMES, Preloaded, preload
 from .evaluate import evaluate_preloaded
 from .models import default_model, load_classifier, resolve_weights
 from .train import Progress, train_classifier
@@ -176,7 +176,10 @@ def run_utility(
 
 def _patient_overlap(parts: Sequence[Preloaded], test: Preloaded) -> int:
     test_patients = {g for g in test.groups.tolist() if g.startswith("patient:")}
-    train_patients = {g for p in parts for g in p.groups.tolist() if g.startswith("patient:")}
+    train_patients = {  # test-split rows of a training set are never trained on (see train.py)
+        g for p in parts for g, split in zip(p.groups.tolist(), p.splits.tolist(), strict=True)
+        if g.startswith("patient:") and split not in TEST_SPLIT_NAMES
+    }
     return len(test_patients & train_patients)
 
 

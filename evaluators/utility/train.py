@@ -23,7 +23,17 @@ import numpy as np
 from ..errors import InputError
 from ..pathologies import PATHOLOGIES, UNCERTAIN_POLICIES
 from . import checkpoint as ckpt
-from .data import GRAY_MEAN, GRAY_STD, Preloaded, concat, fingerprint, preload, split_train_val, targets
+from .data import (
+    GRAY_MEAN,
+    GRAY_STD,
+    TEST_SPLIT_NAMES,
+    Preloaded,
+    concat,
+    fingerprint,
+    preload,
+    split_train_val,
+    targets,
+)
 from .evaluate import classification_metrics, predict
 from .models import build_model, default_model, resolve_weights, save_classifier
 
@@ -187,7 +197,7 @@ def train_classifier(
     train_parts, val_parts, how = [], [], []
     for i, p in enumerate(parts):
         if val_set is not None:
-            keep = np.flatnonzero(~np.isin(p.splits, ("test", "testing")))
+            keep = np.flatnonzero(~np.isin(p.splits, TEST_SPLIT_NAMES))
             train_parts.append(p.subset(keep))
             continue
         tr, va, desc = split_train_val(p, val_fraction=val_fraction, seed=seed + i)
