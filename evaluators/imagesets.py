@@ -720,6 +720,22 @@ def _load_csv(
                     skipped=skipped, notes=notes)
 
 
+def _parse_cells(values: list, parse, source: str, problems: dict[int, str]):
+    """Yield (row, parsed value), parsing each distinct cell once; a bad cell becomes problems[row]."""
+    cache: dict = {}
+    for k, v in enumerate(values):
+        if v not in cache:
+            try:
+                cache[v] = parse(v, source=source)
+            except InputError as exc:
+                cache[v] = str(exc)
+        val = cache[v]
+        if isinstance(val, str):
+            problems.setdefault(k, val)
+        else:
+            yield k, val
+
+
 def _labels(df: pd.DataFrame, cols: _Columns, csv: Path, rows: np.ndarray,
             problems: dict[int, str]) -> tuple[np.ndarray, str]:
     """[N, 14] labels from label columns, else a chexpert_labels dict column, else NIH finding labels."""
@@ -728,34 +744,14 @@ def _labels(df: pd.DataFrame, cols: _Columns, csv: Path, rows: np.ndarray,
     if cols.labels:
         for p, c in cols.labels.items():
             j = PATHOLOGIES.index(p)
-            cache: dict[str, float | str] = {}
-            for k, v in enumerate(df[c].tolist()):
-                if v not in cache:
-                    try:
-                        cache[v] = parse_label_value(v, source=f"column {c!r}")
-                    except InputError as exc:
-                        cache[v] = str(exc)
-                val = cache[v]
-                if isinstance(val, str):
-                    problems.setdefault(k, val)
-                else:
-                    out[k, j] = val
+            for k, val in _parse_cells(df[c].tolist(), parse_label_value, f"column {c!r}", problems):
+                out[k, j] = val
         return out, "metadata"
     if cols.chexpert_dict or cols.nih:
         c = cols.chexpert_dict or cols.nih
         parse = parse_chexpert_dict if cols.chexpert_dict else _parse_nih
-        cache2: dict[str, np.ndarray | str] = {}
-        for k, v in enumerate(df[c].tolist()):
-            if v not in cache2:
-                try:
-                    cache2[v] = parse(v, source=f"column {c!r}")
-                except InputError as exc:
-                    cache2[v] = str(exc)
-            val = cache2[v]
-            if isinstance(val, str):
-                problems.setdefault(k, val)
-            else:
-                out[k] = val
+        for k, val in _parse_cells(df[c].tolist(), parse, f"column {c!r}", problems):
+            out[k] = val
         return out, "metadata"
     return out, "none"
 
