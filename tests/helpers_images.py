@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import stat
 import struct
+import zipfile
 import zlib
 from pathlib import Path
 
@@ -84,4 +86,16 @@ def dicom_file(
     ds.PixelData = arr.tobytes()
     path.parent.mkdir(parents=True, exist_ok=True)
     ds.save_as(path, enforce_file_format=True)
+    return path
+
+
+def zip_with(path: Path, members: dict[str, bytes], symlink: str | None = None) -> Path:
+    """A zip of ``members`` (name -> bytes), plus a symbolic-link member pointing at /etc/passwd if asked."""
+    with zipfile.ZipFile(path, "w") as zf:
+        for name, data in members.items():
+            zf.writestr(name, data)
+        if symlink:
+            info = zipfile.ZipInfo(symlink)
+            info.external_attr = (stat.S_IFLNK | 0o777) << 16
+            zf.writestr(info, "/etc/passwd")
     return path

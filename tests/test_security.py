@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import importlib.machinery
 import io
-import stat
 import sys
 import types
 import zipfile
@@ -26,7 +25,7 @@ from PIL import Image
 from chexgen_ui.services import PUBLIC_MAX_PIXELS, Limits, Studio, session_folder
 from evaluators.errors import InputError
 from evaluators.settings import subdir
-from tests.helpers_images import png_with_claimed_size, random_png
+from tests.helpers_images import png_with_claimed_size, random_png, zip_with
 from tests.ui_world import make_world
 
 
@@ -48,15 +47,6 @@ def _png(seed: int = 0, size: int = 16, mode: str = "L") -> bytes:
     return buf.getvalue()
 
 
-def _zip(path: Path, members: dict[str, bytes], symlink: str | None = None) -> Path:
-    with zipfile.ZipFile(path, "w") as zf:
-        for name, data in members.items():
-            zf.writestr(name, data)
-        if symlink:
-            info = zipfile.ZipInfo(symlink)
-            info.external_attr = (stat.S_IFLNK | 0o777) << 16
-            zf.writestr(info, "/etc/passwd")
-    return path
 
 
 def _session_uploads(session: str) -> list[Path]:
@@ -107,7 +97,7 @@ def test_launch_options_bound_the_queue_and_upload_size_in_public_mode(monkeypat
     ({}, "link.png", "symbolic link"),
 ])
 def test_public_upload_refuses_escaping_members_and_leaves_nothing(public, tmp_path, members, symlink, words):
-    z = _zip(tmp_path / "bad.zip", {"ok.png": _png(0), **members}, symlink=symlink)
+    z = zip_with(tmp_path / "bad.zip", {"ok.png": _png(0), **members}, symlink=symlink)
     with pytest.raises(InputError, match=words):
         public.synthetic_from_upload([str(z)], session="attacker")
     assert _session_uploads("attacker") == []  # the refused upload's folder is removed
@@ -139,7 +129,7 @@ def test_public_upload_counts_files_and_bytes_of_plain_uploads(world, tmp_path, 
     with pytest.raises(InputError, match="3 files uploaded; the limit is 2"):
         s.synthetic_from_upload(files)
     with pytest.raises(InputError, match="holds 3 files; the limit is 2"):
-        s.synthetic_from_upload([_zip(tmp_path / "three.zip", {f"{i}.png": _png(i) for i in range(3)})])
+        s.synthetic_from_upload([zip_with(tmp_path / "three.zip", {f"{i}.png": _png(i) for i in range(3)})])
     big = tmp_path / "big.png"
     big.write_bytes(_png(0) + bytes(200_000))  # a PNG with trailing junk: 200 kB on the wire
     with pytest.raises(InputError, match="limit is 0 MB"):
@@ -154,7 +144,7 @@ def test_public_upload_refuses_huge_images_by_header(public, world, tmp_path, as
     big = png_with_claimed_size(tmp_path / "big.png", 5000, 5000)  # 25 M: under the engine's 67 M, over 16.7 M
     ok = random_png(tmp_path / "ok.png")
     for bad, words in ((huge, "400,000,000"), (big, "5000x5000")):
-        upload = [str(_zip(tmp_path / "u.zip", {"ok.png": ok.read_bytes(), bad.name: bad.read_bytes()}))] \
+        upload = [str(zip_with(tmp_path / "u.zip", {"ok.png": ok.read_bytes(), bad.name: bad.read_bytes()}))] \
             if as_zip else [str(ok), str(bad)]
         with pytest.raises(InputError, match=words) as err:
             public.synthetic_from_upload(upload, session="s1")
@@ -167,7 +157,7 @@ def test_public_upload_refuses_huge_images_by_header(public, world, tmp_path, as
 
 
 def test_16bit_png_upload_keeps_its_depth_and_truncated_jpeg_is_named(public, tmp_path):
-    z = _zip(tmp_path / "d.zip", {"a.png": _png(1, size=32, mode="I;16"), "b.png": _png(2)})
+    z = zip_with(tmp_path / "d.zip", {"a.png": _png(1, size=32, mode="I;16"), "b.png": _png(2)})
     s = public.synthetic_from_upload([str(z)], session="s2")
     img = s.image(0)
     raw = np.asarray(Image.open(io.BytesIO(_png(1, size=32, mode="I;16"))), dtype=np.float64) / 65535
@@ -175,7 +165,7 @@ def test_16bit_png_upload_keeps_its_depth_and_truncated_jpeg_is_named(public, tm
     assert len(np.unique(img)) > 256
     jpg = io.BytesIO()
     Image.fromarray((np.random.default_rng(0).random((64, 64)) * 255).astype(np.uint8)).save(jpg, "JPEG", quality=90)
-    cut = _zip(tmp_path / "cut.zip", {"ok.png": _png(3), "cut.jpg": jpg.getvalue()[: len(jpg.getvalue()) * 6 // 10]})
+    cut = zip_with(tmp_path / "cut.zip", {"ok.png": _png(3), "cut.jpg": jpg.getvalue()[: len(jpg.getvalue()) * 6 // 10]})
     s = public.synthetic_from_upload([str(cut)], session="s2")
     with pytest.raises(InputError, match=r"cut\.jpg.*truncated"):
         [s.image(i) for i in range(len(s))]
@@ -190,14 +180,14 @@ def test_16bit_png_upload_keeps_its_depth_and_truncated_jpeg_is_named(public, tm
 ])
 def test_upload_csv_problems_are_input_errors(public, tmp_path, csv, words):
     (tmp_path / "outside.png").write_bytes(_png(9))
-    z = _zip(tmp_path / "c.zip", {"a.png": _png(0), "metadata.csv": csv.encode()})
+    z = zip_with(tmp_path / "c.zip", {"a.png": _png(0), "metadata.csv": csv.encode()})
     with pytest.raises(InputError, match=words):
         public.synthetic_from_upload([str(z)], session="csv")
 
 
 def test_upload_csv_with_extra_columns_and_an_unknown_pathology_label(public, tmp_path):
     csv = "path,prompt,scanner,Pneumonitis\na.png,Small right pleural effusion.,X1,1\n"
-    z = _zip(tmp_path / "e.zip", {"a.png": _png(0), "metadata.csv": csv.encode()})
+    z = zip_with(tmp_path / "e.zip", {"a.png": _png(0), "metadata.csv": csv.encode()})
     s = public.synthetic_from_upload([str(z)], session="csv")
     assert len(s) == 1 and s.prompts == ["Small right pleural effusion."]
     assert s.labels.shape[1] == 14  # an unknown pathology column is not a 15th label
@@ -231,7 +221,7 @@ def test_public_leaderboard_shows_own_and_shared_runs_only(world, tmp_path):
 
 
 def test_uploads_land_in_per_session_folders(public, tmp_path):
-    z = _zip(tmp_path / "ok.zip", {"a.png": _png(0), "b.png": _png(1)})
+    z = zip_with(tmp_path / "ok.zip", {"a.png": _png(0), "b.png": _png(1)})
     a = public.synthetic_from_upload([str(z)], session="alice")
     b = public.synthetic_from_upload([str(z)], session="bob")
     root = subdir("uploads")

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import io
 import json
-import stat
 import zipfile
 
 import numpy as np
@@ -21,6 +20,7 @@ from chexgen_ui.services import Studio, safe_extract_zip, window_level
 from evaluators.errors import InputError
 from evaluators.labeler import label_report
 from evaluators.pathologies import INDEX, PATHOLOGIES
+from tests.helpers_images import zip_with
 from tests.ui_world import COPIER, make_world, register_copier
 
 
@@ -67,15 +67,6 @@ def test_window_level_maps_window_to_full_range_and_zoom_crops_centre():
 
 
 # ---------------------------------------------------------------------------------------- uploads
-def _zip(path, members: dict[str, bytes], symlink: str | None = None):
-    with zipfile.ZipFile(path, "w") as zf:
-        for name, data in members.items():
-            zf.writestr(name, data)
-        if symlink:
-            info = zipfile.ZipInfo(symlink)
-            info.external_attr = (stat.S_IFLNK | 0o777) << 16
-            zf.writestr(info, "/etc/passwd")
-    return path
 
 
 @pytest.mark.parametrize("bad,words", [
@@ -84,7 +75,7 @@ def _zip(path, members: dict[str, bytes], symlink: str | None = None):
     ({"a/../../evil.png": b"x"}, "'..'"),
 ])
 def test_safe_extract_refuses_escaping_paths(tmp_path, bad, words):
-    z = _zip(tmp_path / "bad.zip", {"ok.png": _png_bytes(0), **bad})
+    z = zip_with(tmp_path / "bad.zip", {"ok.png": _png_bytes(0), **bad})
     with pytest.raises(InputError, match=words):
         safe_extract_zip(z, tmp_path / "out")
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").rglob("*"))
@@ -93,11 +84,11 @@ def test_safe_extract_refuses_escaping_paths(tmp_path, bad, words):
 
 def test_safe_extract_refuses_symlinks_too_many_files_and_bombs(tmp_path):
     with pytest.raises(InputError, match="symbolic link"):
-        safe_extract_zip(_zip(tmp_path / "l.zip", {"a.png": b"x"}, symlink="link.png"), tmp_path / "o1")
+        safe_extract_zip(zip_with(tmp_path / "l.zip", {"a.png": b"x"}, symlink="link.png"), tmp_path / "o1")
     with pytest.raises(InputError, match="holds 3 files; the limit is 2"):
-        safe_extract_zip(_zip(tmp_path / "n.zip", {f"{i}.png": b"x" for i in range(3)}), tmp_path / "o2", max_files=2)
+        safe_extract_zip(zip_with(tmp_path / "n.zip", {f"{i}.png": b"x" for i in range(3)}), tmp_path / "o2", max_files=2)
     with pytest.raises(InputError, match="expands to"):
-        safe_extract_zip(_zip(tmp_path / "b.zip", {"big.png": b"\0" * 5000}), tmp_path / "o3", max_bytes=1000)
+        safe_extract_zip(zip_with(tmp_path / "b.zip", {"big.png": b"\0" * 5000}), tmp_path / "o3", max_bytes=1000)
     with pytest.raises(InputError, match="not a zip"):
         (tmp_path / "fake.zip").write_bytes(b"not a zip")
         safe_extract_zip(tmp_path / "fake.zip", tmp_path / "o4")
@@ -105,7 +96,7 @@ def test_safe_extract_refuses_symlinks_too_many_files_and_bombs(tmp_path):
 
 def test_upload_zip_with_csv_becomes_an_image_set(studio, tmp_path):
     csv = "img_savename,prompt\n" + "\n".join(f"s/{i}.png,Small right pleural effusion." for i in range(3))
-    z = _zip(tmp_path / "syn.zip", {**{f"s/{i}.png": _png_bytes(i) for i in range(3)}, "prompts.csv": csv.encode()})
+    z = zip_with(tmp_path / "syn.zip", {**{f"s/{i}.png": _png_bytes(i) for i in range(3)}, "prompts.csv": csv.encode()})
     syn = studio.synthetic_from_upload([str(z)])
     assert len(syn) == 3
     assert syn.prompts == ["Small right pleural effusion."] * 3
