@@ -847,7 +847,7 @@ class Studio:
         run_id = self.store().save("privacy", result, model=model or "upload", synthetic=synthetic.name,
                                    reference=self.reference, session=session)
         top = pd.DataFrame(mem["top"])
-        return PrivacyRun(result, summ["per_pathology"], top, json_path, run_id)
+        return PrivacyRun(result, summ["per_pathology"].round(4), top, json_path, run_id)  # readable in the page
 
     @contextlib.contextmanager
     def _partial_on_failure(self, kind: str, synthetic, *, model: str | None, session: str | None, settings: dict):
