@@ -124,7 +124,7 @@ def _load_raw(path: Path) -> object:
             f"{path} is not a weights file that can be read safely (safetensors or a PyTorch state dict "
             f"saved with torch.save): {detail}. {_CONVERT_HINT}"
         ) from None
-    except (RuntimeError, EOFError, ValueError, OSError, struct.error, KeyError, AttributeError) as exc:
+    except Exception as exc:  # garbage bytes make the (safe) unpickler fail in many ways: IndexError, TypeError, ...
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise InputError(
             f"{path} is not a weights file (safetensors or a PyTorch state dict): {first}. "
