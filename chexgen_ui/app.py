@@ -21,7 +21,7 @@ from evaluators.errors import InputError, UnavailableError
 from evaluators.pathologies import PATHOLOGIES
 from evaluators.space import gpu
 
-from . import figures
+from . import figures, utility_service
 from .services import Generated, Studio, to_uint8, window_level
 
 log = logging.getLogger("chexgen_ui")
@@ -293,6 +293,22 @@ def build_app(reference: str = "demo@train", public: bool = False, studio: Studi
                         b_src, b_files, b_folder, b_mdl, b_n, b_steps = set_chooser("batch")
                         b_axes = gr.CheckboxGroup(["Fidelity", "Privacy", "Utility"], value=["Fidelity", "Privacy"],
                                                   label="Axes")
+                        u_lim = utility_service.UtilityLimits.for_mode(public)
+                        with gr.Accordion("Utility: classifier trained on the synthetic set, tested on real images",
+                                          open=False):
+                            gr.Markdown("The real-trained baseline (reference train split) is trained once per "
+                                        "settings and reused; the reference's test split is the test set.")
+                            u_model = gr.Dropdown(list(utility_service.MODEL_CHOICES),
+                                                  value=utility_service.default_model(studio.device),
+                                                  allow_custom_value=not public, label="Classifier (timm)",
+                                                  elem_id="batch-utility-model")
+                            with gr.Row():
+                                u_epochs = gr.Slider(1, min(u_lim.max_epochs, 50), value=utility_service.DEFAULT_EPOCHS,
+                                                     step=1, label="Epochs", elem_id="batch-utility-epochs")
+                                u_size = gr.Slider(utility_service.MIN_IMAGE_SIZE, min(u_lim.max_image_size, 256),
+                                                   value=utility_service.DEFAULT_IMAGE_SIZE, step=16,
+                                                   label="Image size (px)", elem_id="batch-utility-size")
+                            u_mixed = gr.Checkbox(False, label="Also train on real + synthetic")
                         with gr.Row():
                             b_boot = gr.Number(0, precision=0, label="Bootstrap resamples")
                             b_min = gr.Number(10, precision=0, label="Min images per pathology", elem_id="batch-min")
@@ -307,6 +323,8 @@ def build_app(reference: str = "demo@train", public: bool = False, studio: Studi
                         b_plot = gr.Plot(label="Per-pathology metrics")
                         b_priv = gr.Dataframe(label="Privacy per pathology (memorisation flag and re-ID rates)",
                                               elem_id="batch-privacy", interactive=False)
+                        b_util = gr.Dataframe(label="Utility: trained on real vs synthetic, tested on real images",
+                                              elem_id="batch-utility", interactive=False)
                         b_files_out = gr.File(label="Results (CSV, JSON)", file_count="multiple", interactive=False)
 
             # ------------------------------------------------------------------ 5. Leaderboard
@@ -457,23 +475,19 @@ def build_app(reference: str = "demo@train", public: bool = False, studio: Studi
         # ---- batch
         @_user_errors
         @gpu(GPU_DURATION)
-        def on_batch(src, files, folder, mdl, n, steps, axes, boot, min_count, progress=gr.Progress(),  # noqa: B008 - Gradio's idiom
-                     request: gr.Request = None):
+        def on_batch(src, files, folder, mdl, n, steps, axes, boot, min_count, u_model, u_epochs, u_size, u_mixed,
+                     progress=gr.Progress(), request: gr.Request = None):  # noqa: B008 - Gradio's idiom
             cancel = cancel_event(request)
             cancel.clear()
             report = _progress(progress, cancel)
             axes = list(axes or [])
-            notes = []
-            if "Utility" in axes:
-                notes.append("Utility: not yet available in the app (it trains a classifier for minutes to "
-                             "hours); use the CLI: `python -m evaluators utility --help`.")
-            if not {"Fidelity", "Privacy"} & set(axes):
-                yield "\n\n".join(notes) or "Choose at least one axis.", None, None, None, None, None
+            if not axes:
+                yield "Choose at least one axis.", None, None, None, None, None, None
                 return
-            yield "Loading the synthetic set…", None, None, None, None, None
+            yield "Loading the synthetic set…", None, None, None, None, None, None
             session = _session(request)
             synthetic, model = load_set(src, files, folder, mdl, n, steps, report, session)
-            overall = table = plot = priv = None
+            overall = table = plot = priv = util = None
             files_out: list[str] = []
             done = []
             if "Fidelity" in axes:
@@ -485,7 +499,7 @@ def build_app(reference: str = "demo@train", public: bool = False, studio: Studi
                 files_out += [str(run.csv_path), str(run.json_path)]
                 done.append(f"Fidelity done in {run.result.get('wall_time_s', 0):.1f} s: {len(synthetic)} synthetic "
                             f"vs {run.result['real']['n']} reference images; saved as run #{run.run_id}.")
-                yield "\n\n".join(done), overall, table, plot, None, files_out
+                yield "\n\n".join(done), overall, table, plot, None, None, files_out
             if "Privacy" in axes:
                 prun = studio.run_privacy(synthetic, model=model, session=session, progress=report)
                 mem = prun.result["memorisation"]
@@ -494,11 +508,22 @@ def build_app(reference: str = "demo@train", public: bool = False, studio: Studi
                 done.append(f"Privacy: {mem['n_flagged']} of {mem['n']} image(s) flagged as possible memorisation "
                             f"(threshold {mem['threshold']:.4f}; about {100 * mem.get('expected_fraction', 0.01):.0f}% "
                             f"expected from new images); {studio.reid_status(short=True)}; saved as run #{prun.run_id}.")
-            yield "\n\n".join([*done, *notes]), overall, table, plot, priv, files_out
+                yield "\n\n".join(done), overall, table, plot, priv, None, files_out
+            if "Utility" in axes:
+                yield ("\n\n".join([*done, f"Utility: training classifiers on {len(synthetic)} synthetic image(s)…"]),
+                       overall, table, plot, priv, None, files_out)
+                urun = utility_service.run_utility_job(
+                    studio, synthetic, model=u_model, epochs=int(u_epochs or 0), image_size=int(u_size or 0),
+                    mixed=bool(u_mixed), session=session, source=model, progress=report)
+                util = urun.table
+                files_out.append(str(urun.json_path))
+                done.append(utility_service.summary(urun))
+            yield "\n\n".join(done), overall, table, plot, priv, util, files_out
 
-        batch_ev = b_btn.click(on_batch, [b_src, b_files, b_folder, b_mdl, b_n, b_steps, b_axes, b_boot, b_min],
-                               [b_status, b_overall, b_table, b_plot, b_priv, b_files_out], concurrency_id=GPU_QUEUE,
-                               concurrency_limit=GPU_CONCURRENCY)
+        batch_ev = b_btn.click(on_batch, [b_src, b_files, b_folder, b_mdl, b_n, b_steps, b_axes, b_boot, b_min,
+                                          u_model, u_epochs, u_size, u_mixed],
+                               [b_status, b_overall, b_table, b_plot, b_priv, b_util, b_files_out],
+                               concurrency_id=GPU_QUEUE, concurrency_limit=GPU_CONCURRENCY)
 
         def on_cancel(request: gr.Request = None):
             cancel_event(request).set()

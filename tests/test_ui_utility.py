@@ -153,3 +153,25 @@ def test_unlabelled_set_and_a_test_split_reference_are_refused_before_training(s
     with pytest.raises(InputError, match="test split"):
         us.split_specs(f"{world}@test")
     assert us.split_specs("demo@train") == ("demo@train", "demo@test")
+
+
+def test_batch_tab_runs_the_utility_axis_end_to_end(studio, first_run):
+    """The Batch suite callback with only Utility ticked: a table in the 'batch-utility' frame and a JSON file."""
+    import gradio as gr
+
+    from chexgen_ui.app import build_app
+
+    demo = build_app(studio=studio)
+    frames = [c for c in demo.blocks.values() if isinstance(c, gr.Dataframe) and c.elem_id == "batch-utility"]
+    assert len(frames) == 1
+    on_batch = next(f.fn for f in demo.fns.values() if getattr(f.fn, "__name__", "") == "on_batch")
+    outs = list(on_batch("generate N from a model", None, "", COPIER, 16, 1, ["Utility"], 0, 10,
+                         "test_resnet", 1, 32, False, progress=lambda *a, **k: None, request=None))
+    status, *_, util, files = outs[-1]
+    assert list(util.columns) == ["metric", "real", "synthetic"] and util["metric"].iloc[0] == "macro AUC"
+    assert "Real baseline reused" in status and "saved as run #" in status  # first_run trained it already
+    assert len(files) == 1 and files[0].endswith("utility.json")
+    # an over-the-cap request becomes a page error, not a traceback
+    with pytest.raises(gr.Error, match="between 16 and"):
+        list(on_batch("generate N from a model", None, "", COPIER, 4, 1, ["Utility"], 0, 10, "test_resnet", 1, 8,
+                      False, progress=lambda *a, **k: None, request=None))
