@@ -45,7 +45,6 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".dcm", ".dicom", ".tif", ".tiff")
 MAX_GENERATE = 64  # images per click in the Generate tab
 MAX_GENERATE_SET = 2_000  # images per "generate a synthetic set" job
 PRDC_K = 5
-CALIBRATION_FILE = "memorisation_calibration.json"
 CALIBRATION_PERCENTILE = 99.0
 
 # Public mode (a Space, or --public): tighter limits, each overridable by an environment variable.
@@ -113,7 +112,9 @@ class Generated:
     seeds: list[int]
     settings: dict
     neighbours: list[list] = field(default_factory=list)  # per image: list[Neighbour]
-    top1: np.ndarray | None = None
+    top1: np.ndarray | None = None  # encoder cosine similarity to the nearest training image
+    copy_score: np.ndarray | None = None  # the memorisation search's copy score (aligned pixel match)
+    match_row: np.ndarray | None = None  # the training row it matched (index row), -1 for none
     threshold: float | None = None
     flags: np.ndarray | None = None
     umap: np.ndarray | None = None  # [N, 2] map positions, or None when the index has no map
@@ -264,7 +265,7 @@ class Studio:
         self._index = None
         self._encoder = None
         self._generators: dict[str, object] = {}
-        self._calibration: dict | None = None
+        self._search = None
         self._reid = None
         self._reid_reason: str | None = None
         self.notes: list[str] = []
@@ -465,72 +466,41 @@ class Studio:
         return out
 
     def inspect(self, gen: Generated, *, k: int = 5, progress: Progress | None = None) -> Generated:
-        """Nearest reference images, memorisation flags, UMAP positions and re-ID scores of generated images."""
+        """Nearest reference images, memorisation flags, UMAP positions and re-ID scores of generated images.
+
+        The flags come from the engine's memorisation search (the same object the ``privacy`` CLI uses).
+        """
         from evaluators.features import extract_features
-        from evaluators.privacy.memorisation import flag
 
         index = self.index(progress)
         feats = extract_features(list(gen.images), self.encoder(), show_progress=False).features
         gen.neighbours = index.neighbours(feats, k)
         gen.top1 = np.array([nb[0].similarity if nb else np.nan for nb in gen.neighbours], dtype=np.float64)
         try:
-            cal = self.calibration()
-            gen.threshold = cal["threshold"]
-            gen.flags = flag(gen.top1, cal["threshold"])
+            found = self.search().check(list(gen.images), feats, k)
+            gen.copy_score, gen.match_row = found.copy_score, found.match_row
+            gen.threshold, gen.flags = found.threshold, found.flagged
         except InputError as exc:
             gen.notes.append(f"memorisation threshold unavailable: {exc}")
         gen.umap = index.umap_transform(feats) if index.has_umap else None
         gen.reid = self.reid_scores(gen)
         return gen
 
-    # ---- memorisation threshold
-    def calibration(self) -> dict:
-        """The memorisation threshold for this index: 99th percentile of held-out real patients' top-1
-        similarity to the training images. Computed once, cached as JSON in the index folder."""
+    # ---- memorisation search (engine: evaluators.privacy.search)
+    def search(self):
+        """The engine's memorisation search for this reference (calibrated once, cached next to the index)."""
         with self._lock:
-            if self._calibration is not None:
-                return self._calibration
-            index = self.index()
-            path = index.dir / CALIBRATION_FILE
-            if path.is_file():
-                self._calibration = json.loads(path.read_text())
-                return self._calibration
-            from evaluators.features import extract_features
-            from evaluators.imagesets import load_image_set, parse_set_spec
-            from evaluators.privacy.memorisation import calibration
+            if self._search is None:
+                from evaluators.privacy.search import MemorisationSearch
 
-            base, split = parse_set_spec(self.reference)
-            paths: list[str] = []
-            held_ids: list[str] = []
-            sources = []
-            for other in ("valid", "test") if split else ():
-                if other == split:
-                    continue
-                try:
-                    part = load_image_set(f"{base}@{other}")
-                except InputError:
-                    continue
-                paths += part.paths
-                held_ids += [str(p) for p in part.patient_ids]
-                sources.append(f"{base}@{other} ({len(part)} images)")
-            if not paths:
-                raise InputError(
-                    f"The reference {self.reference!r} has no held-out split (valid/test) to calibrate the "
-                    "memorisation threshold on; give a reference with a split, e.g. --reference FOLDER@train."
-                )
-            feats = extract_features(paths, self.encoder(), show_progress=False)
-            sims, _ = index.search(feats.features, 1)
-            train_ids = index.meta["patient_id"].astype(str).tolist()
-            held_ids = [held_ids[i] for i in feats.index]
-            cal = calibration(sims[:, 0], CALIBRATION_PERCENTILE, heldout_patient_ids=held_ids,
-                              train_patient_ids=train_ids)
-            self._calibration = {
-                "threshold": cal.threshold, "percentile": cal.percentile, "n_used": cal.n_used,
-                "n_dropped_same_patient": cal.n_dropped_same_patient, "notes": cal.notes,
-                "held_out": "; ".join(sources), "encoder": index.encoder, "created": time.strftime("%Y-%m-%d %H:%M:%S"),
-            }
-            path.write_text(json.dumps(self._calibration, indent=2))
-            return self._calibration
+                self._search = MemorisationSearch(self.index(), self.encoder(), spec=self.reference,
+                                                  percentile=CALIBRATION_PERCENTILE)
+            return self._search
+
+    def calibration(self) -> dict:
+        """The memorisation threshold: the 99th percentile of held-out real patients' copy scores."""
+        with self._lock:
+            return self.search().calibration
 
     # ---- re-identification
     def reid_model(self):
@@ -555,14 +525,18 @@ class Studio:
         return f"re-ID: unavailable ({reason})"
 
     def reid_scores(self, gen: Generated) -> list[float | None]:
+        """Re-ID score of each image against its matched training image (else its nearest by encoder)."""
         model = self.reid_model()
         if model is None or not gen.neighbours:
             return [None] * len(gen)
-        from evaluators.imageio import read_image
-        from evaluators.privacy.reid import reid_scores
+        from evaluators.privacy.suite import reid_vs_rows
 
-        nn_imgs = [read_image(nb[0].path) if nb else img for img, nb in zip(gen.images, gen.neighbours)]
-        return [float(s) for s in reid_scores(model, list(gen.images), nn_imgs)]
+        index = self.index()
+        rows = gen.match_row
+        if rows is None:
+            rows = np.array([nb[0].row if nb else -1 for nb in gen.neighbours], dtype=np.int64)
+        scores = reid_vs_rows(model, index.meta["path"].astype(str).to_numpy(), list(gen.images), rows)
+        return [None if not np.isfinite(s) else float(s) for s in scores]
 
     # ---- per-image views
     def neighbour_table(self, gen: Generated, i: int) -> pd.DataFrame:
@@ -584,10 +558,20 @@ class Studio:
         """A short memorisation / re-ID verdict for image ``i`` (markdown)."""
         lines = []
         top1 = float(gen.top1[i]) if gen.top1 is not None else float("nan")
-        if gen.threshold is not None and gen.flags is not None:
+        if gen.threshold is not None and gen.flags is not None and gen.copy_score is not None:
             word = "**possible memorisation**" if gen.flags[i] else "not flagged"
-            lines.append(f"Nearest training image similarity {top1:.4f} vs threshold {gen.threshold:.4f} "
-                         f"(99th percentile of held-out real patients): {word}.")
+            match = ""
+            if gen.match_row is not None and gen.match_row[i] >= 0:
+                row = self.index().meta.iloc[int(gen.match_row[i])]
+                match = f" with training image {Path(str(row['path'])).name} (patient {row.get('patient_id', '')})"
+            cal = self.calibration()
+            lines.append(
+                f"Copy score {gen.copy_score[i]:.4f}{match} vs threshold {gen.threshold:.4f}: {word}. "
+                f"The copy score is the best aligned pixel correlation with the {cal.get('candidates', '')} "
+                f"training images nearest by encoder similarity; the threshold is the "
+                f"{cal.get('percentile', CALIBRATION_PERCENTILE):g}th percentile of held-out real patients' "
+                f"scores. Nearest by encoder: similarity {top1:.4f}."
+            )
         else:
             lines.append(f"Nearest training image similarity {top1:.4f}; no calibrated threshold ("
                          + "; ".join(gen.notes) + ").")
@@ -598,7 +582,8 @@ class Studio:
             lines.append(self.reid_status() + ".")
         else:
             verdict = "**re-identified**" if score > REID_THRESHOLD else "not re-identified"
-            lines.append(f"re-ID score vs nearest training image {score:.3f} (threshold {REID_THRESHOLD}): {verdict}.")
+            lines.append(f"re-ID score vs the matched training image {score:.3f} (threshold {REID_THRESHOLD}): "
+                         f"{verdict}.")
         return "\n\n".join(lines)
 
     def export_zip(self, gen: Generated, out_dir: str | os.PathLike | None = None) -> Path:
@@ -611,7 +596,7 @@ class Studio:
         buf = io.StringIO()
         w = csv.writer(buf)
         w.writerow(["img_savename", "prompt", "seed", "model", "steps", "guidance", "nearest_similarity",
-                    "nearest_patient", "memorisation_flag", "reid_score"])
+                    "nearest_patient", "copy_score", "memorisation_flag", "reid_score"])
         with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as zf:
             for i, img in enumerate(gen.images):
                 name = f"{i:04d}_seed{gen.seeds[i]}.png"
@@ -621,7 +606,9 @@ class Studio:
                 nb = gen.neighbours[i][0] if gen.neighbours and gen.neighbours[i] else None
                 w.writerow([name, gen.prompts[i], gen.seeds[i], gen.model, gen.settings.get("steps"),
                             gen.settings.get("guidance"), f"{nb.similarity:.6f}" if nb else "",
-                            nb.patient_id if nb else "", bool(gen.flags[i]) if gen.flags is not None else "",
+                            nb.patient_id if nb else "",
+                            f"{gen.copy_score[i]:.6f}" if gen.copy_score is not None else "",
+                            bool(gen.flags[i]) if gen.flags is not None else "",
                             "" if not gen.reid or gen.reid[i] is None else f"{gen.reid[i]:.6f}"])
             zf.writestr("metadata.csv", buf.getvalue())
         return path
@@ -806,48 +793,34 @@ class Studio:
     # ---- privacy (memorisation against the whole reference, re-ID when a model is present)
     def run_privacy(self, synthetic, *, model: str | None = None, session: str | None = None,
                     progress: Progress | None = None) -> PrivacyRun:
-        """Memorisation flags (calibrated threshold) and re-ID scores of a synthetic set; saved to the store."""
-        from evaluators.features import extract_features
-        from evaluators.imageio import read_image
-        from evaluators.privacy.memorisation import Calibration, memorisation_summary, privacy_summary
+        """The engine's privacy suite (memorisation search + re-ID) on a synthetic set; saved to the store."""
+        from evaluators.privacy.suite import run_privacy
 
         with self._partial_on_failure("privacy", synthetic, model=model, session=session, settings={}):
-            index = self.index(progress)
-            cal = self.calibration()
-            fs = extract_features(list(synthetic.paths), self.encoder(), progress=progress, show_progress=False)
-            sims, nn = index.search(fs.features, 1)
-            calib = Calibration(cal["threshold"], cal["percentile"], cal["n_used"], cal["n_dropped_same_patient"],
-                                list(cal.get("notes", [])))
-            train_ids = index.meta["patient_id"].astype(str).tolist()
-            mem = memorisation_summary(sims[:, 0], calib, nn_index=nn[:, 0], train_patient_ids=train_ids)
-            reid = None
-            model_reid = self.reid_model()
-            if model_reid is not None:
-                from evaluators.privacy.reid import reid_scores
-
-                syn_imgs = [read_image(synthetic.paths[i]) for i in fs.index]
-                nn_imgs = [read_image(str(index.meta["path"].iloc[int(j)])) for j in nn[:, 0]]
-                reid = reid_scores(model_reid, syn_imgs, nn_imgs)
-        summ = privacy_summary(reid, sims[:, 0] > cal["threshold"], synthetic.labels[fs.index])
-        overall = {k: _nan_to_none(v) for k, v in summ["overall"].items()}
-        result = {
-            "summary": {"fraction_flagged": mem["fraction_flagged"], "n_flagged": mem["n_flagged"],
-                        "top1_mean": mem["top1_mean"], "excess_over_expected": mem.get("excess_over_expected"),
-                        "mean_reid": overall.get("mean_reid"),
-                        "fraction_reidentified": overall.get("fraction_reidentified")},
-            "memorisation": mem, "reid": {"available": reid is not None, "status": self.reid_status()},
-            "per_pathology": summ["per_pathology"].to_dict("records"),
-            "settings": {"threshold": cal["threshold"], "percentile": cal["percentile"], "encoder": index.encoder},
-            "synthetic": {"name": synthetic.name, "n": len(synthetic)},
-        }
+            search = self.search()
+            result = run_privacy(search.index, synthetic, search=search, reid=self.reid_model(), progress=progress)
+        result["reid"]["status"] = self.reid_status()
+        summ = result["summary"]
+        n = len(result["samples"])
+        n_flagged = sum(s["flagged"] for s in result["samples"])
+        result["memorisation"] = {"n": n, "n_flagged": n_flagged, "threshold": summ["memorisation_threshold"],
+                                  "expected_fraction": summ["expected_fraction_flagged"]}
         out = subdir("runs") / session_folder(session) / f"privacy-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
         out.mkdir(parents=True, exist_ok=True)
         json_path = out / "privacy.json"
         json_path.write_text(json.dumps(result, indent=2, default=str))
         run_id = self.store().save("privacy", result, model=model or "upload", synthetic=synthetic.name,
                                    reference=self.reference, session=session)
-        top = pd.DataFrame(mem["top"])
-        return PrivacyRun(result, summ["per_pathology"].round(4), top, json_path, run_id)  # readable in the page
+        per_path = pd.DataFrame(summ.get("per_pathology") or [])
+        order = sorted(range(n), key=lambda i: -(result["samples"][i]["match"] or {}).get("copy_score", -1.0))[:20]
+        top = pd.DataFrame([{
+            "synthetic": Path(str(result["samples"][i]["synthetic"])).name,
+            "copy_score": (result["samples"][i]["match"] or {}).get("copy_score"),
+            "flagged": result["samples"][i]["flagged"],
+            "matched training image": Path(str((result["samples"][i]["match"] or {}).get("path", ""))).name,
+            "reid_score": result["samples"][i]["reid_score"],
+        } for i in order])
+        return PrivacyRun(result, per_path.round(4), top.round(4), json_path, run_id)  # readable in the page
 
     @contextlib.contextmanager
     def _partial_on_failure(self, kind: str, synthetic, *, model: str | None, session: str | None, settings: dict):
@@ -993,3 +966,4 @@ def counts_table(result: dict) -> pd.DataFrame:
                                          "evaluated": "no" if r.get("skipped") else "yes"})
     df = pd.DataFrame(list(seen.values()), columns=["pathology", "n_real", "n_synthetic", "evaluated"])
     return df.sort_values("n_real", kind="stable").reset_index(drop=True)
+

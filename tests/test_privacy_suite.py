@@ -166,12 +166,17 @@ def test_copycat_vs_oracle_protocol(world, monkeypatch):
     oracle = run_privacy_protocol("reference-oracle", train, **kw)
     c, o = copy["summary"], oracle["summary"]
     assert len(copy["per_prompt"]) == 6 and copy["per_prompt"][0]["n_seeds"] == 2
+    # Every number separates: the copycat memorised the training prompts' own images (light perturbations),
+    # the oracle draws new patients with the same findings.
     assert c["fraction_flagged"] >= 0.9 and o["fraction_flagged"] <= 0.1
-    assert c["copy_score_mean"] > o["copy_score_mean"] + 0.1
+    assert c["copy_score_mean"] > o["copy_score_mean"] + 0.2
+    for key in ("mean_pixel_distance", "min_pixel_distance", "mean_latent_distance", "min_latent_distance"):
+        assert c[key] < 0.5 * o[key], key
     if c["reid_available"]:
-        # Re-ID against the prompt's own image: the copycat copies *a* label-matched training image, not
-        # necessarily the prompt's, so only the whole-set search must separate; here we require order.
-        assert c["max_reid"] >= o["max_reid"]
+        assert c["mean_reid"] > o["mean_reid"] + 0.3
+        assert c["mean_of_prompt_max_reid"] > o["mean_of_prompt_max_reid"] + 0.3
+        assert c["fraction_reidentified"] >= o["fraction_reidentified"] + 0.5
+        assert c["max_reid"] > o["max_reid"]
 
 
 def test_cli_privacy_writes_json_and_store(world, tmp_path, capsys):
@@ -222,3 +227,28 @@ def test_api_input_errors(world):
         run_privacy(world["train"], world["synthetic"], encoder=ENCODER, k=0, reid=None)
     with pytest.raises(InputError, match="Unknown match"):
         run_privacy(world["train"], world["synthetic"], encoder=ENCODER, match="fuzzy", reid=None)
+
+
+def test_calibration_is_cached_next_to_the_index_and_follows_the_held_out_files(world):
+    import os
+
+    from evaluators.encoders import load_encoder
+    from evaluators.privacy.search import MemorisationSearch
+    from evaluators.privacy.suite import reference_index
+
+    enc = load_encoder(ENCODER)
+    spec = f"{world['root'] / 'train_world'}@train"
+    index = reference_index(world["train"], enc)
+    first = MemorisationSearch(index, enc, spec=spec)
+    cal = first.calibration
+    files = sorted(index.dir.glob("calibration-*.json"))
+    assert files and json.loads(files[-1].read_text())["threshold"] == cal["threshold"]
+    again = MemorisationSearch(index, enc, spec=spec)
+    again.matcher = None  # a cache hit needs no matching at all
+    assert again.calibration == cal
+    # a held-out image changes on disk: the cached threshold no longer applies
+    held = load_image_set(f"{world['root'] / 'train_world'}@test").paths[0]
+    os.utime(held, ns=(1, 1))
+    n_before = len(list(index.dir.glob("calibration-*.json")))
+    MemorisationSearch(index, enc, spec=spec).calibration
+    assert len(list(index.dir.glob("calibration-*.json"))) == n_before + 1

@@ -5,8 +5,11 @@
   (:func:`evaluators.demo_world.render_for_labels`). Labels the prompt does not mention (NaN) are
   drawn absent; uncertain (-1) findings are drawn faintly, the demo world's own convention for
   uncertain labels. The view is AP when the prompt says "AP" or "portable", else PA.
-- ``copycat`` (worst-case privacy): returns a lightly perturbed *training* image (by default the demo
-  world's train split, the usual reference set) whose labels best match the prompt's labels.
+- ``copycat`` (worst-case privacy): a model that memorised its training set. For a training prompt it
+  returns a lightly perturbed copy of *that prompt's* training image (a seeded pick when several
+  training images share the prompt's text); for any other prompt, a copy of a training image whose
+  labels best match the prompt's. Training set: by default the demo world's train split, the usual
+  reference set.
 
 Both are deterministic per (prompt, seed) and batch invariant: each image depends only on a stable hash
 of its own (prompt, seed), never on its batch neighbours. ``steps`` and ``guidance`` are ignored.
@@ -110,14 +113,23 @@ class CopycatGenerator(Generator):
         if self.train_labels.shape[1] != N_LABELS or not np.isfinite(self.train_labels).any():
             raise InputError(f"copycat: the training set {spec!r} has no labels to match prompts against; "
                              "give a set with the 14 label columns or prompts.")
+        self.by_prompt: dict[str, np.ndarray] = {}
+        if "prompt" in self.images.table.columns:
+            texts = self.images.table["prompt"].fillna("").astype(str).map(lambda t: " ".join(t.split()))
+            for text, rows in texts.groupby(texts).indices.items():
+                if text:
+                    self.by_prompt[text] = np.asarray(rows, dtype=np.int64)
         self.perturbations = tuple(perturbations)
         first = self.images.image(0)
         super().__init__(COPYCAT, {"steps": 1, "guidance": 0.0, "height": first.shape[0], "width": first.shape[1]},
                          device)
 
     def choose(self, prompt: str, seed: int) -> int:
-        """Index of the training image copied for (prompt, seed): a seeded pick among the best matches."""
-        candidates = best_matches(prompt_labels(prompt), self.train_labels)
+        """Index of the training image copied for (prompt, seed): a seeded pick among the training images
+        with exactly this prompt, else among those whose labels match it best."""
+        candidates = self.by_prompt.get(" ".join(str(prompt).split()))
+        if candidates is None:
+            candidates = best_matches(prompt_labels(prompt), self.train_labels)
         rng = np.random.default_rng(stable_seed(prompt, seed, COPYCAT))
         return int(candidates[rng.integers(len(candidates))])
 
@@ -153,8 +165,9 @@ def register() -> None:
     )
     register_builtin(
         COPYCAT, load_copycat, presets, label="Copycat (calibration)",
-        notes="Worst-case privacy baseline: returns a lightly perturbed (brightness + JPEG) training image whose "
-              f"labels best match the prompt's. Training set: {DEFAULT_COPYCAT_SOURCE} (the reference set) or "
+        notes="Worst-case privacy baseline, a model that memorised its training set: returns a lightly perturbed "
+              "(brightness + JPEG) copy of the training image of the prompt (or, for a new prompt, of one whose "
+              f"labels best match it). Training set: {DEFAULT_COPYCAT_SOURCE} (the reference set) or "
               f"${COPYCAT_SOURCE_ENV}. Steps and guidance are ignored.",
     )
 

@@ -2,13 +2,8 @@
 
 :func:`run_privacy` asks of a synthetic set "does any image copy a training image?": every synthetic
 image is searched against the *whole* training set (a reference index, built once and cached under
-``CHEXGEN_HOME/indexes``), flagged above a threshold calibrated on held-out *patients*, and scored
-by the re-ID network against its nearest training image.
-
-Held-out patients come from, in order: ``heldout=`` when given; the training set's sibling splits
-(valid/test rows of the same folder or CSV, e.g. ``DIR@train`` -> ``DIR``'s valid and test rows),
-minus any image of a training patient; else a patient-disjoint hold-out of the training set itself
-(10% of its patients, at least 1 image each side), searched against the remaining patients only.
+``CHEXGEN_HOME/indexes``) by :class:`.search.MemorisationSearch`, flagged above a threshold calibrated
+on held-out *patients*, and scored by the re-ID network against its matched training image.
 
 :func:`run_privacy_protocol` is CheXGenBench's protocol: M training prompts, S seeds each, re-ID
 score and pixel / latent distances of every generated image against the prompt's real image, plus
@@ -27,12 +22,11 @@ import numpy as np
 
 from ..errors import InputError, UnavailableError
 from . import REID_THRESHOLD
-from .memorisation import DEFAULT_PERCENTILE, calibration, nearest_train, privacy_summary
+from .memorisation import DEFAULT_PERCENTILE, privacy_summary
+from .search import DEFAULT_CANDIDATES, MATCH_MODES, MemorisationSearch, _load_set, _patient_ids, _read
 
 Progress = Callable[[int, int, str], None]
 
-HOLDOUT_FRACTION = 0.1
-"""Share of training patients held out for calibration when no sibling split exists."""
 DEFAULT_SEEDS = (0, 1, 2)
 CHUNK = 256  # images read and embedded at a time by the re-ID model
 
@@ -50,16 +44,6 @@ def _encoder(encoder, index=None):
     if isinstance(encoder, str):
         return load_encoder(encoder)
     return encoder
-
-
-def _load_set(spec, what: str):
-    from ..imagesets import ImageSet, load_image_set
-
-    if isinstance(spec, ImageSet):
-        return spec
-    if spec is None:
-        raise InputError(f"No {what} set given; pass a folder, a CSV, PATH@SPLIT or 'demo'.")
-    return load_image_set(spec)
 
 
 def _is_index_dir(spec) -> bool:
@@ -118,238 +102,6 @@ def _train_source(train, encoder, progress):
     return reference_index(image_set, enc, progress=progress), image_set, spec, enc
 
 
-def _patient_ids(table) -> list[str] | None:
-    """Patient ids of a table as strings, or None when any is missing."""
-    if "patient_id" not in table.columns:
-        return None
-    col = table["patient_id"]
-    if col.isna().any() or (col.astype(str).str.strip() == "").any():
-        return None
-    return col.astype(str).tolist()
-
-
-def _sibling_heldout(spec: str | None, train_set, train_paths: set[str]):
-    """Rows of the training source's other splits (valid/test), or None when there are none."""
-    from ..imagesets import load_image_set, parse_set_spec
-
-    full = None
-    if spec:
-        path, split = parse_set_spec(spec)
-        if split:
-            try:
-                full = load_image_set(path)
-            except InputError:
-                full = None
-    if full is None and train_set is not None and getattr(train_set, "root", None):
-        root = Path(train_set.root)
-        for folder in (root, root.parent):
-            if any((folder / m).is_file() for m in ("metadata.csv", "labels.csv")):
-                try:
-                    cand = load_image_set(folder)
-                except InputError:
-                    continue
-                if train_paths <= set(cand.paths):
-                    full = cand
-                    break
-    if full is None:
-        return None
-    keep = ~full.table["path"].isin(train_paths).to_numpy()
-    if not keep.any():
-        return None
-    return full.subset(keep, name=f"{full.name} (held-out splits)")
-
-
-# --------------------------------------------------------------------------------------------------
-# Memorisation search
-
-
-class AlignedMatcher:
-    """Copy score of a query image against training images: the best normalised cross-correlation.
-
-    A memorised image comes back shifted, cropped, re-exposed or re-compressed (see :mod:`.perturb`);
-    encoder features are not reliably invariant to that (the ``pixels`` encoder is not at all). So the
-    encoder proposes candidates and this verifies them: both images at 64 x 64 gray, high-passed
-    (minus a Gaussian blur of sigma 2 px, which removes the chest outline that every patient shares
-    and keeps the ribs, vessels and devices that tell patients apart), the query's centre 52 x 52 slid
-    over the training image at scales 1, 1.045 and 1.09 (the best 3 candidates also at every pair of
-    unequal vertical / horizontal scales) and shifts up to 4 px each way; the score is
-    the highest zero-mean correlation (1.0 for an exact copy). Each training image is prepared once.
-    On the demo world this widened the gap between light copies and new patients about fourfold
-    compared with raw pixels.
-    """
-
-    SIDE, CROP, SHIFT, SCALES, SIGMA, REFINE = 64, 52, 4, (1.0, 1.045, 1.09), 2.0, 3
-
-    def __init__(self, train_paths: Sequence[str]):
-        from numpy.lib.stride_tricks import sliding_window_view
-
-        self._view = sliding_window_view
-        self.paths = list(train_paths)
-        self._refs: dict[tuple[int, float, float], tuple[np.ndarray, np.ndarray]] = {}
-        self._bases: dict[int, np.ndarray] = {}
-
-    def _gray(self, img) -> np.ndarray:
-        from .distances import as_gray01, resize_to
-
-        return resize_to(as_gray01(_read(img)), self.SIDE)
-
-    def _highpass(self, g: np.ndarray) -> np.ndarray:
-        from scipy.ndimage import gaussian_filter
-
-        g = g.astype(np.float64)
-        return g - gaussian_filter(g, self.SIGMA)
-
-    def query(self, img) -> np.ndarray:
-        """The zero-mean, unit-norm centre crop of a query image."""
-        o = (self.SIDE - self.CROP) // 2
-        q = self._highpass(self._gray(img))[o : o + self.CROP, o : o + self.CROP]
-        q = q - q.mean()
-        return q / max(float(np.linalg.norm(q)), 1e-8)
-
-    def _ref(self, row: int, sy: float, sx: float) -> tuple[np.ndarray, np.ndarray]:
-        """The training image scaled by (sy, sx), high-passed, cut to the shift range, with window norms."""
-        key = (int(row), sy, sx)
-        if key not in self._refs:
-            from .distances import resize_to
-
-            g, c_ = self._base(int(row)), self.CROP
-            h, w = round(self.SIDE * sy), round(self.SIDE * sx)
-            r = self._highpass(g if (h, w) == (self.SIDE, self.SIDE) else resize_to(g, (h, w)))
-            cy, cx = (h - c_) // 2, (w - c_) // 2
-            y0, y1 = max(0, cy - self.SHIFT), min(h - c_, cy + self.SHIFT)
-            x0, x1 = max(0, cx - self.SHIFT), min(w - c_, cx + self.SHIFT)
-            region = r[y0 : y1 + c_, x0 : x1 + c_]
-            n = c_ * c_
-            sums = self._view(region, (c_, c_)).sum(axis=(2, 3))
-            sq = self._view(region * region, (c_, c_)).sum(axis=(2, 3))
-            self._refs[key] = (region, np.sqrt(np.maximum(sq - sums**2 / n, 1e-12)))
-        return self._refs[key]
-
-    def _base(self, row: int) -> np.ndarray:
-        if row not in self._bases:
-            self._bases[row] = self._gray(self.paths[row])
-        return self._bases[row]
-
-    def score(self, q: np.ndarray, row: int, *, anisotropic: bool = False) -> float:
-        """Best correlation over shifts and scales (all (sy, sx) pairs when ``anisotropic``)."""
-        pairs = [(a, b) for a in self.SCALES for b in self.SCALES] if anisotropic else [(s, s) for s in self.SCALES]
-        best = -1.0
-        for sy, sx in pairs:
-            region, norm = self._ref(row, sy, sx)
-            corr = np.einsum("ij,abij->ab", q, self._view(region, (self.CROP, self.CROP))) / norm
-            best = max(best, float(corr.max()))
-        return best
-
-    def best(self, img, rows: Sequence[int]) -> tuple[float, int]:
-        """(best score, its training row) among candidate rows.
-
-        Every candidate is scored at the three isotropic scales; the best ``REFINE`` are then also tried
-        with different vertical and horizontal scales (a crop of unequal height and width).
-        """
-        q = self.query(img)
-        rows = [int(r) for r in rows if r >= 0]
-        if not rows:
-            return -1.0, -1
-        scores = np.array([self.score(q, r) for r in rows])
-        for j in np.argsort(-scores)[: self.REFINE]:
-            scores[j] = max(scores[j], self.score(q, rows[j], anisotropic=True))
-        j = int(np.argmax(scores))
-        return float(scores[j]), rows[j]
-
-
-MATCH_MODES = ("aligned", "cosine")
-DEFAULT_CANDIDATES = 50
-
-
-def _copy_scores(items: Sequence, sims: np.ndarray, rows: np.ndarray, match: str, matcher) -> tuple[np.ndarray,
-                                                                                                 np.ndarray]:
-    """Each query's memorisation score and matched training row, from its encoder candidates."""
-    if match == "cosine":
-        return sims[:, 0].astype(np.float64), rows[:, 0].astype(np.int64)
-    out = [matcher.best(it, r.tolist()) for it, r in zip(items, rows)]
-    return np.array([o[0] for o in out], dtype=np.float64), np.array([o[1] for o in out], dtype=np.int64)
-
-
-def _calibrate(index, train_set, spec, heldout, enc, percentile: float, match: str, matcher, n_cand: int) -> dict:
-    """The memorisation threshold from held-out patients (see the module docstring)."""
-    from ..features import extract_features
-
-    train_pids = _patient_ids(index.meta)
-    train_paths = set(index.meta["path"].astype(str))
-    held = None
-    if heldout is not None:
-        held, source = _load_set(heldout, "held-out"), "given held-out set"
-    else:
-        held = _sibling_heldout(spec, train_set, train_paths)
-        source = "sibling splits of the training set"
-        if held is None and train_set is None:
-            root = index.info.get("reference", {}).get("root") or ""
-            if root:
-                from ..imagesets import ImageSet
-
-                stub = ImageSet(index.meta.iloc[:0].copy(), root=Path(root))
-                held = _sibling_heldout(None, stub, train_paths)
-    notes: list[str] = []
-    base = {"percentile": percentile, "match": match}
-    if held is not None and len(held) > 0:
-        feats = extract_features(list(held.paths), enc, show_progress=False)
-        held_pids = _patient_ids(held.table.iloc[feats.index])
-        keep = np.ones(len(feats.index), dtype=bool)
-        if held_pids is not None and train_pids is not None:  # skip work on images calibration drops
-            tp = set(train_pids)
-            keep = np.array([p not in tp for p in held_pids])
-            if not keep.any():
-                raise InputError(
-                    f"Every image of the held-out set {held.name!r} belongs to a training patient; calibration "
-                    "needs held-out patients (a patient-disjoint split), e.g. --heldout OTHER_SET."
-                )
-        sims, rows = index.search(feats.features[keep], n_cand)
-        paths = [held.paths[int(i)] for i in feats.index[keep]]
-        scores, _ = _copy_scores(paths, sims, rows, match, matcher)
-        if held_pids is None or train_pids is None:
-            notes.append("Patient ids are missing: the held-out images are assumed to be of other patients.")
-        dropped = int((~keep).sum())
-        if dropped:
-            notes.append(f"{dropped} held-out image(s) belong to training patients and were left out of calibration.")
-        cal = calibration(scores, percentile)
-        return {**base, "threshold": cal.threshold, "n": cal.n_used, "source": source, "heldout_set": held.name,
-                "n_dropped_same_patient": dropped, "notes": notes + cal.notes}
-    # No held-out images: hold out a share of the training patients, search the others.
-    x = np.asarray(index.features, dtype=np.float32)
-    if len(x) < 2:
-        raise InputError("Calibration needs at least 2 training images (or a held-out set: --heldout).")
-    rng = np.random.default_rng(0)
-    if train_pids is None:
-        notes.append("The training set has no patient ids: images were held out one by one, so a held-out image "
-                     "may share a patient with the searched images and raise the threshold.")
-        groups = np.arange(len(x)).astype(str)
-    else:
-        groups = np.asarray(train_pids)
-    uniq = np.unique(groups)
-    if len(uniq) < 2:
-        raise InputError("Calibration needs at least 2 training patients (or a held-out set: --heldout).")
-    n_hold = min(len(uniq) - 1, max(1, round(HOLDOUT_FRACTION * len(uniq))))
-    hold = set(rng.choice(uniq, size=n_hold, replace=False).tolist())
-    is_hold = np.array([g in hold for g in groups])
-    others = np.flatnonzero(~is_hold)
-    sims, idx = nearest_train(x[is_hold], x[others], k=n_cand)
-    paths = index.meta["path"].astype(str).to_numpy()[is_hold].tolist()
-    scores, _ = _copy_scores(paths, sims, others[idx], match, matcher)
-    cal = calibration(scores, percentile)
-    return {**base, "threshold": cal.threshold, "n": cal.n_used,
-            "source": f"patient-disjoint hold-out of the training set ({n_hold} of {len(uniq)} patients, "
-                      "searched against the other patients)",
-            "heldout_set": None, "n_dropped_same_patient": 0, "notes": notes + cal.notes}
-
-
-def _memorisation(index, items: Sequence, syn_features: np.ndarray, k: int, cal: dict, matcher, n_cand: int):
-    """Top-k neighbours of each synthetic image in the whole training set, its copy score, match and flag."""
-    sims, rows = index.search(syn_features, max(k, n_cand))
-    neighbours = index.neighbours(syn_features, k)
-    scores, best = _copy_scores(items, sims, rows, cal["match"], matcher)
-    return neighbours, scores, best, scores > cal["threshold"]
-
-
 # --------------------------------------------------------------------------------------------------
 # Re-identification
 
@@ -386,19 +138,32 @@ def _reid_info(model, reid) -> dict:
     return info
 
 
+def reid_vs_rows(model, train_paths: Sequence[str], items: Sequence, rows: np.ndarray) -> np.ndarray:
+    """Re-ID score of each item against training image ``train_paths[rows[i]]`` (its copy-check match).
+
+    Each training image is embedded once however many items match it; a row of -1 (no candidate) gets NaN.
+    """
+    from .reid import score_pairs
+
+    rows = np.asarray(rows, dtype=np.int64)
+    ok = rows >= 0
+    out = np.full(len(items), np.nan, dtype=np.float64)
+    if not ok.any():
+        return out
+    uniq = np.unique(rows[ok])
+    f_train = _embed_items(model, [str(train_paths[int(r)]) for r in uniq], _read)
+    sel = [items[i] for i in np.flatnonzero(ok)]
+    f_syn = _embed_items(model, sel, _read)
+    pos = {int(r): i for i, r in enumerate(uniq)}
+    out[ok] = score_pairs(model, f_syn, f_train[[pos[int(r)] for r in rows[ok]]])
+    return out
+
+
 def _embed_items(model, items: Sequence, reader: Callable[[object], np.ndarray]) -> np.ndarray:
     from .reid import embed
 
     out = [embed(model, [reader(it) for it in items[s : s + CHUNK]]) for s in range(0, len(items), CHUNK)]
     return np.concatenate(out) if out else np.zeros((0, model.n_features), np.float32)
-
-
-def _read(item) -> np.ndarray:
-    if isinstance(item, np.ndarray):
-        return item
-    from ..imageio import read_image
-
-    return read_image(item)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -419,7 +184,8 @@ def _summary(scores, flags, labels, cal: dict, reid_note: str | None) -> dict:
     if reid_note:
         out["reid_note"] = reid_note
     out["memorisation_threshold"] = cal["threshold"]
-    out["expected_fraction_flagged"] = 1 - cal["percentile"] / 100
+    out["expected_fraction_flagged"] = expected = 1 - cal["percentile"] / 100
+    out["excess_over_expected"] = float(out["fraction_flagged"] / expected) if expected > 0 else None
     out["per_pathology"] = _records(s["per_pathology"])
     return out
 
@@ -446,6 +212,7 @@ def run_privacy(
     heldout=None,
     match: str = "aligned",
     candidates: int = DEFAULT_CANDIDATES,
+    search: MemorisationSearch | None = None,
     progress: Progress | None = None,
 ) -> dict:
     """Memorisation search + re-ID of a synthetic set against a training set (ImageSet, spec or index).
@@ -457,7 +224,12 @@ def run_privacy(
     ``match="aligned"`` (default): the ``candidates`` nearest training images by encoder cosine are
     verified by :class:`AlignedMatcher`, whose best score is the copy score; ``"cosine"``: the copy
     score is the top-1 encoder cosine. Either way the threshold is calibrated on the same score.
+    ``search``: a ready :class:`MemorisationSearch` (the app keeps one); it replaces ``train``'s index,
+    ``encoder``, ``percentile``, ``heldout``, ``match``, ``candidates`` and ``k``.
     """
+    if search is not None:
+        train, encoder, k, percentile = search.index, search.encoder, search.k, search.percentile
+        match, candidates = search.match, search.n_cand
     _check(k, percentile, match, candidates)
     from ..features import extract_features
 
@@ -466,24 +238,18 @@ def run_privacy(
     syn = _load_set(synthetic, "synthetic")
     if len(syn) == 0:
         raise InputError(f"The synthetic set {syn.name!r} has no images.")
-    index, train_set, spec, enc = _train_source(train, encoder, progress)
-    train_paths = index.meta["path"].astype(str).to_numpy()
-    matcher = AlignedMatcher(train_paths)
-    n_cand = min(len(index), max(int(k), int(candidates)))
-    cal = _calibrate(index, train_set, spec, heldout, enc, float(percentile), match, matcher, n_cand)
+    if search is None:
+        index, train_set, spec, enc = _train_source(train, encoder, progress)
+        search = MemorisationSearch(index, enc, train_set=train_set, spec=spec, heldout=heldout,
+                                    percentile=percentile, match=match, candidates=candidates, k=k)
+    index, enc = search.index, search.encoder
+    cal = search.calibration
     feats = extract_features(list(syn.paths), enc, show_progress=False, progress=progress)
     syn_paths = [syn.paths[j] for j in feats.index]
-    neighbours, copy, rows, flags = _memorisation(index, syn_paths, feats.features, int(k), cal, matcher, n_cand)
-
-    scores = None
-    if model is not None:
-        uniq = np.unique(rows)
-        f_train = _embed_items(model, list(train_paths[uniq]), _read)  # each real image embedded once
-        f_syn = _embed_items(model, syn_paths, _read)
-        from .reid import score_pairs
-
-        pos = {int(r): i for i, r in enumerate(uniq)}
-        scores = score_pairs(model, f_syn, f_train[[pos[int(r)] for r in rows]])
+    found = search.check(syn_paths, feats.features)
+    neighbours, copy, rows, flags = found.neighbours, found.copy_score, found.match_row, found.flagged
+    train_paths, n_cand = search.train_paths, search.n_cand
+    scores = None if model is None else reid_vs_rows(model, train_paths, syn_paths, rows)
 
     labels = syn.labels[feats.index] if syn.has_labels else None
     summary = _summary(scores, flags, labels, cal, reid_note)
@@ -620,14 +386,15 @@ def run_privacy_protocol(
 
     index, _, _, enc = _train_source(train_set, encoder, progress)
     spec = str(train) if isinstance(train, str | os.PathLike) else None
-    matcher = AlignedMatcher(index.meta["path"].astype(str).tolist())
-    n_cand = min(len(index), max(int(k), int(candidates)))
-    cal = _calibrate(index, train_set, spec, heldout, enc, float(percentile), match, matcher, n_cand)
+    search = MemorisationSearch(index, enc, train_set=train_set, spec=spec, heldout=heldout,
+                                percentile=percentile, match=match, candidates=candidates, k=k)
+    cal, n_cand = search.calibration, search.n_cand
     f_gen = extract_features(images, enc, show_progress=False).features
     f_real = extract_features(real, enc, show_progress=False).features
     table = per_prompt_distances(prompts, real, generated, real_features=f_real,
                                  generated_features=[f_gen[i * S : (i + 1) * S] for i in range(len(prompts))])
-    _, copy, _, flags = _memorisation(index, images, f_gen, int(k), cal, matcher, n_cand)
+    found = search.check(images, f_gen)
+    copy, flags = found.copy_score, found.flagged
 
     scores = None
     if reid_model is not None:
