@@ -150,7 +150,8 @@ def _gallery_items(gen: Generated) -> list[tuple[np.ndarray, str]]:
         tag = ""
         if gen.flags is not None and gen.flags[i]:
             tag = " · FLAGGED"
-        items.append((to_uint8(img), f"#{i} seed {gen.seeds[i]} · nn sim {gen.top1[i]:.3f}{tag}"))
+        score = f"copy {gen.copy_score[i]:.3f}" if gen.copy_score is not None else f"nn sim {gen.top1[i]:.3f}"
+        items.append((to_uint8(img), f"#{i} seed {gen.seeds[i]} · {score}{tag}"))
     return items
 
 
@@ -491,7 +492,7 @@ def build_app(reference: str = "demo@train", public: bool = False, studio: Studi
             files_out: list[str] = []
             done = []
             if "Fidelity" in axes:
-                yield f"Running fidelity on {len(synthetic)} image(s)…", None, None, None, None, None
+                yield f"Running fidelity on {len(synthetic)} image(s)…", None, None, None, None, None, None
                 run = studio.run_fidelity(synthetic, model=model, per_pathology=True, bootstrap=int(boot or 0),
                                           min_count=int(min_count or 1), session=session, progress=report)
                 overall, table = run.overall, run.per_pathology
@@ -559,7 +560,13 @@ def build_app(reference: str = "demo@train", public: bool = False, studio: Studi
         @_user_errors
         @gpu(GPU_DURATION)
         def on_load(progress=gr.Progress()):  # noqa: B008 - Gradio's idiom
-            studio.index(_progress(progress))
+            report = _progress(progress)
+            studio.index(report)
+            try:  # calibrate the memorisation threshold now (once; cached), not on the first Generate click
+                report(0, 1, "calibrating the memorisation threshold on held-out patients")
+                studio.calibration()
+            except InputError as exc:
+                log.warning("memorisation threshold not calibrated: %s", exc)
             return _map_outputs(None)
 
         demo.load(on_load, None, [map_html, map_status], concurrency_id=GPU_QUEUE)

@@ -945,14 +945,14 @@ def overall_table(result: dict) -> pd.DataFrame:
 
 
 def per_pathology_table(result: dict) -> pd.DataFrame:
+    """One row per (pathology, encoder); the skip reason sits next to the name, where a reader looks first."""
     rows = []
     for r in result.get("per_pathology", []):
-        row = {"pathology": r["pathology"], "encoder": r["encoder"], "n_real": r["n_real"],
-               "n_synthetic": r["n_synthetic"]}
+        row = {"pathology": r["pathology"], "skipped": r.get("skipped", ""), "n_real": r["n_real"],
+               "n_synthetic": r["n_synthetic"], "encoder": r["encoder"]}
         for m in METRICS:
             row[m] = _nan_to_none(r.get(m))
             row[f"{m} 95% CI"] = _fmt_ci(r.get("ci95"), m)
-        row["skipped"] = r.get("skipped", "")
         rows.append(row)
     return _tidy(pd.DataFrame(rows))
 

@@ -267,6 +267,7 @@ def test_fidelity_run_from_model_saved_and_compared(studio):
         if min(row["n_real"], row["n_synthetic"]) < 6:
             assert "needs k+1" in row["skipped"]
     assert len(run.per_pathology) == len(PATHOLOGIES)
+    assert list(run.per_pathology.columns[:2]) == ["pathology", "skipped"]  # the reason is on screen, not at the end
     assert run.csv_path.is_file() and run.json_path.is_file()
     assert list(run.counts["n_real"]) == sorted(run.counts["n_real"])  # rarest first
     run2 = studio.run_fidelity(syn, model="again", per_pathology=False, kid_subsets=5)
