@@ -54,7 +54,7 @@ PUBLIC_MAX_PIXELS = 4096 * 4096  # CHEXGEN_PUBLIC_MAX_PIXELS: pixels per uploade
 PUBLIC_MAX_GENERATE_SET = 256  # CHEXGEN_PUBLIC_MAX_GENERATE_SET: images per "generate a synthetic set" job
 
 
-def _env_int(name: str, default: int) -> int:
+def env_int(name: str, default: int) -> int:
     raw = os.environ.get(name, "").strip()
     if not raw:
         return default
@@ -81,10 +81,10 @@ class Limits:
         if not public:
             return cls()
         return cls(
-            max_files=_env_int("CHEXGEN_PUBLIC_MAX_FILES", PUBLIC_MAX_FILES),
-            max_bytes=_env_int("CHEXGEN_PUBLIC_MAX_BYTES", PUBLIC_MAX_BYTES),
-            max_pixels=_env_int("CHEXGEN_PUBLIC_MAX_PIXELS", PUBLIC_MAX_PIXELS),
-            max_generate_set=_env_int("CHEXGEN_PUBLIC_MAX_GENERATE_SET", PUBLIC_MAX_GENERATE_SET),
+            max_files=env_int("CHEXGEN_PUBLIC_MAX_FILES", PUBLIC_MAX_FILES),
+            max_bytes=env_int("CHEXGEN_PUBLIC_MAX_BYTES", PUBLIC_MAX_BYTES),
+            max_pixels=env_int("CHEXGEN_PUBLIC_MAX_PIXELS", PUBLIC_MAX_PIXELS),
+            max_generate_set=env_int("CHEXGEN_PUBLIC_MAX_GENERATE_SET", PUBLIC_MAX_GENERATE_SET),
         )
 
 

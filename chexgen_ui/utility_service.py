@@ -29,7 +29,7 @@ import pandas as pd
 from evaluators.errors import InputError
 from evaluators.settings import subdir
 
-from .services import Progress, Studio, _env_int, session_folder
+from .services import Progress, Studio, env_int, session_folder
 
 log = logging.getLogger("chexgen_ui")
 
@@ -66,8 +66,8 @@ class UtilityLimits:
         if not public:
             return cls()
         return cls(
-            max_epochs=min(MAX_EPOCHS, _env_int("CHEXGEN_PUBLIC_MAX_UTILITY_EPOCHS", PUBLIC_MAX_EPOCHS)),
-            max_image_size=min(MAX_IMAGE_SIZE, _env_int("CHEXGEN_PUBLIC_MAX_UTILITY_IMAGE_SIZE",
+            max_epochs=min(MAX_EPOCHS, env_int("CHEXGEN_PUBLIC_MAX_UTILITY_EPOCHS", PUBLIC_MAX_EPOCHS)),
+            max_image_size=min(MAX_IMAGE_SIZE, env_int("CHEXGEN_PUBLIC_MAX_UTILITY_IMAGE_SIZE",
                                                         PUBLIC_MAX_IMAGE_SIZE)),
             models=PUBLIC_MODELS,
         )
