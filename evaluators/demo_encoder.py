@@ -1,7 +1,7 @@
 """``demo``: a small CNN trained on the demo world (14 CheXpert logits + a 256-d embedding).
 
 It ships with the app (``assets/demo_encoder.safetensors``, trained by
-``scripts/train_demo_encoder.py`` on a seed-1 demo world, so seed-0 worlds are out of sample) so that
+``scripts/train_demo_encoder.py`` on seed-1 and seed-2 demo worlds, so seed-0 worlds are out of sample) so that
 every metric has a learned, X-ray-shaped feature space even where no real encoder can be downloaded.
 
 - "features": the 256-d embedding, trained with a supervised-contrastive loss whose positives are two
@@ -81,7 +81,7 @@ class DemoEncoder(Encoder):
     outputs = ("features", "logits")
     feature_key = "embedding (Linear on the global-average-pooled CNN features); logits = 14-label head"
     normalisation = f"(x - {MEAN}) / {STD} inside the model; compare features by cosine similarity"
-    weights_id = "chexgen demo encoder (trained on demo world seed 1)"
+    weights_id = "chexgen demo encoder (trained on demo worlds seed 1 and 2)"
 
     def __init__(self, model: DemoNet, weights_path: Path, training: dict, device: str = "cpu",
                  dtype: str = "float32"):

@@ -19,7 +19,7 @@ from evaluators.errors import InputError, UnavailableError
 from evaluators.metrics.classification import multilabel_auc
 from evaluators.pathologies import PATHOLOGIES, binarize
 
-AUC_BAR = 0.70  # measured 0.79 on this world (0.74 on seed 124; 0.76 on the 1,800-patient test split)
+AUC_BAR = 0.85  # measured 0.948 on this world (0.933 on seed 124; 0.919 on the seed-2 test split, 0.920 on seed 0)
 
 
 @pytest.fixture(scope="module")
@@ -96,7 +96,12 @@ def test_copies_stay_nearer_their_source_than_new_patients(enc, world):
         sims = f @ ref_f.T
         to_src = sims[torch.arange(len(src)), torch.from_numpy(src)]
         assert (to_src > novel_max).all(), (kind, to_src.tolist(), novel_max)
-        assert (sims.argmax(dim=1) == torch.from_numpy(src)).all(), kind
+        # the nearest reference image is the source or another study of the same patient (the embedding
+        # is trained to keep a patient's studies together: a copy of either is memorisation of that patient)
+        nearest = sims.argmax(dim=1).numpy()
+        pids = np.asarray(train.patient_ids)
+        assert (pids[nearest] == pids[src]).all(), kind
+        assert (nearest == src).mean() >= 0.8, kind
 
 
 def test_bad_weights_are_reported_not_loaded(tmp_path):

@@ -242,7 +242,7 @@ def test_calibration_is_cached_next_to_the_index_and_follows_the_held_out_files(
     first = MemorisationSearch(index, enc, spec=spec)
     cal = first.calibration
     files = sorted(index.dir.glob("calibration-*.json"))
-    assert files and json.loads(files[-1].read_text())["threshold"] == cal["threshold"]
+    assert any(json.loads(f.read_text()) == cal for f in files)
     again = MemorisationSearch(index, enc, spec=spec)
     again.matcher = None  # a cache hit needs no matching at all
     assert again.calibration == cal
