@@ -3,7 +3,7 @@
     python scripts/demo_generator_quality.py [--model demo] [--n 250] [--steps 20] [--guidance 2]
 
 - Prompts: the demo world's (64 px, seed 0) *test* split; one image per prompt (seed = row number).
-- Label agreement: the demo classifier (``load_encoder("demo")``, trained on a seed-1 world) scores
+- Label agreement: the demo classifier (``load_encoder("demo")``, trained on seed-1 and seed-2 worlds) scores
   each generated image; its logits are compared with the prompt's labels (rule labeler, uncertain ->
   0) by ROC AUC per pathology with >= ``--min-count`` positives and negatives; macro over those.
   The same AUC on the real test images is printed as the ceiling.
