@@ -206,6 +206,8 @@ def load_bench_encoder(name: str, workdir: Path):
     raise SystemExit(f"unknown encoder {name!r}; choose one of {', '.join(ENCODER_CHOICES)}")
 
 
-def default_workers(n_images: int) -> int:
+def default_workers(n_images: int, on_cuda: bool = False) -> int:
     """The DataLoader workers extract_features uses for this many images (same rule for every side)."""
-    return min(4, os.cpu_count() or 1) if n_images > 256 else 0
+    from evaluators.features import loader_workers
+
+    return loader_workers(n_images, on_cuda)

@@ -171,6 +171,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--image-size", type=int, default=128, help="demo world image side in px (default 128)")
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--no-overhead", action="store_true", help="skip the plain-encoder-pass baseline")
+    ap.add_argument("--repeat", type=int, default=3, help="runs of each pipeline; the fastest counts (default 3)")
     args = ap.parse_args(argv)
     if args.n < 20:
         raise SystemExit("--n must be at least 20 (IS uses 10 splits, PRDC k=5)")
@@ -185,28 +186,43 @@ def main(argv: list[str] | None = None) -> int:
         encoder, note = C.load_bench_encoder(args.encoder, work)
         encoder.weights_sha256()  # hashed once here, not inside a timed region
     print(f"encoder: {note}; images: demo world seed 0 (real) and seed 1 (synthetic), {args.image_size} px PNG; "
-          f"batch {args.batch_size}; DataLoader workers {C.default_workers(args.n)}")
+          f"batch {args.batch_size}; DataLoader workers {C.default_workers(args.n)}; fastest of {args.repeat} runs each")
     # warm-up: one small batch through the model so that no side pays first-call costs
     encoder.forward(torch.stack([encoder.preprocess(real_set.image(i)) for i in range(2)]))
 
+    # Each pipeline runs --repeat times (interleaved) and its fastest run counts: on a shared VM the same work
+    # varies by up to 2x between runs, and the minimum is the least disturbed measurement (as timeit does).
     times: dict[str, float] = {}
-    gc.collect()
-    ref_vals, ref_t = reference_pattern(real, synth, encoder, batch_size=args.batch_size)
-    times["reference"] = ref_t["total"]
-    gc.collect()
-    with C.chexgen_home(work / "home-cold"):
-        cold_vals, cold_t = suite(real_set, synth_set, encoder, enc_name, batch_size=args.batch_size)
-    times["cold"] = cold_t["total"]
-    gc.collect()
-    with C.chexgen_home(work / "home-warm"):
-        from evaluators.features import extract_features
+    ref_t: dict[str, float] = {}
 
-        extract_features(real, encoder, batch_size=args.batch_size, show_progress=False)  # untimed: real cached
-        warm_vals, warm_t = suite(real_set, synth_set, encoder, enc_name, batch_size=args.batch_size)
-    times["warm"] = warm_t["total"]
-    if not args.no_overhead:
+    def keep(key: str, seconds: float) -> bool:
+        better = key not in times or seconds < times[key]
+        if better:
+            times[key] = seconds
+        return better
+
+    for rep in range(args.repeat):
         gc.collect()
-        times["one pass"], times["forward only"] = one_pass(real + synth, encoder, batch_size=args.batch_size)
+        ref_vals, t = reference_pattern(real, synth, encoder, batch_size=args.batch_size)
+        if keep("reference", t["total"]):
+            ref_t = t
+        gc.collect()
+        with C.chexgen_home(work / f"home-cold-{rep}"):
+            cold_vals, t = suite(real_set, synth_set, encoder, enc_name, batch_size=args.batch_size)
+        keep("cold", t["total"])
+        gc.collect()
+        with C.chexgen_home(work / f"home-warm-{rep}"):
+            from evaluators.features import extract_features
+
+            extract_features(real, encoder, batch_size=args.batch_size, show_progress=False)  # untimed: real cached
+            warm_vals, t = suite(real_set, synth_set, encoder, enc_name, batch_size=args.batch_size)
+        keep("warm", t["total"])
+        if not args.no_overhead:
+            gc.collect()
+            one, fwd = one_pass(real + synth, encoder, batch_size=args.batch_size)
+            keep("one pass", one)
+            keep("forward only", fwd)
+        print(f"repeat {rep + 1}/{args.repeat} done", file=sys.stderr, flush=True)
 
     n_img = 2 * args.n
     rows = [["reference pattern (torchmetrics FID+KID+IS objects, prdc pass)", times["reference"],

@@ -37,7 +37,7 @@ def _run(script: str, *args: str, env: dict, timeout: float = 900) -> str:
 
 @pytest.mark.parametrize("encoder", ["pixels", "demo"])
 def test_suite_vs_reference_tiny(bench_env, encoder):
-    out = _run("suite_vs_reference.py", "--n", "24", "--encoder", encoder, env=bench_env)
+    out = _run("suite_vs_reference.py", "--n", "24", "--repeat", "1", "--encoder", encoder, env=bench_env)
     assert "metrics agree between the reference pattern and the suite" in out
     ratios = re.search(r"reference / cold = ([\d.]+)x .*reference / warm = ([\d.]+)x", out)
     assert ratios and float(ratios.group(1)) > 0 and float(ratios.group(2)) > 0
