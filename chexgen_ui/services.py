@@ -948,13 +948,19 @@ def per_pathology_table(result: dict) -> pd.DataFrame:
     """One row per (pathology, encoder); the skip reason sits next to the name, where a reader looks first."""
     rows = []
     for r in result.get("per_pathology", []):
-        row = {"pathology": r["pathology"], "skipped": r.get("skipped", ""), "n_real": r["n_real"],
+        row = {"pathology": r["pathology"], "skipped": _short_skip(r.get("skipped") or "", r["pathology"]),
+               "n_real": r["n_real"],
                "n_synthetic": r["n_synthetic"], "encoder": r["encoder"]}
         for m in METRICS:
             row[m] = _nan_to_none(r.get(m))
             row[f"{m} 95% CI"] = _fmt_ci(r.get("ci95"), m)
         rows.append(row)
     return _tidy(pd.DataFrame(rows))
+
+
+def _short_skip(reason: str, pathology: str) -> str:
+    """The skip reason, short enough to sit beside the name ("only 4 synthetic image(s)"); CSV/JSON keep it whole."""
+    return reason.split(" (")[0].replace(f" positive for {pathology}", "").strip()
 
 
 def counts_table(result: dict) -> pd.DataFrame:

@@ -100,12 +100,21 @@ def main(argv: list[str] | None = None) -> int:
                 points.nth(0).click(force=True)
                 time.sleep(2)
             shot("embedding_map")
+            page.get_by_role("tab", name="Per-pathology fidelity").click()
+            page.get_by_label("generate N from a model").first.check()
+            page.locator("#pp-n input").fill(str(args.batch_n))
+            page.click("#pp-run")
+            page.wait_for_function("document.querySelector('#pp-table').innerText.includes('Atelectasis')",
+                                   timeout=600_000)
+            time.sleep(2)
+            shot("per_pathology")
             page.get_by_role("tab", name="Batch suite").click()
             page.get_by_label("generate N from a model").last.check()
             page.locator("#batch-n input").fill(str(args.batch_n))
+            page.get_by_label("Utility", exact=True).check()
             page.click("#batch-run")
-            page.wait_for_function("document.querySelector('#batch-status').innerText.includes('saved as run')",
-                                   timeout=600_000)
+            page.wait_for_function("document.querySelector('#batch-status').innerText.includes('Macro AUC')",
+                                   timeout=900_000)
             time.sleep(1)
             shot("batch_suite")
             page.get_by_role("tab", name="Leaderboard").click()
