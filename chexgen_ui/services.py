@@ -774,7 +774,7 @@ class Studio:
 
         settings = {"per_pathology": per_pathology, "bootstrap": int(bootstrap), "min_count": int(min_count),
                     "kid_subsets": int(kid_subsets), "k": PRDC_K}
-        with self._partial_on_failure("fidelity", synthetic, model=model, session=session, settings=settings):
+        with self.partial_on_failure("fidelity", synthetic, model=model, session=session, settings=settings):
             # Precision/Recall/Density/Coverage need k + 1 images on each side (k = 5)
             index = self.index(progress)
             result = fidelity.run_fidelity(
@@ -796,7 +796,7 @@ class Studio:
         """The engine's privacy suite (memorisation search + re-ID) on a synthetic set; saved to the store."""
         from evaluators.privacy.suite import run_privacy
 
-        with self._partial_on_failure("privacy", synthetic, model=model, session=session, settings={}):
+        with self.partial_on_failure("privacy", synthetic, model=model, session=session, settings={}):
             search = self.search()
             result = run_privacy(search.index, synthetic, search=search, reid=self.reid_model(), progress=progress)
         result["reid"]["status"] = self.reid_status()
@@ -823,17 +823,18 @@ class Studio:
         return PrivacyRun(result, per_path.round(4), top.round(4), json_path, run_id)  # readable in the page
 
     @contextlib.contextmanager
-    def _partial_on_failure(self, kind: str, synthetic, *, model: str | None, session: str | None, settings: dict):
-        """A job that fails or is cancelled leaves a ``partial`` row in the results store (with the reason),
-        then re-raises. The features it encoded stay in the shard cache, so a rerun resumes from there."""
+    def partial_on_failure(self, kind: str, synthetic, *, model: str | None, session: str | None, settings: dict,
+                           note: str = "stopped before the end; encoded features are cached and a rerun resumes "
+                                       "from them"):
+        """A job that fails or is cancelled leaves a ``partial`` row in the results store (with the reason and
+        ``note``: what a rerun reuses), then re-raises."""
         try:
             yield
         except BaseException as exc:
             cancelled = isinstance(exc, KeyboardInterrupt) or "cancel" in type(exc).__name__.lower()
             reason = "cancelled" if cancelled else f"{type(exc).__name__}: {exc}"
             result = {"status": "partial", "error": reason, "settings": settings,
-                      "synthetic": {"name": getattr(synthetic, "name", None), "n": len(synthetic)},
-                      "note": "stopped before the end; encoded features are cached and a rerun resumes from them"}
+                      "synthetic": {"name": getattr(synthetic, "name", None), "n": len(synthetic)}, "note": note}
             try:
                 self.store().save(kind, result, model=model or "upload", synthetic=getattr(synthetic, "name", None),
                                   reference=self.reference, session=session, settings=settings, status="partial")

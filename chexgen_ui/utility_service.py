@@ -10,7 +10,6 @@ Nothing here imports Gradio.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import logging
@@ -18,7 +17,7 @@ import math
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -48,6 +47,9 @@ BATCH_SIZE = 32
 SEED = 0
 POLICY = "zeros"
 SCHEDULER = "cosine"
+
+PARTIAL_NOTE = ("stopped before the end; finished epochs of the real baseline are checkpointed and a rerun "
+                "resumes from them")
 
 _baseline_locks: dict[str, threading.Lock] = {}
 _locks_guard = threading.Lock()
@@ -186,28 +188,6 @@ def display_table(rows: list[dict], settings: list[str]) -> pd.DataFrame:
     return df
 
 
-@contextlib.contextmanager
-def _partial_on_failure(studio: Studio, synthetic: Any, *, model: str | None, session: str | None,
-                        settings: dict) -> Iterator[None]:
-    """A failed or cancelled job leaves a ``partial`` utility row (with the reason) in the store, then re-raises.
-    Finished epochs are checkpointed; the real baseline resumes from them on the next run."""
-    try:
-        yield
-    except BaseException as exc:
-        cancelled = isinstance(exc, KeyboardInterrupt) or "cancel" in type(exc).__name__.lower()
-        reason = "cancelled" if cancelled else f"{type(exc).__name__}: {exc}"
-        result = {"status": "partial", "error": reason, "settings": settings,
-                  "synthetic": {"name": getattr(synthetic, "name", None), "n": len(synthetic)},
-                  "note": "stopped before the end; finished epochs of the real baseline are checkpointed and a "
-                          "rerun resumes from them"}
-        try:
-            studio.store().save("utility", result, model=model or "upload", synthetic=getattr(synthetic, "name", None),
-                                reference=studio.reference, session=session, settings=settings, status="partial")
-        except Exception:  # never hide the original error behind a store problem
-            log.exception("could not record the partial utility run")
-        raise
-
-
 def _cli_hint(synthetic: Any, real: str, test: str, model: str, epochs: int, image_size: int, mixed: bool,
               work: Path) -> str:
     """The equivalent ``python -m evaluators utility`` command (the synthetic set named by its folder)."""
@@ -252,7 +232,8 @@ def run_utility_job(studio: Studio, synthetic: Any, *, model: str | None = None,
             loaded[spec] = studio.reference_set() if spec == studio.reference else load_image_set(spec)
         return loaded[spec]
 
-    with _partial_on_failure(studio, synthetic, model=source, session=session, settings=settings):
+    with studio.partial_on_failure("utility", synthetic, model=source, session=session, settings=settings,
+                                   note=PARTIAL_NOTE):
         try:
             loader(test_spec)
         except InputError as exc:
