@@ -474,14 +474,15 @@ class Studio:
 
         index = self.index(progress)
         feats = extract_features(list(gen.images), self.encoder(), show_progress=False).features
-        gen.neighbours = index.neighbours(feats, k)
-        gen.top1 = np.array([nb[0].similarity if nb else np.nan for nb in gen.neighbours], dtype=np.float64)
         try:
             found = self.search().check(list(gen.images), feats, k)
+            gen.neighbours = found.neighbours
             gen.copy_score, gen.match_row = found.copy_score, found.match_row
             gen.threshold, gen.flags = found.threshold, found.flagged
         except InputError as exc:
+            gen.neighbours = index.neighbours(feats, k)
             gen.notes.append(f"memorisation threshold unavailable: {exc}")
+        gen.top1 = np.array([nb[0].similarity if nb else np.nan for nb in gen.neighbours], dtype=np.float64)
         gen.umap = index.umap_transform(feats) if index.has_umap else None
         gen.reid = self.reid_scores(gen)
         return gen

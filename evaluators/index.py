@@ -158,7 +158,10 @@ class ReferenceIndex:
 
     def neighbours(self, features: np.ndarray, k: int = 5) -> list[list[Neighbour]]:
         """For each query, its k nearest indexed images with their metadata, most similar first."""
-        sims, idx = self.search(features, k)
+        return self.neighbours_from(*self.search(features, k))
+
+    def neighbours_from(self, sims: np.ndarray, idx: np.ndarray) -> list[list[Neighbour]]:
+        """:meth:`neighbours` from a :meth:`search` result already at hand (no second search)."""
         labels = self.labels
         out = []
         for srow, irow in zip(sims, idx):

@@ -358,18 +358,6 @@ class MemorisationSearch:
         k = self.k if k is None else int(k)
         thr = self.threshold
         sims, rows = self.index.search(features, max(k, self.n_cand))
-        neighbours = self.index.neighbours(features, k)
+        neighbours = self.index.neighbours_from(sims[:, :k], rows[:, :k])
         scores, best = copy_scores(items, sims, rows, self.match, self.matcher)
         return SearchResult(neighbours, scores, best, scores > thr, thr)
-
-    def check_images(self, items: Sequence, *, progress=None, skip_bad: bool = False) -> tuple[SearchResult, np.ndarray]:
-        """:meth:`check` of images or paths, encoding them (through the feature cache) first.
-
-        Returns the result and the positions in ``items`` it covers (with ``skip_bad``, unreadable files
-        are left out; otherwise they raise InputError naming the file).
-        """
-        from ..features import extract_features
-
-        feats = extract_features(list(items), self.encoder, show_progress=False, progress=progress, skip_bad=skip_bad)
-        kept = [items[int(i)] for i in feats.index]
-        return self.check(kept, feats.features), feats.index

@@ -253,8 +253,7 @@ def run_privacy(
 
     labels = syn.labels[feats.index] if syn.has_labels else None
     summary = _summary(scores, flags, labels, cal, reid_note)
-    top1 = np.array([nb[0].similarity if nb else np.nan for nb in neighbours])
-    summary["top1_cosine_mean"] = float(np.nanmean(top1))
+    summary["top1_cosine_mean"] = float(np.nanmean(found.top1))
     summary["copy_score_mean"] = float(copy.mean())
     summary["copy_score_max"] = float(copy.max())
     summary["distinct_train_images_flagged"] = int(np.unique(rows[flags]).size)
