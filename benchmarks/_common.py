@@ -204,10 +204,3 @@ def load_bench_encoder(name: str, workdir: Path):
         return (load_encoder("inception", weights=path),
                 "torch-fidelity InceptionV3 with RANDOM weights (FID weights not downloadable here)")
     raise SystemExit(f"unknown encoder {name!r}; choose one of {', '.join(ENCODER_CHOICES)}")
-
-
-def default_workers(n_images: int, on_cuda: bool = False) -> int:
-    """The DataLoader workers extract_features uses for this many images (same rule for every side)."""
-    from evaluators.features import loader_workers
-
-    return loader_workers(n_images, on_cuda)

@@ -58,8 +58,10 @@ class _Images(torch.utils.data.Dataset):
 
 
 def _loader(paths: list[str], encoder, batch_size: int) -> torch.utils.data.DataLoader:
+    from evaluators.features import loader_workers  # the suite's rule, so both sides decode alike
+
     return torch.utils.data.DataLoader(_Images(paths, encoder.preprocess), batch_size=batch_size,
-                                       num_workers=C.default_workers(len(paths)))
+                                       num_workers=loader_workers(len(paths), on_cuda=False))
 
 
 class FeatureModule(torch.nn.Module):
@@ -185,8 +187,10 @@ def main(argv: list[str] | None = None) -> int:
     with C.chexgen_home(work / "home-setup"):
         encoder, note = C.load_bench_encoder(args.encoder, work)
         encoder.weights_sha256()  # hashed once here, not inside a timed region
+    from evaluators.features import loader_workers
+
     print(f"encoder: {note}; images: demo world seed 0 (real) and seed 1 (synthetic), {args.image_size} px PNG; "
-          f"batch {args.batch_size}; DataLoader workers {C.default_workers(args.n)}; fastest of {args.repeat} runs each")
+          f"batch {args.batch_size}; DataLoader workers {loader_workers(args.n, on_cuda=False)}; fastest of {args.repeat} runs each")
     # warm-up: one small batch through the model so that no side pays first-call costs
     encoder.forward(torch.stack([encoder.preprocess(real_set.image(i)) for i in range(2)]))
 

@@ -813,14 +813,10 @@ class Studio:
         run_id = self.store().save("privacy", result, model=model or "upload", synthetic=synthetic.name,
                                    reference=self.reference, session=session)
         per_path = pd.DataFrame(summ.get("per_pathology") or [])
-        order = sorted(range(n), key=lambda i: -(result["samples"][i]["match"] or {}).get("copy_score", -1.0))[:20]
-        top = pd.DataFrame([{
-            "synthetic": Path(str(result["samples"][i]["synthetic"])).name,
-            "copy_score": (result["samples"][i]["match"] or {}).get("copy_score"),
-            "flagged": result["samples"][i]["flagged"],
-            "matched training image": Path(str((result["samples"][i]["match"] or {}).get("path", ""))).name,
-            "reid_score": result["samples"][i]["reid_score"],
-        } for i in order])
+        rows = [{"synthetic": Path(str(smp["synthetic"])).name, "copy_score": (smp["match"] or {}).get("copy_score"),
+                 "flagged": smp["flagged"], "matched training image": Path(str((smp["match"] or {}).get("path", ""))).name,
+                 "reid_score": smp["reid_score"]} for smp in result["samples"]]
+        top = pd.DataFrame(sorted(rows, key=lambda r: -(r["copy_score"] if r["copy_score"] is not None else -1.0))[:20])
         return PrivacyRun(result, per_path.round(4), top.round(4), json_path, run_id)  # readable in the page
 
     @contextlib.contextmanager
