@@ -273,3 +273,17 @@ def test_two_processes_give_the_single_process_result(tmp_path):
     single = F.extract_features(_images(30), CountingEncoder(), store_root=tmp_path / "single", show_progress=False)
     for r in (0, 1):
         np.testing.assert_array_equal(np.load(tmp_path / f"rank{r}.npy"), single.features)
+
+
+def test_loader_workers_leave_the_forward_pass_its_cores(monkeypatch):
+    import torch
+
+    from evaluators.features import loader_workers
+
+    monkeypatch.setattr("os.cpu_count", lambda: 8)
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 8)
+    assert loader_workers(100, on_cuda=True) == 0  # small sets never pay the workers' start-up
+    assert loader_workers(1000, on_cuda=True) == 4
+    assert loader_workers(1000, on_cuda=False) == 0  # every core runs the forward pass
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 6)
+    assert loader_workers(1000, on_cuda=False) == 2
