@@ -79,6 +79,7 @@ class DemoEncoder(Encoder):
     dim = EMBED_DIM
     input_size = SIZE
     outputs = ("features", "logits")
+    foldable = True
     feature_key = "embedding (Linear on the global-average-pooled CNN features); logits = 14-label head"
     normalisation = f"(x - {MEAN}) / {STD} inside the model; compare features by cosine similarity"
     weights_id = "chexgen demo encoder (trained on demo worlds seed 1 and 2)"
@@ -91,7 +92,7 @@ class DemoEncoder(Encoder):
         self.training = training
 
     def _forward(self, batch: torch.Tensor) -> dict[str, torch.Tensor]:
-        features, logits = self.model(batch.float())
+        features, logits = self.net(batch.float())
         return {"features": features, "logits": logits}
 
     def extra_metadata(self) -> dict:

@@ -88,8 +88,16 @@ def array_hash(img: np.ndarray) -> str:
 ImageSource = str | Path | np.ndarray
 
 
-def source_hash(item: ImageSource) -> str:
-    return array_hash(item) if isinstance(item, np.ndarray) else file_hash(item)
+def source_hashes(items: Sequence[ImageSource]) -> list[str]:
+    """Cache key of each item: :func:`array_hash` for arrays, the file's sha256 for paths (remembered per folder,
+    so that unchanged files are not read again: :mod:`evaluators.filehashes`)."""
+    from .filehashes import file_hashes
+
+    files = [i for i, it in enumerate(items) if not isinstance(it, np.ndarray)]
+    out = [array_hash(it) if isinstance(it, np.ndarray) else "" for it in items]
+    for i, h in zip(files, file_hashes([items[i] for i in files]), strict=True):
+        out[i] = h
+    return out
 
 
 # --------------------------------------------------------------------------------------------------
@@ -265,7 +273,7 @@ def extract_features(
 
     store = FeatureStore(encoder.cache_key(), store_root)
     store.write_metadata(encoder.metadata())
-    hashes = [source_hash(it) for it in items]
+    hashes = source_hashes(items)
     first_of = {}
     for i, h in enumerate(hashes):
         first_of.setdefault(h, i)

@@ -123,3 +123,21 @@ def test_bad_weights_are_reported_not_loaded(tmp_path):
     save_file(state, str(shrunk))
     with pytest.raises(InputError, match="does not fit"):
         D.load(shrunk)
+
+
+def test_inference_graph_is_the_same_function_and_the_same_cache(enc, world, monkeypatch):
+    """The folded channels_last copy gives the loaded net's outputs (float rounding apart) and the same cache key."""
+    assert enc.net is not enc.model and "batch norm folded" in enc.graph
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in enc.net.modules())
+    assert any(isinstance(m, torch.nn.BatchNorm2d) for m in enc.model.modules())  # the loaded module is untouched
+    batch = torch.stack([enc.preprocess(world.image(i)) for i in range(8)])
+    out = enc.forward(batch)
+    with torch.inference_mode():
+        features, logits = enc.model(batch)
+    for got, want in ((out["features"], features), (out["logits"], logits)):
+        assert (got - want).abs().max() <= 1e-5 * want.abs().max()
+    monkeypatch.setenv("CHEXGEN_PLAIN_FORWARD", "1")
+    plain = load_encoder("demo")
+    assert plain.net is plain.model and plain.graph == "as loaded"
+    assert plain.cache_key() == enc.cache_key()
+    assert torch.equal(plain.forward(batch)["features"], features)

@@ -325,6 +325,10 @@ def test_inception_from_torch_hub_dir_matches_torch_fidelity(inception_file, mon
     with torch.no_grad():
         pool, logits = ref(batch)
     assert torch.allclose(pool, out["features"], atol=1e-5) and torch.allclose(logits, out["logits"], atol=1e-4)
+    # the random net's outputs are ~1e-6, so also relative: the folded graph is the same function
+    assert "batch norm folded" in enc.graph and not any(isinstance(m, torch.nn.BatchNorm2d) for m in enc.net.modules())
+    assert (pool - out["features"]).abs().max() <= 1e-4 * pool.abs().max()
+    assert (logits - out["logits"]).abs().max() <= 1e-4 * logits.abs().max()
     assert enc.metadata()["official_weights"] is False  # random weights are not the published file
 
 
@@ -363,3 +367,45 @@ def test_plugin_imported_first_keeps_the_builtin_encoders():
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     assert res.returncode == 0, res.stderr[-2000:]
+
+
+def test_batchnorm_is_folded_below_an_untraceable_forward():
+    """One input check that torch.fx cannot trace must not stop the folding of the convolutions below it."""
+    from evaluators.encoders.base import inference_graph
+
+    class ConvBN(torch.nn.Module):  # torchvision / torch-fidelity BasicConv2d: attributes, not a Sequential
+        def __init__(self, c_in, c_out):
+            super().__init__()
+            self.conv = torch.nn.Conv2d(c_in, c_out, 3, padding=1, bias=False)
+            self.bn = torch.nn.BatchNorm2d(c_out)
+
+        def forward(self, x):
+            return torch.relu(self.bn(self.conv(x)))
+
+    class Checked(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a = ConvBN(2, 4)
+            self.b = torch.nn.Sequential(torch.nn.Conv2d(4, 4, 1), torch.nn.BatchNorm2d(4), torch.nn.ReLU())
+            self.post = torch.nn.BatchNorm2d(4)  # after a ReLU: nothing to fold it into
+
+        def forward(self, x):
+            if x.shape[1] != 2:
+                raise ValueError("two channels expected")
+            return self.post(torch.relu(self.b(self.a(x))))
+
+    torch.manual_seed(0)
+    model = Checked()
+    for m in model.modules():  # non-trivial running statistics, as after training
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.uniform_(-1, 1), m.running_var.uniform_(0.5, 2), m.weight.data.uniform_(0.5, 2)
+    model.eval()
+    net, what = inference_graph(model)
+    assert "1 left unfolded" in what and "channels_last" in what
+    assert sum(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules()) == 3  # the original is untouched
+    x = torch.randn(3, 2, 9, 9)
+    with torch.no_grad():
+        want, got = model(x), net(x.contiguous(memory_format=torch.channels_last))
+    assert (got - want).abs().max() <= 1e-5 * want.abs().max()
+    with pytest.raises(ValueError, match="two channels"):
+        net(torch.randn(1, 3, 9, 9))  # the unfoldable wrapper kept its own forward

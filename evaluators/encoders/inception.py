@@ -103,6 +103,7 @@ class InceptionEncoder(Encoder):
     dim = 2048
     input_size = SIZE
     outputs = ("features", "logits")
+    foldable = True
     feature_key = "2048 (pool3); logits = logits_unbiased (1008)"
     normalisation = "uint8 RGB 299x299, then (x - 128) / 128 inside the network"
 
@@ -114,7 +115,7 @@ class InceptionEncoder(Encoder):
     def _forward(self, batch: torch.Tensor) -> dict[str, torch.Tensor]:
         if batch.dtype != torch.uint8:
             raise TypeError("the inception encoder takes uint8 batches from its own preprocess")
-        pool, logits = self.model(batch)
+        pool, logits = self.net(batch)
         return {"features": pool, "logits": logits}
 
     def extra_metadata(self) -> dict:

@@ -1,0 +1,85 @@
+"""Content hashes of image files, remembered per folder so that a cached set is not read again.
+
+The feature cache is keyed by the sha256 of each file's bytes. Hashing means reading every file: for a
+real reference set of tens of thousands of full-size radiographs that is gigabytes per run, although the
+features themselves come from the cache. So the hashes are kept under ``CHEXGEN_HOME/hashes/`` (one JSON
+file per folder of images) with each file's size, mtime and inode, and a file whose ``stat`` is unchanged
+is not read again (git's index does the same).
+
+An entry is only stored for a file that was at least :data:`RACY_SECONDS` old when it was hashed: a file
+rewritten within the same clock tick could keep its size and mtime (git's "racy" case), so fresh files are
+hashed again next time. A missing, unreadable or corrupt memo is ignored and rewritten; two processes
+writing the same folder's memo lose at most each other's new entries (the files are hashed again).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+RACY_SECONDS = 2.0
+VERSION = 1
+
+
+def _memo_path(folder: str) -> Path:
+    from .settings import subdir
+
+    return subdir("hashes") / f"{hashlib.sha1(folder.encode()).hexdigest()[:24]}.json"
+
+
+def _load(path: Path, folder: str) -> dict[str, list]:
+    with contextlib.suppress(OSError, ValueError):
+        data = json.loads(path.read_text())
+        if data.get("version") == VERSION and data.get("folder") == folder and isinstance(data.get("files"), dict):
+            return data["files"]
+    return {}
+
+
+def _save(path: Path, folder: str, files: dict[str, list]) -> None:
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    with contextlib.suppress(OSError):
+        tmp.write_text(json.dumps({"version": VERSION, "folder": folder, "files": files}, separators=(",", ":")))
+        os.replace(tmp, path)
+    with contextlib.suppress(OSError):
+        tmp.unlink(missing_ok=True)
+
+
+def file_hashes(paths: Sequence[str | os.PathLike]) -> list[str]:
+    """sha256 of each file's bytes (as :func:`evaluators.imageio.image_hash`), read only where not remembered.
+
+    Errors are image_hash's: a missing file or a folder raises :class:`~evaluators.errors.InputError` naming it.
+    """
+    from .imageio import image_hash
+
+    out: list[str | None] = [None] * len(paths)
+    by_folder: dict[str, list[tuple[int, str]]] = {}
+    for i, p in enumerate(paths):
+        folder, name = os.path.split(os.path.abspath(p))
+        by_folder.setdefault(folder, []).append((i, name))
+    now = time.time()
+    for folder, members in by_folder.items():
+        memo_path = _memo_path(folder)
+        memo = _load(memo_path, folder)
+        changed = False
+        for i, name in members:
+            try:
+                st = os.stat(os.path.join(folder, name))
+            except OSError:
+                st = None
+            stamp = [st.st_size, st.st_mtime_ns, st.st_ino] if st is not None else None
+            entry = memo.get(name)
+            if stamp is not None and entry is not None and entry[:3] == stamp:
+                out[i] = entry[3]
+                continue
+            out[i] = image_hash(paths[i])  # raises InputError for missing files and folders
+            if stamp is not None and now - st.st_mtime >= RACY_SECONDS:
+                memo[name] = [*stamp, out[i]]
+                changed = True
+        if changed:
+            _save(memo_path, folder, memo)
+    return out  # type: ignore[return-value]
