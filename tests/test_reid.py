@@ -241,6 +241,40 @@ class SynthPatients:
         return np.clip(img, 0, 1).astype(np.float32)
 
 
+def test_scoring_graph_matches_the_network_and_follows_its_weights():
+    """embed runs a folded copy of the backbone: same features, rebuilt after an optimiser step, not saved."""
+    from evaluators.privacy.reid import preprocess
+
+    torch.manual_seed(2)
+    model = ReIDModel("tiny", image_size=32)
+    for m in model.modules():  # trained-looking batch norm statistics
+        if isinstance(m, nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.5, 0.5), m.running_var.uniform_(0.5, 2.0)
+    model.eval()
+    keys = set(model.state_dict())
+    imgs = _xray_like(np.random.default_rng(2), 6, 40)
+    x = preprocess(imgs, 32, model.in_channels)
+
+    def plain() -> np.ndarray:
+        with torch.no_grad():
+            return model.forward_once(x).numpy()
+
+    np.testing.assert_allclose(embed(model, imgs), plain(), atol=1e-6)
+    graph = model.__dict__["_inference"][1]
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in graph.modules())
+    embed(model, imgs)
+    assert model.__dict__["_inference"][1] is graph  # unchanged weights: the graph is reused
+    model.train()
+    opt = torch.optim.SGD(model.parameters(), lr=0.5)
+    loss = model.forward_once(x).sum()
+    opt.zero_grad(), loss.backward(), opt.step()
+    model.eval()
+    before = embed(model, imgs)
+    assert model.__dict__["_inference"][1] is not graph  # the step changed the weights: rebuilt
+    np.testing.assert_allclose(before, plain(), atol=1e-6)
+    assert set(model.state_dict()) == keys  # the graph is not part of the checkpoint
+
+
 def test_sample_pairs_are_balanced_and_patient_disjoint():
     ds = SynthPatients(patients=12, studies=3, size=8)
     pids = ds.table["patient_id"].to_numpy()
