@@ -275,6 +275,15 @@ def test_scoring_graph_matches_the_network_and_follows_its_weights():
     assert set(model.state_dict()) == keys  # the graph is not part of the checkpoint
 
 
+def test_plain_forward_switch_scores_with_the_network_as_loaded(monkeypatch):
+    monkeypatch.setenv("CHEXGEN_PLAIN_FORWARD", "1")
+    torch.manual_seed(3)
+    model = ReIDModel("tiny", image_size=32).eval()
+    imgs = _xray_like(np.random.default_rng(3), 3, 40)
+    np.testing.assert_array_equal(embed(model, imgs), embed(model, imgs))
+    assert "_inference" not in model.__dict__
+
+
 def test_sample_pairs_are_balanced_and_patient_disjoint():
     ds = SynthPatients(patients=12, studies=3, size=8)
     pids = ds.table["patient_id"].to_numpy()

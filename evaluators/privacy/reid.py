@@ -108,8 +108,10 @@ class ReIDModel(nn.Module):
         """:meth:`forward_once` for scoring, on the backbone's inference graph (batch norm folded, channels_last:
         1.9x for ResNet-50 on a CPU). The graph is a copy, kept out of the state dict and rebuilt when a weight
         changes (an optimiser step, ``load_state_dict``, a move to another device)."""
-        from ..encoders.base import inference_graph
+        from ..encoders.base import PLAIN_ENV, inference_graph
 
+        if os.environ.get(PLAIN_ENV, "") not in ("", "0"):
+            return self.forward_once(x)
         key = tuple((t.data_ptr(), t._version) for t in itertools.chain(self.model.parameters(), self.model.buffers()))
         cached = self.__dict__.get("_inference")
         if cached is None or cached[0] != key:
