@@ -69,13 +69,6 @@ class FeatureSet:
 # Content hashes
 
 
-def file_hash(path: str | Path) -> str:
-    """sha256 of a file's bytes: the cache key of an image on disk (one implementation, in imageio)."""
-    from .imageio import image_hash
-
-    return image_hash(path)
-
-
 def array_hash(img: np.ndarray) -> str:
     """sha256 of an in-memory image (dtype, shape and bytes): the cache key of a generated image."""
     arr = np.ascontiguousarray(img)

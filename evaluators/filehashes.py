@@ -35,8 +35,9 @@ def _memo_path(folder: str) -> Path:
 def _load(path: Path, folder: str) -> dict[str, list]:
     with contextlib.suppress(OSError, ValueError):
         data = json.loads(path.read_text())
-        if data.get("version") == VERSION and data.get("folder") == folder and isinstance(data.get("files"), dict):
-            return data["files"]
+        files = data.get("files") if isinstance(data, dict) else None
+        if isinstance(files, dict) and data.get("version") == VERSION and data.get("folder") == folder:
+            return {k: v for k, v in files.items() if isinstance(v, list) and len(v) == 4 and isinstance(v[3], str)}
     return {}
 
 

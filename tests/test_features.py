@@ -112,12 +112,12 @@ def test_truncated_shard_is_ignored(tmp_path):
 def test_hashes_are_content_hashes(tmp_path):
     p = tmp_path / "x.bin"
     p.write_bytes(b"abc")
-    assert F.file_hash(p) == hashlib.sha256(b"abc").hexdigest()
+    assert F.source_hashes([p]) == [hashlib.sha256(b"abc").hexdigest()]
     a = np.zeros((4, 4), np.uint8)
     assert F.array_hash(a) == F.array_hash(a.copy())
     assert F.array_hash(a) != F.array_hash(a.astype(np.float32))
     with pytest.raises(InputError, match=r"missing\.png"):
-        F.file_hash(tmp_path / "missing.png")
+        F.source_hashes([tmp_path / "missing.png"])
 
 
 # ------------------------------------------------------------------------------------------------

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 
 import numpy as np
@@ -55,9 +56,11 @@ def test_a_corrupt_memo_is_ignored_and_rewritten(tmp_path, monkeypatch):
     a = _old_file(tmp_path / "a.png", b"aaa")
     FH.file_hashes([a])
     memo = FH._memo_path(str(tmp_path))
-    memo.write_text("{not json")
-    assert FH.file_hashes([a]) == [hashlib.sha256(b"aaa").hexdigest()]
-    assert "a.png" in memo.read_text()
+    wrong_entry = json.dumps({"version": 1, "folder": str(tmp_path), "files": {"a.png": 7}})
+    for bad in ("{not json", "[1, 2]", wrong_entry):
+        memo.write_text(bad)
+        assert FH.file_hashes([a]) == [hashlib.sha256(b"aaa").hexdigest()]
+        assert '"a.png":[' in memo.read_text()
 
 
 def test_missing_file_names_the_file(tmp_path, monkeypatch):
