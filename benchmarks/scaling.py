@@ -150,6 +150,30 @@ def _run_child(step: str, n: int, dim: int, timeout: float) -> dict:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
+GROWTH_MIN_N = 10_000
+"""Below this N a step's fixed memory (numba state, thread pools) hides how it grows."""
+
+
+def memory_growth_flags(points: dict[str, list[tuple[int, float]]]) -> list[str]:
+    """Steps whose peak memory looks quadratic in N, from (N, peak bytes) points at N >= GROWTH_MIN_N, sorted by N.
+
+    Two or more points: the growth exponent between the two largest, flagged above 1.5. One point: flagged
+    when its peak exceeds 2 N^2 bytes (a quarter of one N x N float64 matrix).
+    """
+    flags = []
+    for step, pts in points.items():
+        if len(pts) >= 2:
+            (n1, p1), (n2, p2) = pts[-2], pts[-1]
+            expo = math.log(max(p2, 1.0) / max(p1, 1.0)) / math.log(n2 / n1)
+            print(f"{step}: peak memory grows like N^{expo:.2f} from {n1:,} to {n2:,}")
+            if expo > 1.5:
+                flags.append(f"{step}: peak memory grows like N^{expo:.2f} from N={n1:,} to {n2:,}")
+        elif pts and pts[-1][1] > 2 * pts[-1][0] ** 2:
+            n, peak = pts[-1]
+            flags.append(f"{step} at N={n:,}: peak {_mb(peak)} MiB > 2 N^2 bytes ({_mb(2 * n * n)} MiB)")
+    return flags
+
+
 def _mb(b: float) -> str:
     return f"{b / 2**20:,.1f}"
 
@@ -197,7 +221,7 @@ def main(argv: list[str] | None = None) -> int:
                 note.append(r["note"])
             if step == "prdc-package":
                 note.append("reference prdc 0.2 (N x N matrices)")
-            if step in PROJECT_STEPS and n >= 10_000:
+            if step in PROJECT_STEPS and n >= GROWTH_MIN_N:
                 big.setdefault(step, []).append((n, peak))
             rows.append([step, f"{n:,}", f"{r['seconds']:.2f}", _mb(r["rss_peak_delta"]), _mb(r["tracemalloc_peak"]),
                          f"{peak / n:,.0f}", "; ".join(note) + f" (load {r['loadavg']})"])
@@ -205,16 +229,7 @@ def main(argv: list[str] | None = None) -> int:
                   file=sys.stderr, flush=True)
     print(C.markdown_table(["step", "N", "seconds", "peak RSS above start (MiB)", "tracemalloc peak (MiB)",
                             "peak bytes / N", "notes"], rows))
-    for step, pts in big.items():
-        if len(pts) >= 2:
-            (n1, p1), (n2, p2) = pts[-2], pts[-1]
-            expo = math.log(max(p2, 1.0) / max(p1, 1.0)) / math.log(n2 / n1)
-            print(f"{step}: peak memory grows like N^{expo:.2f} from {n1:,} to {n2:,}")
-            if expo > 1.5:
-                quadratic.append(f"{step}: peak memory grows like N^{expo:.2f} from N={n1:,} to {n2:,}")
-        elif pts and pts[-1][1] > 2 * pts[-1][0] ** 2:
-            n, peak = pts[-1]
-            quadratic.append(f"{step} at N={n:,}: peak {_mb(peak)} MiB > 2 N^2 bytes ({_mb(2 * n * n)} MiB)")
+    quadratic += memory_growth_flags(big)
     print(f"\nload average at the end: {C.loadavg()}")
     if quadratic:
         print("QUADRATIC MEMORY: " + "; ".join(quadratic), file=sys.stderr)

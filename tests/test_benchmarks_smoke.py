@@ -42,6 +42,9 @@ def test_suite_vs_reference_tiny(bench_env, encoder):
     ratios = re.search(r"reference / cold = ([\d.]+)x .*reference / warm = ([\d.]+)x", out)
     assert ratios and float(ratios.group(1)) > 0 and float(ratios.group(2)) > 0
     assert "suite cold / one plain pass" in out
+    # the demo CNN runs folded on the suite side, so the reference also runs once on that graph; pixels has no net
+    assert ("reference pattern on the engine's inference graph" in out) == (encoder == "demo")
+    assert ("pipeline alone (both sides on the inference graph)" in out) == (encoder == "demo")
     header = "| side | FID | KID | Precision | Recall | Density | Coverage"
     assert header + (" | IS |" if encoder == "demo" else " |") in out  # IS only where logits exist
 
@@ -67,3 +70,21 @@ def test_generation_tiny(bench_env):
         rows = re.findall(rf"^\| {re.escape(model)} \| cpu fp32 \| (\d+) \| ([\d.]+) \|", out, re.M)
         assert [r[0] for r in rows] == ["1", "2"], (model, out)
         assert all(float(r[1]) > 0 for r in rows)
+
+
+def test_scaling_growth_check_flags_quadratic_memory_only(monkeypatch):
+    """The check the 50k runs rely on, on made-up points (the smoke run never reaches N >= 10k)."""
+    monkeypatch.syspath_prepend(str(REPO / "benchmarks"))
+    from scaling import memory_growth_flags
+
+    mib = 2**20
+    flags = memory_growth_flags({
+        "linear": [(20_000, 100 * mib), (50_000, 250 * mib)],
+        "flat": [(20_000, 1024 * mib), (50_000, 1030 * mib)],  # UMAP's fixed numba state
+        "quadratic": [(20_000, 800 * mib), (50_000, 5000 * mib)],
+        "one big point": [(20_000, 3 * 20_000**2)],
+        "one small point": [(20_000, 300 * mib)],
+    })
+    assert len(flags) == 2
+    assert flags[0].startswith("quadratic: peak memory grows like N^2.00")
+    assert flags[1].startswith("one big point at N=20,000")
