@@ -33,6 +33,7 @@ from evaluators.errors import InputError, UnavailableError
 from evaluators.pathologies import INDEX as LABEL_INDEX
 from evaluators.pathologies import PATHOLOGIES, positives
 from evaluators.settings import chexgen_home, subdir
+from evaluators.store import finite
 
 log = logging.getLogger("chexgen_ui")
 
@@ -96,10 +97,6 @@ def session_folder(session: str | None) -> str:
 
 def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-")[:60] or "set"
-
-
-def _nan_to_none(v):
-    return None if isinstance(v, float) and not np.isfinite(v) else v
 
 
 @dataclass
@@ -864,7 +861,7 @@ class Studio:
             row = {"id": r["id"], "date": r["created"], "kind": r["kind"], "model": r["model"] or "",
                    "synthetic": r["synthetic"] or "", "status": r["status"],
                    "settings": ", ".join(f"{k}={v}" for k, v in s.items() if not isinstance(v, dict | list))}
-            row.update({k: _nan_to_none(v) for k, v in (r["metrics"] or {}).items()})
+            row.update({k: finite(v) for k, v in (r["metrics"] or {}).items()})
             rows.append(row)
         return pd.DataFrame(rows)
 
@@ -936,7 +933,7 @@ def overall_table(result: dict) -> pd.DataFrame:
     for enc, vals in result.get("overall", {}).items():
         row = {"encoder": enc, "n_real": vals.get("n_real"), "n_synthetic": vals.get("n_synthetic")}
         for m in METRICS:
-            row[m] = _nan_to_none(vals.get(m))
+            row[m] = finite(vals.get(m))
             row[f"{m} 95% CI"] = _fmt_ci(vals.get("ci95"), m)
         rows.append(row)
     return _tidy(pd.DataFrame(rows))
@@ -950,7 +947,7 @@ def per_pathology_table(result: dict) -> pd.DataFrame:
                "n_real": r["n_real"],
                "n_synthetic": r["n_synthetic"], "encoder": r["encoder"]}
         for m in METRICS:
-            row[m] = _nan_to_none(r.get(m))
+            row[m] = finite(r.get(m))
             row[f"{m} 95% CI"] = _fmt_ci(r.get("ci95"), m)
         rows.append(row)
     return _tidy(pd.DataFrame(rows))
@@ -970,4 +967,3 @@ def counts_table(result: dict) -> pd.DataFrame:
                                          "evaluated": "no" if r.get("skipped") else "yes"})
     df = pd.DataFrame(list(seen.values()), columns=["pathology", "n_real", "n_synthetic", "evaluated"])
     return df.sort_values("n_real", kind="stable").reset_index(drop=True)
-

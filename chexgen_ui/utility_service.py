@@ -13,7 +13,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import math
 import threading
 import time
 import uuid
@@ -27,6 +26,7 @@ import pandas as pd
 
 from evaluators.errors import InputError
 from evaluators.settings import subdir
+from evaluators.store import finite
 
 from .services import Progress, Studio, env_int, session_folder
 
@@ -166,19 +166,6 @@ def progress_adapter(report: Progress | None) -> Callable[[dict], None] | None:
     return on
 
 
-def _finite(obj: Any) -> Any:
-    """NaN/inf -> None, recursively (valid JSON; the store and the table show them as missing)."""
-    if isinstance(obj, float):
-        return obj if math.isfinite(obj) else None
-    if isinstance(obj, dict):
-        return {k: _finite(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return [_finite(v) for v in obj]
-    if isinstance(obj, np.generic):
-        return _finite(obj.item())
-    return obj
-
-
 def display_table(rows: list[dict], settings: list[str]) -> pd.DataFrame:
     """The side-by-side rows as a DataFrame (metric, then one column per setting), rounded to 4 decimals."""
     df = pd.DataFrame(rows, columns=["metric", *settings])
@@ -260,7 +247,7 @@ def run_utility_job(studio: Studio, synthetic: Any, *, model: str | None = None,
     real_reused = r["epochs_run"] > 0 and r["resumed_from_epoch"] == r["epochs_run"]
     results = {**real["settings"], **syn["settings"]}
     table = side_by_side(results)
-    result = _finite({
+    result = finite({
         **{k: syn[k] for k in ("test", "n_test", "model", "weights", "image_size", "policy", "scheduler", "seed",
                                "epochs", "device")},
         "synthetic": {"name": getattr(synthetic, "name", None), "n": len(synthetic), "source": source},

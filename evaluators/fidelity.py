@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import csv
 import json
-import math
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -22,6 +21,7 @@ from .features import Progress, extract_features
 from .metrics import bootstrap_ci, fidelity_metrics, inception_score, multilabel_auc
 from .pathologies import INDEX as LABEL_INDEX
 from .pathologies import PATHOLOGIES, binarize
+from .store import finite
 
 METRIC_KEYS = ("FID", "KID", "KID_std", "Precision", "Recall", "Density", "Coverage")
 MATCH_MODES = ("labels", "prompts")
@@ -339,20 +339,10 @@ def _json_default(o):
     return str(o)
 
 
-def _clean(o):
-    if isinstance(o, float) and not math.isfinite(o):
-        return None
-    if isinstance(o, dict):
-        return {k: _clean(v) for k, v in o.items()}
-    if isinstance(o, list | tuple):
-        return [_clean(v) for v in o]
-    return o
-
-
 def write_json(result: dict, path: str | Path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(_clean(result), indent=2, default=_json_default))
+    path.write_text(json.dumps(finite(result), indent=2, default=_json_default))
     return path
 
 
@@ -434,7 +424,7 @@ def _cli_fidelity(args) -> int:
     if not args.no_store:
         from .store import ResultsStore
 
-        run_id = ResultsStore().save("fidelity", _clean(result), model=args.model, synthetic=args.synthetic,
+        run_id = ResultsStore().save("fidelity", finite(result), model=args.model, synthetic=args.synthetic,
                                      reference=args.real)
         print(f"saved as run {run_id} in the results store")
     print(format_summary(result))

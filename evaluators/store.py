@@ -14,6 +14,8 @@ import time
 from contextlib import closing
 from pathlib import Path
 
+import numpy as np
+
 from .settings import chexgen_home
 
 SCHEMA = """
@@ -38,8 +40,18 @@ def default_path() -> Path:
     return chexgen_home() / "results.sqlite"
 
 
-def _finite(v):
-    return v if not (isinstance(v, float) and not math.isfinite(v)) else None
+def finite(obj):
+    """NaN/inf -> None, recursively through dicts, lists and tuples (numpy scalars become Python numbers), so a
+    result is valid JSON and shows missing values as missing."""
+    if isinstance(obj, np.generic):
+        obj = obj.item()
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: finite(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [finite(v) for v in obj]
+    return obj
 
 
 def flatten_metrics(result: dict) -> dict[str, float]:
@@ -48,7 +60,7 @@ def flatten_metrics(result: dict) -> dict[str, float]:
     for enc, vals in (result.get("overall") or {}).items():
         for key, value in vals.items():
             if isinstance(value, int | float) and not key.startswith("n_"):
-                flat[f"{key} ({enc})"] = _finite(float(value))
+                flat[f"{key} ({enc})"] = finite(float(value))
     if "Inception Score" in result:
         flat["Inception Score"] = result["Inception Score"]["mean"]
     al = result.get("alignment") or {}
@@ -56,7 +68,7 @@ def flatten_metrics(result: dict) -> dict[str, float]:
         flat["Alignment AUC"] = al["macro_AUC"]
     for key, value in (result.get("summary") or {}).items():
         if isinstance(value, int | float):
-            flat[key] = _finite(float(value))
+            flat[key] = finite(float(value))
     for setting, vals in (result.get("utility") or {}).items():
         if isinstance(vals, dict) and vals.get("auc_macro") is not None:
             flat[f"AUC ({setting})"] = vals["auc_macro"]

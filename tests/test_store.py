@@ -72,3 +72,18 @@ def test_killed_writer_leaves_database_consistent(tmp_path):
     assert n > 0
     ResultsStore(path).save("fidelity", RESULT)
     assert len(ResultsStore(path).runs()) == n + 1
+
+
+def test_finite_makes_results_valid_json():
+    import json
+    import math
+
+    import numpy as np
+
+    from evaluators.store import finite
+
+    raw = {"a": math.nan, "b": [1.5, math.inf, (np.float32("nan"), np.float64(2.0))], "c": np.int64(3), "d": "x"}
+    out = finite(raw)
+    assert out == {"a": None, "b": [1.5, None, [None, 2.0]], "c": 3, "d": "x"}
+    assert type(out["c"]) is int and type(out["b"][2][1]) is float
+    json.loads(json.dumps(out, allow_nan=False))  # no NaN token left
