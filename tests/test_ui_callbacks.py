@@ -21,14 +21,12 @@ from evaluators.errors import InputError
 from evaluators.labeler import label_report
 from evaluators.pathologies import INDEX, PATHOLOGIES
 from tests.helpers_images import zip_with
-from tests.ui_world import COPIER, make_world, register_copier
+from tests.ui_world import COPIER, copier_world
 
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
-    csv = make_world(tmp_path_factory.mktemp("ui_world"), patients=30, size=64)
-    register_copier(csv)
-    return csv
+    return copier_world(tmp_path_factory.mktemp("ui_world"))
 
 
 @pytest.fixture(scope="module")

@@ -14,16 +14,14 @@ import pytest
 from chexgen_ui import utility_service as us
 from chexgen_ui.services import Studio
 from evaluators.errors import InputError
-from tests.ui_world import COPIER, make_world, register_copier
+from tests.ui_world import COPIER, copier_world
 
 TINY = dict(model="test_resnet", epochs=1, image_size=32)
 
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
-    csv = make_world(tmp_path_factory.mktemp("utility_world"), patients=30, size=64)
-    register_copier(csv)
-    return csv
+    return copier_world(tmp_path_factory.mktemp("utility_world"))
 
 
 @pytest.fixture(scope="module")

@@ -84,3 +84,10 @@ def register_copier(csv: str | Path) -> None:
                                                                                 "height": 64, "width": 64}),
                      {"steps": 1, "guidance": 0.0, "height": 64, "width": 64}, label="test copier",
                      notes="returns training images: a memorising model for tests")
+
+
+def copier_world(root: str | Path) -> Path:
+    """The app tests' world (30 patients, 64 px) under ``root``, with ``ui-test-copier`` registered on it."""
+    csv = make_world(root, patients=30, size=64)
+    register_copier(csv)
+    return csv
