@@ -158,7 +158,7 @@ def memory_growth_flags(points: dict[str, list[tuple[int, float]]]) -> list[str]
     """Steps whose peak memory looks quadratic in N, from (N, peak bytes) points at N >= GROWTH_MIN_N, sorted by N.
 
     Two or more points: the growth exponent between the two largest, flagged above 1.5. One point: flagged
-    when its peak exceeds 2 N^2 bytes (a quarter of one N x N float64 matrix).
+    when its peak exceeds 2 N^2 bytes (half of one N x N float32 matrix).
     """
     flags = []
     for step, pts in points.items():

@@ -468,6 +468,7 @@ class Studio:
         The flags come from the engine's memorisation search (the same object the ``privacy`` CLI uses).
         """
         from evaluators.features import extract_features
+        from evaluators.index import top1_similarity
 
         index = self.index(progress)
         feats = extract_features(list(gen.images), self.encoder(), show_progress=False).features
@@ -479,7 +480,7 @@ class Studio:
         except InputError as exc:
             gen.neighbours = index.neighbours(feats, k)
             gen.notes.append(f"memorisation threshold unavailable: {exc}")
-        gen.top1 = np.array([nb[0].similarity if nb else np.nan for nb in gen.neighbours], dtype=np.float64)
+        gen.top1 = top1_similarity(gen.neighbours)
         gen.umap = index.umap_transform(feats) if index.has_umap else None
         gen.reid = self.reid_scores(gen)
         return gen

@@ -96,6 +96,11 @@ class Neighbour:
         }
 
 
+def top1_similarity(neighbours: list[list[Neighbour]]) -> np.ndarray:
+    """Each query's similarity to its nearest indexed image (NaN where it has none)."""
+    return np.array([nb[0].similarity if nb else np.nan for nb in neighbours], dtype=np.float64)
+
+
 class ReferenceIndex:
     """A built reference index, loaded from its folder."""
 

@@ -296,7 +296,9 @@ class SearchResult:
 
     @property
     def top1(self) -> np.ndarray:
-        return np.array([nb[0].similarity if nb else np.nan for nb in self.neighbours], dtype=np.float64)
+        from ..index import top1_similarity
+
+        return top1_similarity(self.neighbours)
 
 
 class MemorisationSearch:
