@@ -114,6 +114,20 @@ def counts_figure(counts: pd.DataFrame) -> go.Figure:
     return fig
 
 
+def _metric_columns(sub: pd.DataFrame, skip: set[str], limit: int) -> list[str]:
+    """Numeric columns of the shown runs, taken in turn from each kind of run (fidelity, privacy, utility...), so
+    that one kind with many columns does not crowd the others out of the first ``limit``."""
+    import itertools
+
+    def has_values(rows: pd.DataFrame, c: str) -> bool:
+        return bool(pd.to_numeric(rows[c], errors="coerce").notna().any())
+
+    per_kind = [[c for c in sub.columns if c not in skip and has_values(sub[sub["kind"] == kind], c)]
+                for kind in dict.fromkeys(sub["kind"])]
+    chosen = dict.fromkeys(c for group in itertools.zip_longest(*per_kind) for c in group if c is not None)
+    return list(chosen)[:limit]
+
+
 def leaderboard_figure(board: pd.DataFrame, max_runs: int = 12) -> go.Figure:
     """Normalised metrics across runs (fidelity, privacy, utility columns that exist), one group per run."""
     fig = go.Figure()
@@ -123,12 +137,11 @@ def leaderboard_figure(board: pd.DataFrame, max_runs: int = 12) -> go.Figure:
         fig.update_layout(height=360, template="plotly_white")
         return fig
     fixed = {"id", "date", "kind", "model", "synthetic", "status", "settings"}
-    counts = {"n_flagged"}
-    metric_cols = [c for c in board.columns if c not in fixed | counts
-                   and pd.to_numeric(board[c], errors="coerce").notna().any()]
+    not_metrics = {"n", "n_flagged", "reid_available", "reid_threshold", "memorisation_threshold",
+                   "expected_fraction_flagged"}  # counts and settings that the store lists beside the metrics
     sub = board.head(max_runs)
     runs = [f"#{i} {m}" for i, m in zip(sub["id"], sub["model"])]
-    for c in metric_cols[:16]:
+    for c in _metric_columns(sub, fixed | not_metrics, limit=16):
         raw = pd.to_numeric(sub[c], errors="coerce")
         scale = float(np.nanmax(np.abs(raw))) or 1.0  # each metric scaled to its largest value across runs
         fig.add_trace(go.Bar(x=runs, y=raw / scale, name=c, customdata=raw,

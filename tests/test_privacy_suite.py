@@ -252,3 +252,13 @@ def test_calibration_is_cached_next_to_the_index_and_follows_the_held_out_files(
     n_before = len(list(index.dir.glob("calibration-*.json")))
     assert MemorisationSearch(index, enc, spec=spec).calibration["threshold"] > 0
     assert len(list(index.dir.glob("calibration-*.json"))) == n_before + 1
+
+
+def test_a_loaded_reid_model_is_named_not_dumped_in_the_settings(world):
+    """The app passes a loaded model; the results store's settings column must stay one short line."""
+    from evaluators.privacy.reid import ReIDModel
+
+    model = ReIDModel("tiny", image_size=32).eval()
+    r = run_privacy(f"{world['root'] / 'train_world'}@train", world["small"], encoder=ENCODER, reid=model)
+    assert r["settings"]["reid"] == "siamese-tiny (a loaded model)"
+    assert r["summary"]["reid_available"] is True

@@ -309,3 +309,17 @@ def test_user_errors_become_gradio_errors():
 
     with pytest.raises(gr.Error, match="no 'prompt' column"):
         bad()
+
+
+def test_leaderboard_figure_shows_every_kind_of_run():
+    """Privacy runs list many numbers; the fidelity and utility runs beside them must still get bars."""
+    privacy = {f"privacy metric {j}": 0.1 * j for j in range(20)} | {"n": 32, "reid_available": 1.0}
+    board = pd.DataFrame([
+        {"id": 3, "kind": "privacy", "model": "m", **privacy},
+        {"id": 2, "kind": "fidelity", "model": "m", "FID (demo)": 1.5, "KID (demo)": 0.01},
+        {"id": 1, "kind": "utility", "model": "m", "AUC (real)": 0.8, "AUC (synthetic)": 0.7},
+    ])
+    names = [t.name for t in figures.leaderboard_figure(board).data]
+    assert len(names) == 16
+    assert {"FID (demo)", "KID (demo)", "AUC (real)", "AUC (synthetic)", "privacy metric 0"} <= set(names)
+    assert "n" not in names and "reid_available" not in names  # counts and flags are not metrics

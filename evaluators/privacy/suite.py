@@ -120,6 +120,15 @@ def _load_reid(reid):
         return None, f"re-ID model unavailable: {exc}"
 
 
+def _reid_name(reid, model) -> str | None:
+    """How the re-ID model was given, short enough for a settings column: its name or path, else its architecture."""
+    if reid is None:
+        return None
+    if isinstance(reid, str | os.PathLike):
+        return str(reid)
+    return f"{model.config()['architecture']} (a loaded model)" if model is not None else type(reid).__name__
+
+
 def _reid_info(model, reid) -> dict:
     if model is None:
         return {"available": False}
@@ -276,7 +285,7 @@ def run_privacy(
         "samples": samples,
         "calibration": cal,
         "settings": {"k": int(k), "percentile": float(percentile), "match": match, "candidates": n_cand,
-                     "reid": None if reid is None else str(reid),
+                     "reid": _reid_name(reid, model),
                      "reid_threshold": REID_THRESHOLD, "train": _describe(train, index),
                      "synthetic": syn.name, "n_train": len(index), "n_synthetic": len(syn),
                      "index": str(index.dir), "seconds": round(time.perf_counter() - t0, 2)},
