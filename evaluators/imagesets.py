@@ -2,7 +2,8 @@
 
 Accepted sources (see :func:`load_image_set`):
 
-- a folder of images (recursive, sorted), optionally with ``metadata.csv`` (or ``labels.csv``) in it;
+- a folder of images (recursive, sorted), optionally with ``metadata.csv`` (or ``labels.csv``, or the
+  ``generations.csv`` that ``generate`` writes) in it;
 - a CSV: generic metadata, CheXGenBench synthetic (``prompt``, ``img_savename``), MIMIC-CXR LLaVA-Rad
   (``path``, ``annotated_prompt``, ``chexpert_labels`` dict strings), NIH ChestX-ray14 (``filename`` /
   ``Image Index``, ``finding_labels`` / ``Finding Labels``);
@@ -45,7 +46,8 @@ from .pathologies import (
 BASE_COLUMNS: tuple[str, ...] = ("path", "prompt", "patient_id", "study_id", "view", "split")
 TABLE_COLUMNS: tuple[str, ...] = BASE_COLUMNS + PATHOLOGIES
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".dcm", ".dicom", ".tif", ".tiff")
-METADATA_NAMES = ("metadata.csv", "labels.csv")  # looked for, in this order, inside a folder
+METADATA_NAMES = ("metadata.csv", "labels.csv", "generations.csv")  # looked for, in this order, inside a folder
+# (generations.csv: what `python -m evaluators generate` writes, prompts + the labeler's 14 labels)
 SOURCE_FORMATS = ("folder", "metadata", "chexgenbench-synthetic", "mimic-llavarad", "nih")
 LABEL_SOURCES = ("metadata", "prompt-labeler", "none")
 MAX_ROWS = 5_000_000  # rows per CSV; env CHEXGEN_MAX_ROWS overrides

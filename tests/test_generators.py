@@ -17,6 +17,7 @@ import pytest
 import torch
 
 from evaluators.errors import InputError, UnavailableError
+from evaluators.pathologies import PATHOLOGIES
 from evaluators.generators import (
     Generator,
     add_cli,
@@ -467,6 +468,12 @@ def test_generate_cli_writes_pngs_and_csv_and_resumes(tiny_models, tmp_path, mon
         pass
     else:
         assert frame.loc[0, "Pleural Effusion"] == 1 and frame.loc[2, "Cardiomegaly"] == 1
+        # The output folder is an image set with those labels (README: --synthetic OUT_DIR), not a bare folder.
+        from evaluators.imagesets import load_image_set
+
+        loaded = load_image_set(out)
+        assert loaded.has_labels and len(loaded) == 4
+        assert loaded.labels[0][PATHOLOGIES.index("Pleural Effusion")] == 1
 
     # Resume: nothing left to do -> the model is not even loaded.
     def no_load(*a, **k):
