@@ -262,3 +262,30 @@ def test_a_loaded_reid_model_is_named_not_dumped_in_the_settings(world):
     r = run_privacy(f"{world['root'] / 'train_world'}@train", world["small"], encoder=ENCODER, reid=model)
     assert r["settings"]["reid"] == "siamese-tiny (a loaded model)"
     assert r["summary"]["reid_available"] is True
+
+
+def test_device_reaches_the_encoder_and_the_reid_model(world, monkeypatch):
+    """Encoders and re-ID models given by name load on the requested device (the CLI's --device); before, privacy
+    ran on the CPU even where a GPU was present."""
+    import evaluators.encoders as encoders
+    from evaluators.privacy import reid
+
+    seen: list[tuple[str, str]] = []
+    load_encoder, load_reid = encoders.load_encoder, reid.load_reid
+
+    def spy_encoder(name, **kw):
+        seen.append(("encoder", kw.get("device")))
+        return load_encoder(name, **kw)
+
+    def spy_reid(path, **kw):
+        seen.append(("reid", kw.get("device")))
+        return load_reid(path, **kw)
+
+    monkeypatch.setattr(encoders, "load_encoder", spy_encoder)
+    monkeypatch.setattr(reid, "load_reid", spy_reid)
+    train = f"{world['root'] / 'train_world'}@train"
+    run_privacy(train, world["small"], encoder=ENCODER, reid="demo", device="cpu")
+    assert ("encoder", "cpu") in seen and ("reid", "cpu") in seen
+    if not torch.cuda.is_available():
+        with pytest.raises(InputError, match="CUDA is not available"):
+            run_privacy(train, world["small"], encoder=ENCODER, reid="demo", device="cuda")

@@ -35,14 +35,16 @@ CHUNK = 256  # images read and embedded at a time by the re-ID model
 # Inputs
 
 
-def _encoder(encoder, index=None):
-    """An Encoder object from a name, an object, or (None) the index's encoder or the best available."""
+def _encoder(encoder, index=None, device: str | None = None):
+    """An Encoder object from a name, an object, or (None) the index's encoder or the best available; a name is
+    loaded on ``device`` (default: the best present, as for fidelity)."""
     from ..encoders import default_encoder, load_encoder
+    from ..settings import select_device
 
     if encoder is None:
         encoder = index.encoder if index is not None else default_encoder()
     if isinstance(encoder, str):
-        return load_encoder(encoder)
+        return load_encoder(encoder, device=select_device(device))
     return encoder
 
 
@@ -80,7 +82,7 @@ def reference_index(image_set, encoder, *, progress: Progress | None = None):
     return build_index(image_set, encoder, folder, umap=False, show_progress=False, progress=progress)
 
 
-def _train_source(train, encoder, progress):
+def _train_source(train, encoder, progress, device: str | None = None):
     """(index, train ImageSet or None, spec string or None, encoder object)."""
     from ..imagesets import ImageSet
     from ..index import ReferenceIndex
@@ -88,7 +90,7 @@ def _train_source(train, encoder, progress):
     spec = str(train) if isinstance(train, str | os.PathLike) else None
     if isinstance(train, ReferenceIndex) or _is_index_dir(train):
         index = train if isinstance(train, ReferenceIndex) else ReferenceIndex(str(train))
-        enc = _encoder(encoder, index)
+        enc = _encoder(encoder, index, device)
         if enc.cache_key() != index.encoder_key:
             raise InputError(
                 f"The reference index at {index.dir} was built with encoder {index.encoder!r}, not {enc.name!r}; "
@@ -98,7 +100,7 @@ def _train_source(train, encoder, progress):
     image_set = train if isinstance(train, ImageSet) else _load_set(train, "training")
     if len(image_set) == 0:
         raise InputError(f"The training set {image_set.name!r} has no images.")
-    enc = _encoder(encoder)
+    enc = _encoder(encoder, device=device)
     return reference_index(image_set, enc, progress=progress), image_set, spec, enc
 
 
@@ -106,8 +108,8 @@ def _train_source(train, encoder, progress):
 # Re-identification
 
 
-def _load_reid(reid):
-    """(model or None, note): an unavailable model is reported, never replaced."""
+def _load_reid(reid, device: str | None = None):
+    """(model or None, note): an unavailable model is reported, never replaced. A model object stays where it is."""
     if reid is None:
         return None, "re-ID not requested"
     from .reid import ReIDModel, load_reid
@@ -115,7 +117,9 @@ def _load_reid(reid):
     if isinstance(reid, ReIDModel):
         return reid.eval(), None
     try:
-        return load_reid(reid, device="cpu"), None
+        from ..settings import select_device
+
+        return load_reid(reid, device=select_device(device)), None
     except UnavailableError as exc:
         return None, f"re-ID model unavailable: {exc}"
 
@@ -222,6 +226,7 @@ def run_privacy(
     match: str = "aligned",
     candidates: int = DEFAULT_CANDIDATES,
     search: MemorisationSearch | None = None,
+    device: str | None = None,
     progress: Progress | None = None,
 ) -> dict:
     """Memorisation search + re-ID of a synthetic set against a training set (ImageSet, spec or index).
@@ -234,7 +239,8 @@ def run_privacy(
     verified by :class:`AlignedMatcher`, whose best score is the copy score; ``"cosine"``: the copy
     score is the top-1 encoder cosine. Either way the threshold is calibrated on the same score.
     ``search``: a ready :class:`MemorisationSearch` (the app keeps one); it replaces ``train``'s index,
-    ``encoder``, ``percentile``, ``heldout``, ``match``, ``candidates`` and ``k``.
+    ``encoder``, ``percentile``, ``heldout``, ``match``, ``candidates`` and ``k``. ``device``: where encoders and
+    re-ID models given by name run (default: the best present); objects stay where they are.
     """
     if search is not None:
         train, encoder, k, percentile = search.index, search.encoder, search.k, search.percentile
@@ -243,12 +249,12 @@ def run_privacy(
     from ..features import extract_features
 
     t0 = time.perf_counter()
-    model, reid_note = _load_reid(reid)  # a bad path fails before any work
+    model, reid_note = _load_reid(reid, device)  # a bad path fails before any work
     syn = _load_set(synthetic, "synthetic")
     if len(syn) == 0:
         raise InputError(f"The synthetic set {syn.name!r} has no images.")
     if search is None:
-        index, train_set, spec, enc = _train_source(train, encoder, progress)
+        index, train_set, spec, enc = _train_source(train, encoder, progress, device)
         search = MemorisationSearch(index, enc, train_set=train_set, spec=spec, heldout=heldout,
                                     percentile=percentile, match=match, candidates=candidates, k=k)
     index, enc = search.index, search.encoder
@@ -351,6 +357,7 @@ def run_privacy_protocol(
     steps: int | None = None,
     guidance: float | None = None,
     batch_size: int = 4,
+    device: str | None = None,
     progress: Progress | None = None,
 ) -> dict:
     """CheXGenBench's privacy protocol for a generator (name or Generator) on a training set.
@@ -370,7 +377,7 @@ def run_privacy_protocol(
     if not seeds:
         raise InputError("The protocol needs at least 1 seed.")
     t0 = time.perf_counter()
-    reid_model, reid_note = _load_reid(reid)
+    reid_model, reid_note = _load_reid(reid, device)
     train_set = _load_set(train, "training")
     if len(train_set) == 0:
         raise InputError(f"The training set {train_set.name!r} has no images.")
@@ -379,8 +386,9 @@ def run_privacy_protocol(
     gen = model
     if isinstance(model, str):
         from ..generators import load_generator
+        from ..settings import select_device
 
-        gen = load_generator(model)
+        gen = load_generator(model, device=select_device(device))
     gen_name = getattr(gen, "name", str(model))
     S = len(seeds)
     all_prompts = [p for p in prompts for _ in seeds]
@@ -392,7 +400,7 @@ def run_privacy_protocol(
     generated = [images[i * S : (i + 1) * S] for i in range(len(prompts))]
     real = [train_set.image(int(r)) for r in rows]
 
-    index, _, _, enc = _train_source(train_set, encoder, progress)
+    index, _, _, enc = _train_source(train_set, encoder, progress, device)
     spec = str(train) if isinstance(train, str | os.PathLike) else None
     search = MemorisationSearch(index, enc, train_set=train_set, spec=spec, heldout=heldout,
                                 percentile=percentile, match=match, candidates=candidates, k=k)
@@ -500,7 +508,7 @@ def _reid_arg(value: str | None):
 def _cli_privacy(args) -> int:
     result = run_privacy(args.train, args.synthetic, encoder=args.encoder, reid=_reid_arg(args.reid), k=args.k,
                          percentile=args.percentile, heldout=args.heldout, match=args.match,
-                         candidates=args.candidates, progress=_progress)
+                         candidates=args.candidates, device=args.device, progress=_progress)
     run_id = _save(result, args.out, model=None, synthetic=args.synthetic, reference=args.train)
     print(format_summary(result))
     print(f"results: {args.out} (store run {run_id})")
@@ -512,7 +520,8 @@ def _cli_protocol(args) -> int:
                                   encoder=args.encoder, reid=_reid_arg(args.reid), size=args.size, k=args.k,
                                   percentile=args.percentile, heldout=args.heldout, match=args.match,
                                   candidates=args.candidates, prompt_seed=args.prompt_seed,
-                                  steps=args.steps, batch_size=args.batch_size, progress=_progress)
+                                  steps=args.steps, batch_size=args.batch_size, device=args.device,
+                                  progress=_progress)
     run_id = _save(result, args.out, model=args.model, synthetic=None, reference=args.train)
     print(format_summary(result))
     print(f"results: {args.out} (store run {run_id})")
@@ -551,6 +560,7 @@ def _common(p) -> None:
                         "correlation; 'cosine' uses the encoder similarity alone (default: aligned)")
     p.add_argument("--candidates", type=_positive(int), default=DEFAULT_CANDIDATES,
                    help=f"encoder candidates verified per image with --match aligned (default: {DEFAULT_CANDIDATES})")
+    p.add_argument("--device", default=None, help="cuda, mps or cpu (default: best available)")
 
 
 def add_cli(subparsers) -> None:
