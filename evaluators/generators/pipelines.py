@@ -243,7 +243,7 @@ def _load_component(cname: str, spec: ComponentSpec, entry: ModelEntry, torch_dt
     is_model = "tokenizer" not in spec.cls.lower() and "scheduler" not in spec.cls.lower() \
         and "processor" not in spec.cls.lower() and "extractor" not in spec.cls.lower()
     if is_model:
-        kwargs["torch_dtype"] = torch_dtype
+        kwargs["dtype"] = torch_dtype  # diffusers 0.42 and transformers 5 name it dtype (torch_dtype is deprecated)
     kwargs["local_files_only"] = local_only or is_local(weights)
     if spec.config and "scheduler" in spec.cls.lower():
         kwargs.update(spec.config)
@@ -270,7 +270,7 @@ def _load_diffusers(entry: ModelEntry, torch_dtype):
                              f"{sorted(comps)} do not fit {entry.pipeline}: {exc}") from exc
         return pipe.to(dtype=torch_dtype)
     kwargs: dict[str, Any] = {
-        "torch_dtype": torch_dtype,
+        "dtype": torch_dtype,
         "local_files_only": local_only or is_local(entry.weights or ""),
         **entry.pipeline_kwargs,
         **comps,
