@@ -17,7 +17,6 @@ import pytest
 import torch
 
 from evaluators.errors import InputError, UnavailableError
-from evaluators.pathologies import PATHOLOGIES
 from evaluators.generators import (
     Generator,
     add_cli,
@@ -31,6 +30,7 @@ from evaluators.generators import (
 )
 from evaluators.generators import generate as gen_mod
 from evaluators.generators import pipelines as pipelines_mod
+from evaluators.pathologies import PATHOLOGIES
 from tests import tiny_pipelines as tiny
 
 ARCHS = list(tiny.BUILDERS)
