@@ -22,7 +22,7 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:  # run as `python benchmarks/x.py` from anywhere
     sys.path.insert(0, str(REPO))
 
-ENCODER_CHOICES = ("demo", "inception-random", "pixels")
+ENCODER_CHOICES = ("demo", "inception-random", "raddino-random", "pixels")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -133,7 +133,7 @@ def bench_cache() -> Path:
 # Images: the demo world
 
 
-def demo_images(n: int, *, seed: int, size: int = 128, workers: int = 2):
+def demo_images(n: int, *, seed: int, size: int = 128, workers: int | None = None):
     """The first ``n`` images of a seed-``seed`` demo world (rendered once, cached in :func:`bench_cache`)."""
     from evaluators.demo_world import generate_demo_world
     from evaluators.imagesets import load_image_set
@@ -147,7 +147,8 @@ def demo_images(n: int, *, seed: int, size: int = 128, workers: int = 2):
             print(f"(rendering demo world seed {seed}, {patients} patients at {size} px into {folder} ...)",
                   file=sys.stderr, flush=True)
             tmp = folder.with_name(folder.name + f".tmp{os.getpid()}")
-            generate_demo_world(tmp, patients=patients, seed=seed, size=size, workers=workers)
+            generate_demo_world(tmp, patients=patients, seed=seed, size=size,
+                                workers=workers or min(8, os.cpu_count() or 1))  # same files for any count
             os.replace(tmp, folder)
             print(f"(rendered in {time.perf_counter() - t0:.0f} s)", file=sys.stderr, flush=True)
         image_set = load_image_set(folder / "metadata.csv")
@@ -160,8 +161,8 @@ def demo_images(n: int, *, seed: int, size: int = 128, workers: int = 2):
 # Encoders for benchmarks
 
 
-def load_bench_encoder(name: str, workdir: Path):
-    """(encoder, note) for a benchmark encoder name.
+def load_bench_encoder(name: str, workdir: Path, *, device: str = "cpu", dtype: str = "float32"):
+    """(encoder, note) for a benchmark encoder name, on ``device`` in ``dtype`` (half precision: CUDA only).
 
     - ``pixels``: the registry's pixel encoder (no weights).
     - ``demo``: the registry's demo encoder with its shipped weights; when they are absent, the same
@@ -169,14 +170,19 @@ def load_bench_encoder(name: str, workdir: Path):
     - ``inception-random``: the registry's InceptionV3 encoder (torch-fidelity network, 299 px uint8,
       2048-d + 1008 logits) loaded from a RANDOMLY INITIALISED state dict written to ``workdir``, because
       the FID weights cannot be downloaded here; timing is the same as with the real weights.
+    - ``raddino-random``: the registry's RadDino encoder (CheXGenBench's FID space) loaded from a folder
+      holding microsoft/rad-dino's architecture (ViT-B/14, 518 px) with random weights.
+    The random models are the tests' builders (``tests/tiny_models.py``), sized as the real ones.
     """
     from evaluators.encoders import availability, load_encoder
 
+    workdir.mkdir(parents=True, exist_ok=True)
+
     if name == "pixels":
-        return load_encoder("pixels"), "pixels (32x32, no weights)"
+        return load_encoder("pixels", device=device, dtype=dtype), "pixels (32x32, no weights)"
     if name == "demo":
         if availability("demo").local:
-            return load_encoder("demo"), "demo encoder (shipped weights)"
+            return load_encoder("demo", device=device, dtype=dtype), "demo encoder (shipped weights)"
         import torch
         from safetensors.torch import save_file
 
@@ -185,22 +191,22 @@ def load_bench_encoder(name: str, workdir: Path):
         torch.manual_seed(0)
         path = workdir / "demo_encoder_random.safetensors"
         save_file({k: v.contiguous() for k, v in build_model().state_dict().items()}, str(path))
-        return load_encoder("demo", weights=path), "demo architecture with RANDOM weights (shipped weights absent)"
+        return (load_encoder("demo", weights=path, device=device, dtype=dtype),
+                "demo architecture with RANDOM weights (shipped weights absent)")
     if name == "inception-random":
-        import torch
-        from torch_fidelity import feature_extractor_inceptionv3 as fe
+        from tests.tiny_models import make_tiny_inception
 
-        cls = fe.FeatureExtractorInceptionV3
-        torch.manual_seed(0)
-        original, download = cls.load_state_dict, fe.load_state_dict_from_url
-        cls.load_state_dict = lambda self, *a, **k: None  # keep PyTorch's default init
-        fe.load_state_dict_from_url = lambda *a, **k: {}  # never download
-        try:
-            state = cls("inception-v3-compat", ["2048"]).state_dict()
-        finally:
-            cls.load_state_dict, fe.load_state_dict_from_url = original, download
         path = workdir / "inception_random.pth"
-        torch.save(state, path)
-        return (load_encoder("inception", weights=path),
+        if not path.is_file():
+            make_tiny_inception(path)
+        return (load_encoder("inception", weights=path, device=device, dtype=dtype),
                 "torch-fidelity InceptionV3 with RANDOM weights (FID weights not downloadable here)")
+    if name == "raddino-random":
+        from tests.tiny_models import RADDINO_FULL_SIZE, make_tiny_raddino
+
+        folder = workdir / "raddino_random"
+        if not (folder / "model.safetensors").is_file():
+            make_tiny_raddino(folder, **RADDINO_FULL_SIZE)
+        return (load_encoder("raddino", weights=folder, device=device, dtype=dtype),
+                "RadDino architecture (ViT-B/14, 518 px) with RANDOM weights (microsoft/rad-dino not downloadable here)")
     raise SystemExit(f"unknown encoder {name!r}; choose one of {', '.join(ENCODER_CHOICES)}")

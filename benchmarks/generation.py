@@ -9,6 +9,11 @@
 - ``copycat``: a perturbed best-matching training image (source: a 200-image demo world).
 - CUDA: every registry pipeline whose weights are on this machine, at its presets (steps, size), in
   fp16 and bf16; pipelines that would need a download are listed as skipped with the reason.
+- ``--random-sd15`` (CUDA): SD V1-5's full-size architecture (860M-parameter UNet, KL VAE, CLIP ViT-L
+  text encoder, from the published configs) with RANDOM weights, saved with ``save_pretrained`` and
+  loaded through the registry (an entry file with the ``sd-v1-5`` entry's settings: 50 PNDM steps,
+  guidance 7.5, 512 px), so the registry's loading path and the real model's cost per image are both
+  measured where the weights cannot be downloaded. Its images are noise; the table says so.
 
 Each measurement generates ``--images`` images (at least one batch) after one untimed warm-up batch.
 """
@@ -17,7 +22,9 @@ from __future__ import annotations
 
 import argparse
 import sys
+import tempfile
 import time
+from pathlib import Path
 
 import _common as C
 
@@ -51,6 +58,57 @@ def _random_demo(device: str = "cpu", dtype=None):
                                    steps=steps, guidance=guidance, device=device, dtype=self.dtype)
 
     return RandomDemo()
+
+
+def random_sd15(folder: Path, device: str = "cpu") -> Path:
+    """An entry file registering ``sd-v1-5-random``: SD V1-5's architecture with random weights in ``folder``.
+
+    Configs are those of stable-diffusion-v1-5 (UNet: diffusers' defaults with 768-d cross-attention and
+    64-px latents; VAE: 4 blocks of 128-512 channels; CLIP ViT-L/14 text encoder, 77 tokens). The
+    tokenizer is the tests' character-level CLIP tokenizer: tokenizing costs nothing next to 50 UNet steps.
+    """
+    import torch
+    from diffusers import AutoencoderKL, PNDMScheduler, StableDiffusionPipeline, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    from evaluators.generators.registry import get_entry
+    from tests.tiny_pipelines import clip_tokenizer
+
+    if not (folder / "model_index.json").is_file():
+        torch.manual_seed(0)
+        tok = clip_tokenizer(max_length=77)
+        with torch.device(device):  # random init on the GPU takes seconds, on a CPU about a minute
+            unet = UNet2DConditionModel(sample_size=64, cross_attention_dim=768)
+            vae = AutoencoderKL(block_out_channels=(128, 256, 512, 512), down_block_types=("DownEncoderBlock2D",) * 4,
+                                up_block_types=("UpDecoderBlock2D",) * 4, layers_per_block=2, latent_channels=4,
+                                sample_size=512)
+            text = CLIPTextModel(CLIPTextConfig(vocab_size=49408, hidden_size=768, intermediate_size=3072,
+                                                num_hidden_layers=12, num_attention_heads=12,
+                                                max_position_embeddings=77, hidden_act="quick_gelu",
+                                                projection_dim=768, bos_token_id=0, eos_token_id=1, pad_token_id=1))
+        pipe = StableDiffusionPipeline(
+            vae=vae, text_encoder=text, tokenizer=tok, unet=unet,
+            scheduler=PNDMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
+                                    skip_prk_steps=True, steps_offset=1, set_alpha_to_one=False),
+            safety_checker=None, feature_extractor=None, requires_safety_checker=False)
+        pipe.to(torch.float16).save_pretrained(folder)
+        del pipe
+    ref = get_entry("sd-v1-5")
+    entry = folder.parent / "sd15_random.toml"
+    entry.write_text(
+        "[[model]]\n"
+        'name = "sd-v1-5-random"\n'
+        'label = "SD V1-5 architecture, RANDOM weights"\n'
+        'kind = "diffusers"\n'
+        'pipeline = "StableDiffusionPipeline"\n'
+        f'weights = "{folder}"\n'
+        f'dtype = "{ref.dtype}"\n'
+        f"resolution = {ref.presets['height']}\n"
+        f"steps = {ref.steps}\n"
+        f"guidance = {ref.guidance}\n"
+        'components = { safety_checker = "none", feature_extractor = "none" }\n'
+        "pipeline_kwargs = { requires_safety_checker = false }\n", encoding="utf-8")
+    return entry
 
 
 def cpu_generators() -> list[tuple[str, object, str]]:
@@ -87,30 +145,34 @@ def time_generator(gen, batch_size: int, n_images: int, steps: int | None = None
     return time.perf_counter() - t0, n
 
 
-def cuda_rows(batch_sizes: list[int], n_images: int, steps: int | None) -> list[list[object]]:
-    """The registry's pipelines on CUDA in fp16/bf16 (only weights already on this machine)."""
+def cuda_rows(batch_sizes: list[int], n_images: int, steps: int | None, files=()) -> list[list[object]]:
+    """The registry's pipelines (and those of entry ``files``) on CUDA in fp16/bf16, where the weights are here."""
     import torch
 
     from evaluators.generators import list_models, load_generator
 
     rows: list[list[object]] = []
-    names = ["demo"] + [m["name"] for m in list_models() if m.get("kind") == "diffusers"]
+    names = ["demo"] + [m["name"] for m in list_models(files) if m.get("kind") == "diffusers"]
     for name in names:
         for dtype in ("fp16", "bf16"):
             try:
-                gen = load_generator(name, device="cuda", dtype=dtype)
+                gen = load_generator(name, device="cuda", dtype=dtype, files=files)
             except Exception as exc:  # unavailable weights, a download that is not allowed, ...
                 rows.append([name, f"cuda {dtype}", "-", "-", "-", f"skipped: {str(exc)[:120]}"])
                 break
+            print(f"{name} cuda {dtype}: loaded", file=sys.stderr, flush=True)
+            torch.cuda.reset_peak_memory_stats()  # the peak of this model alone (not of what was built before)
             for b in batch_sizes:
                 try:
                     torch.cuda.synchronize()
                     sec, n = time_generator(gen, b, n_images, steps)
                     torch.cuda.synchronize()
                     rows.append([name, f"cuda {dtype}", b, n / sec, 1000 * sec / n,
+                                 f"{gen.presets.get('steps')} steps, {gen.presets.get('height')} px; "
                                  f"peak {torch.cuda.max_memory_allocated() / 2**30:.1f} GiB"])
                 except Exception as exc:
                     rows.append([name, f"cuda {dtype}", b, "-", "-", f"failed: {str(exc)[:120]}"])
+                print("| " + " | ".join(str(c) for c in rows[-1]) + " |", file=sys.stderr, flush=True)  # partial runs
             del gen
             torch.cuda.empty_cache()
             torch.cuda.reset_peak_memory_stats()
@@ -124,12 +186,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--steps", type=int, default=None, help="override the models' preset step counts")
     ap.add_argument("--models", type=lambda s: s.split(","), default=None,
                     help="subset of demo,reference-oracle,copycat (default all)")
+    ap.add_argument("--no-cpu", action="store_true", help="skip the CPU table (on a GPU machine)")
+    ap.add_argument("--random-sd15", action="store_true",
+                    help="on CUDA, also time SD V1-5's full-size architecture with random weights")
     args = ap.parse_args(argv)
     import torch
 
     C.print_header("Generation speed")
     rows: list[list[object]] = []
-    for name, gen, note in cpu_generators():
+    for name, gen, note in [] if args.no_cpu else cpu_generators():
         if args.models and name not in args.models:
             continue
         if gen is None:
@@ -142,7 +207,8 @@ def main(argv: list[str] | None = None) -> int:
                          f"{note}; {steps} steps, {gen.presets.get('height')} px (load {C.loadavg()})"])
             print(f"{name} batch {b}: {n / sec:.2f} images/s", file=sys.stderr, flush=True)
     if torch.cuda.is_available():
-        rows += cuda_rows(args.batch_sizes, args.images, args.steps)
+        files = [random_sd15(Path(tempfile.mkdtemp(prefix="chexgen-sd15-")) / "sd15", "cuda")] if args.random_sd15 else []
+        rows += cuda_rows(args.batch_sizes, args.images, args.steps, files)
     else:
         print("CUDA not available: the registry's fp16/bf16 pipelines were not timed (code path: cuda_rows).\n")
     print(C.markdown_table(["model", "device / dtype", "batch", "images / s", "ms / image", "notes"], rows))

@@ -15,7 +15,7 @@
 
 Same settings on both sides: FID; KID with 100 subsets of size min(n_real, n_synthetic), degree 3;
 PRDC k=5; Inception Score with 10 splits on the encoder's logits, synthetic images only, seed 0
-(for ``demo`` its 14-label head, for ``inception-random`` the 1008 ``logits_unbiased``; ``pixels`` has
+(for ``demo`` its 14-label head, for ``inception-random`` the 1008 ``logits_unbiased``; ``pixels`` and ``raddino-random`` have
 no logits, so no IS on either side). The suite side's IS for non-Inception encoders is computed from
 the cached logits (:func:`evaluators.metrics.inception_score`), inside the timed region. Both sides use
 the encoder's own preprocessing, batch size 64 and the same DataLoader workers. The script prints
@@ -65,8 +65,9 @@ class _Images(torch.utils.data.Dataset):
 def _loader(paths: list[str], encoder, batch_size: int) -> torch.utils.data.DataLoader:
     from evaluators.features import loader_workers  # the suite's rule, so both sides decode alike
 
+    on_cuda = encoder.device.startswith("cuda")
     return torch.utils.data.DataLoader(_Images(paths, encoder.preprocess), batch_size=batch_size,
-                                       num_workers=loader_workers(len(paths), on_cuda=False))
+                                       num_workers=loader_workers(len(paths), on_cuda=on_cuda), pin_memory=on_cuda)
 
 
 class FeatureModule(torch.nn.Module):
@@ -177,6 +178,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--encoder", choices=C.ENCODER_CHOICES, default="demo")
     ap.add_argument("--image-size", type=int, default=128, help="demo world image side in px (default 128)")
     ap.add_argument("--batch-size", type=int, default=64)
+    ap.add_argument("--device", default=None, help="cuda or cpu (default: the best available)")
+    ap.add_argument("--dtype", default="float32", help="encoder precision: float32, or float16/bfloat16 on CUDA")
     ap.add_argument("--no-overhead", action="store_true", help="skip the plain-encoder-pass baseline")
     ap.add_argument("--repeat", type=int, default=3, help="runs of each pipeline; the fastest counts (default 3)")
     args = ap.parse_args(argv)
@@ -188,14 +191,17 @@ def main(argv: list[str] | None = None) -> int:
     synth_set = C.demo_images(args.n, seed=1, size=args.image_size)
     real, synth = list(real_set.paths), list(synth_set.paths)
     work = Path(tempfile.mkdtemp(prefix="chexgen-bench-suite-"))
-    enc_name = "inception" if args.encoder == "inception-random" else args.encoder
+    enc_name = args.encoder.removesuffix("-random")
     with C.chexgen_home(work / "home-setup"):
-        encoder, note = C.load_bench_encoder(args.encoder, work)
+        from evaluators.settings import select_device
+
+        encoder, note = C.load_bench_encoder(args.encoder, work, device=select_device(args.device), dtype=args.dtype)
         encoder.weights_sha256()  # hashed once here, not inside a timed region
     from evaluators.features import loader_workers
 
     print(f"encoder: {note}, forward: {encoder.graph}; images: demo world seed 0 (real) and seed 1 (synthetic), {args.image_size} px PNG; "
-          f"batch {args.batch_size}; DataLoader workers {loader_workers(args.n, on_cuda=False)}; fastest of {args.repeat} runs each")
+          f"{encoder.device} {args.dtype}, batch {args.batch_size}; DataLoader workers "
+          f"{loader_workers(args.n, on_cuda=encoder.device.startswith('cuda'))}; fastest of {args.repeat} runs each")
     # warm-up: one small batch through the model so that no side pays first-call costs
     encoder.forward(torch.stack([encoder.preprocess(real_set.image(i)) for i in range(2)]))
 
@@ -203,6 +209,7 @@ def main(argv: list[str] | None = None) -> int:
     # varies by up to 2x between runs, and the minimum is the least disturbed measurement (as timeit does).
     times: dict[str, float] = {}
     ref_t: dict[str, float] = {}
+    graph_vals: dict[str, float] | None = None
 
     def keep(key: str, seconds: float) -> bool:
         better = key not in times or seconds < times[key]
@@ -219,7 +226,7 @@ def main(argv: list[str] | None = None) -> int:
             ref_t = t
         if encoder.net is not encoder.model:
             gc.collect()
-            _, t = reference_pattern(real, synth, encoder, batch_size=args.batch_size)
+            graph_vals, t = reference_pattern(real, synth, encoder, batch_size=args.batch_size)
             keep("reference, graph", t["total"])
         gc.collect()
         with C.chexgen_home(work / f"home-cold-{rep}"):
@@ -270,14 +277,24 @@ def main(argv: list[str] | None = None) -> int:
     keys = [k for k in METRICS if k in ref_vals or k in cold_vals]
     print(C.markdown_table(["side", *keys], [
         ["reference", *(ref_vals.get(k, math.nan) for k in keys)],
+        *([["reference on the graph", *(graph_vals.get(k, math.nan) for k in keys)]] if graph_vals else []),
         ["suite (cold)", *(cold_vals.get(k, math.nan) for k in keys)],
         ["suite (warm)", *(warm_vals.get(k, math.nan) for k in keys)]]))
     print(f"\nload average at the end: {C.loadavg()}")
-    bad = _agree(ref_vals, cold_vals) + _agree(ref_vals, warm_vals)
+    # The suite is checked against the reference pattern fed the same features (the same forward). The network
+    # as loaded differs from the graph by float rounding only (~1e-6 relative on a CPU; ~1e-3 with the GPU's TF32
+    # convolutions, enough to move a borderline PRDC neighbour): that gap is reported, not failed.
+    same = graph_vals or ref_vals
+    bad = _agree(same, cold_vals) + _agree(same, warm_vals)
+    if graph_vals:
+        gap = _agree(ref_vals, graph_vals)
+        print("network as loaded vs inference graph, same pattern: "
+              + ("; ".join(gap) if gap else "agree within the same tolerances"))
     if bad:
         print("METRICS DISAGREE: " + "; ".join(bad), file=sys.stderr)
         return 1
-    print("metrics agree between the reference pattern and the suite (FID/IS rel 1e-3, others 1e-4 + rel 1e-3)")
+    print("metrics agree between the reference pattern and the suite on the same forward "
+          "(FID/IS rel 1e-3, others 1e-4 + rel 1e-3)")
     return 0
 
 

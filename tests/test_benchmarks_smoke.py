@@ -88,3 +88,36 @@ def test_scaling_growth_check_flags_quadratic_memory_only(monkeypatch):
     assert len(flags) == 2
     assert flags[0].startswith("quadratic: peak memory grows like N^2.00")
     assert flags[1].startswith("one big point at N=20,000")
+
+
+def test_cuda_paths_dry_run_on_cpu(bench_env):
+    """Without CUDA the script runs its checks on the CPU in fp32: the graph must match the network as loaded."""
+    out = _run("cuda_paths.py", "--device", "cpu", "--encoders", "demo,pixels", "--batch-size", "8",
+               "--n-extract", "24", env=bench_env)
+    for enc in ("demo", "pixels"):
+        assert re.search(rf"^\| {enc} \| cpu float32 \| .* \| ok \|$", out, re.M), out
+        assert re.search(rf"^\| extract_features, warm cache \| {enc} \| cpu float32 \| 24 \|", out, re.M)
+    assert "re-ID embed (graph)" in out and "all checks passed" in out
+
+
+def test_random_sd15_builder_registers_through_the_entry_file(tmp_path, monkeypatch):
+    """The GPU benchmark's SD V1-5 stand-in: an entry file the registry reads, with sd-v1-5's settings.
+
+    The folder is faked (only model_index.json) so that no 1B-parameter model is built on a CPU test run.
+    """
+    monkeypatch.syspath_prepend(str(REPO / "benchmarks"))
+    from generation import random_sd15
+
+    from evaluators.generators import get_entry
+    from evaluators.generators.registry import load_entries
+
+    folder = tmp_path / "sd15"
+    folder.mkdir()
+    (folder / "model_index.json").write_text("{}")
+    entry_file = random_sd15(folder)
+    entry = load_entries([entry_file])["sd-v1-5-random"]
+    ref = get_entry("sd-v1-5")
+    assert entry.pipeline == ref.pipeline == "StableDiffusionPipeline"
+    assert (entry.steps, entry.guidance, entry.dtype, entry.presets["height"]) == \
+        (ref.steps, ref.guidance, ref.dtype, ref.presets["height"])
+    assert entry.weights == str(folder)

@@ -17,14 +17,21 @@ import torch
 RADDINO_MEAN, RADDINO_STD = 0.5307, 0.2583  # microsoft/rad-dino's preprocessor_config.json values
 
 
-def make_tiny_raddino(folder: str | Path, *, image_size: int = 56, seed: int = 0) -> Path:
-    """A transformers Dinov2Model (hidden 32, 2 layers, patch 14) + BitImageProcessor, via save_pretrained."""
+RADDINO_FULL_SIZE = {"image_size": 518, "hidden_size": 768, "num_hidden_layers": 12, "num_attention_heads": 12,
+                     "mlp_ratio": 4}  # microsoft/rad-dino's config.json (ViT-B/14), for benchmarks
+
+
+def make_tiny_raddino(folder: str | Path, *, image_size: int = 56, seed: int = 0, hidden_size: int = 32,
+                      num_hidden_layers: int = 2, num_attention_heads: int = 2, mlp_ratio: int = 2) -> Path:
+    """A transformers Dinov2Model (patch 14; tiny unless sized up, e.g. ``**RADDINO_FULL_SIZE``) + BitImageProcessor,
+    via save_pretrained."""
     from transformers import BitImageProcessor, Dinov2Config, Dinov2Model
 
     folder = Path(folder)
     torch.manual_seed(seed)
-    config = Dinov2Config(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, mlp_ratio=2,
-                          patch_size=14, image_size=image_size)
+    config = Dinov2Config(hidden_size=hidden_size, num_hidden_layers=num_hidden_layers,
+                          num_attention_heads=num_attention_heads, mlp_ratio=mlp_ratio, patch_size=14,
+                          image_size=image_size)
     model = Dinov2Model(config).eval()
     model.save_pretrained(folder)  # config.json + model.safetensors, as on the Hub
     BitImageProcessor(
