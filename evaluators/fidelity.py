@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .encoders.base import ENCODER_DTYPES
 from .errors import InputError, UnavailableError
 from .features import Progress, extract_features
 from .metrics import bootstrap_ci, fidelity_metrics, inception_score, multilabel_auc
@@ -163,20 +164,23 @@ def run_fidelity(
     kid_subsets: int = 100,
     seed: int = 0,
     device: str = "cpu",
+    dtype: str = "float32",
     batch_size: int = 64,
     skip_bad: bool = False,
     alignment: bool = True,
     progress: Progress | None = None,
     load_encoder: Callable | None = None,
 ) -> dict:
-    """Every fidelity metric of ``synthetic`` against ``real`` (an ImageSet or a ReferenceIndex)."""
+    """Every fidelity metric of ``synthetic`` against ``real`` (an ImageSet or a ReferenceIndex).
+
+    Encoders named in ``encoders`` load on ``device`` in ``dtype`` (half precision only on CUDA)."""
     from . import encoders as registry
 
     if match not in MATCH_MODES:
         raise InputError(f"Unknown match mode {match!r}; use one of {', '.join(MATCH_MODES)}.")
     if len(synthetic) == 0:
         raise InputError(f"The synthetic set {synthetic.name!r} has no images.")
-    load = load_encoder or (lambda name: registry.load_encoder(name, device=device))
+    load = load_encoder or (lambda name: registry.load_encoder(name, device=device, dtype=dtype))
     real_side = RealSide(real)
     if encoders is None:
         encoders = [real_side.index.encoder] if real_side.index is not None else [registry.default_encoder()]
@@ -386,6 +390,9 @@ def add_cli(subparsers) -> None:
     p.add_argument("--kid-subsets", type=int, default=100, help="KID subsets (default 100, as CheXGenBench)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default=None, help="cuda, mps or cpu (default: best available)")
+    p.add_argument("--encoder-dtype", default="float32", choices=ENCODER_DTYPES,
+                   help="encoder precision: float32 (default; the reference libraries' numbers) or, on CUDA, float16 / "
+                        "bfloat16 (RadDino 7x faster on an H200, features within ~1e-3; cached separately)")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--skip-bad", action="store_true", help="skip unreadable synthetic images and list them")
     p.add_argument("--no-alignment", action="store_true", help="skip the classifier-based alignment")
@@ -414,6 +421,7 @@ def _cli_fidelity(args) -> int:
         kid_subsets=args.kid_subsets,
         seed=args.seed,
         device=select_device(args.device),
+        dtype=args.encoder_dtype,
         batch_size=args.batch_size,
         skip_bad=args.skip_bad,
         alignment=not args.no_alignment,

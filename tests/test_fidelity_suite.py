@@ -149,3 +149,24 @@ def test_cli_unknown_encoder_is_a_clear_error(world, tmp_path, capsys):
                  "--out", str(tmp_path / "r.json")])
     assert code == 2
     assert "nope" in capsys.readouterr().err
+
+
+def test_cli_encoder_dtype_reaches_the_encoder(world, tmp_path, capsys, monkeypatch):
+    """--encoder-dtype loads the encoder in that precision; half precision on a CPU is a clear error, not a crash."""
+    import evaluators.encoders as registry
+
+    seen = []
+    load = registry.load_encoder
+
+    def spy(name, **kw):
+        seen.append(kw.get("dtype"))
+        return load(name, **kw)
+
+    monkeypatch.setattr(registry, "load_encoder", spy)
+    args = ["fidelity", "--real", f"{world}@train", "--synthetic", f"{world}@test", "--encoder", "pixels",
+            "--no-alignment", "--kid-subsets", "5", "--no-store", "--device", "cpu", "--out", str(tmp_path / "r.json")]
+    assert main(args + ["--encoder-dtype", "float32"]) == 0 and seen == ["float32"]
+    args[args.index("pixels")] = "demo"  # pixels has no network, so it has no precision to refuse
+    assert main(args + ["--encoder-dtype", "float16"]) == 2
+    err = capsys.readouterr().err
+    assert "needs a CUDA device" in err and "Traceback" not in err

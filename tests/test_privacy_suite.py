@@ -275,6 +275,7 @@ def test_device_reaches_the_encoder_and_the_reid_model(world, monkeypatch):
 
     def spy_encoder(name, **kw):
         seen.append(("encoder", kw.get("device")))
+        seen.append(("dtype", kw.get("dtype")))
         return load_encoder(name, **kw)
 
     def spy_reid(path, **kw):
@@ -285,7 +286,9 @@ def test_device_reaches_the_encoder_and_the_reid_model(world, monkeypatch):
     monkeypatch.setattr(reid, "load_reid", spy_reid)
     train = f"{world['root'] / 'train_world'}@train"
     run_privacy(train, world["small"], encoder=ENCODER, reid="demo", device="cpu")
-    assert ("encoder", "cpu") in seen and ("reid", "cpu") in seen
+    assert ("encoder", "cpu") in seen and ("reid", "cpu") in seen and ("dtype", "float32") in seen
+    with pytest.raises(InputError, match="needs a CUDA device"):
+        run_privacy(train, world["small"], encoder=ENCODER, reid=None, device="cpu", encoder_dtype="float16")
     if not torch.cuda.is_available():
         with pytest.raises(InputError, match="CUDA is not available"):
             run_privacy(train, world["small"], encoder=ENCODER, reid="demo", device="cuda")

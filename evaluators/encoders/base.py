@@ -29,6 +29,7 @@ PLAIN_ENV = "CHEXGEN_PLAIN_FORWARD"
 
 DTYPES = {"float32": torch.float32, "fp32": torch.float32, "float16": torch.float16, "fp16": torch.float16,
           "bfloat16": torch.bfloat16, "bf16": torch.bfloat16}
+ENCODER_DTYPES = ("float32", "float16", "bfloat16")  # what the CLIs offer (half precision: CUDA only)
 
 
 def resize(img: np.ndarray, size: int | tuple[int, int]) -> np.ndarray:

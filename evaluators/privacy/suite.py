@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..encoders.base import ENCODER_DTYPES
 from ..errors import InputError, UnavailableError
 from . import REID_THRESHOLD
 from .memorisation import DEFAULT_PERCENTILE, privacy_summary
@@ -35,16 +36,16 @@ CHUNK = 256  # images read and embedded at a time by the re-ID model
 # Inputs
 
 
-def _encoder(encoder, index=None, device: str | None = None):
+def _encoder(encoder, index=None, device: str | None = None, dtype: str = "float32"):
     """An Encoder object from a name, an object, or (None) the index's encoder or the best available; a name is
-    loaded on ``device`` (default: the best present, as for fidelity)."""
+    loaded on ``device`` (default: the best present, as for fidelity) in ``dtype``."""
     from ..encoders import default_encoder, load_encoder
     from ..settings import select_device
 
     if encoder is None:
         encoder = index.encoder if index is not None else default_encoder()
     if isinstance(encoder, str):
-        return load_encoder(encoder, device=select_device(device))
+        return load_encoder(encoder, device=select_device(device), dtype=dtype)
     return encoder
 
 
@@ -82,7 +83,7 @@ def reference_index(image_set, encoder, *, progress: Progress | None = None):
     return build_index(image_set, encoder, folder, umap=False, show_progress=False, progress=progress)
 
 
-def _train_source(train, encoder, progress, device: str | None = None):
+def _train_source(train, encoder, progress, device: str | None = None, dtype: str = "float32"):
     """(index, train ImageSet or None, spec string or None, encoder object)."""
     from ..imagesets import ImageSet
     from ..index import ReferenceIndex
@@ -90,7 +91,7 @@ def _train_source(train, encoder, progress, device: str | None = None):
     spec = str(train) if isinstance(train, str | os.PathLike) else None
     if isinstance(train, ReferenceIndex) or _is_index_dir(train):
         index = train if isinstance(train, ReferenceIndex) else ReferenceIndex(str(train))
-        enc = _encoder(encoder, index, device)
+        enc = _encoder(encoder, index, device, dtype)
         if enc.cache_key() != index.encoder_key:
             raise InputError(
                 f"The reference index at {index.dir} was built with encoder {index.encoder!r}, not {enc.name!r}; "
@@ -100,7 +101,7 @@ def _train_source(train, encoder, progress, device: str | None = None):
     image_set = train if isinstance(train, ImageSet) else _load_set(train, "training")
     if len(image_set) == 0:
         raise InputError(f"The training set {image_set.name!r} has no images.")
-    enc = _encoder(encoder, device=device)
+    enc = _encoder(encoder, device=device, dtype=dtype)
     return reference_index(image_set, enc, progress=progress), image_set, spec, enc
 
 
@@ -227,6 +228,7 @@ def run_privacy(
     candidates: int = DEFAULT_CANDIDATES,
     search: MemorisationSearch | None = None,
     device: str | None = None,
+    encoder_dtype: str = "float32",
     progress: Progress | None = None,
 ) -> dict:
     """Memorisation search + re-ID of a synthetic set against a training set (ImageSet, spec or index).
@@ -240,7 +242,8 @@ def run_privacy(
     score is the top-1 encoder cosine. Either way the threshold is calibrated on the same score.
     ``search``: a ready :class:`MemorisationSearch` (the app keeps one); it replaces ``train``'s index,
     ``encoder``, ``percentile``, ``heldout``, ``match``, ``candidates`` and ``k``. ``device``: where encoders and
-    re-ID models given by name run (default: the best present); objects stay where they are.
+    re-ID models given by name run (default: the best present), ``encoder_dtype`` the encoder's precision
+    (half precision: CUDA only); objects stay where they are.
     """
     if search is not None:
         train, encoder, k, percentile = search.index, search.encoder, search.k, search.percentile
@@ -254,7 +257,7 @@ def run_privacy(
     if len(syn) == 0:
         raise InputError(f"The synthetic set {syn.name!r} has no images.")
     if search is None:
-        index, train_set, spec, enc = _train_source(train, encoder, progress, device)
+        index, train_set, spec, enc = _train_source(train, encoder, progress, device, encoder_dtype)
         search = MemorisationSearch(index, enc, train_set=train_set, spec=spec, heldout=heldout,
                                     percentile=percentile, match=match, candidates=candidates, k=k)
     index, enc = search.index, search.encoder
@@ -358,6 +361,7 @@ def run_privacy_protocol(
     guidance: float | None = None,
     batch_size: int = 4,
     device: str | None = None,
+    encoder_dtype: str = "float32",
     progress: Progress | None = None,
 ) -> dict:
     """CheXGenBench's privacy protocol for a generator (name or Generator) on a training set.
@@ -400,7 +404,7 @@ def run_privacy_protocol(
     generated = [images[i * S : (i + 1) * S] for i in range(len(prompts))]
     real = [train_set.image(int(r)) for r in rows]
 
-    index, _, _, enc = _train_source(train_set, encoder, progress, device)
+    index, _, _, enc = _train_source(train_set, encoder, progress, device, encoder_dtype)
     spec = str(train) if isinstance(train, str | os.PathLike) else None
     search = MemorisationSearch(index, enc, train_set=train_set, spec=spec, heldout=heldout,
                                 percentile=percentile, match=match, candidates=candidates, k=k)
@@ -508,7 +512,8 @@ def _reid_arg(value: str | None):
 def _cli_privacy(args) -> int:
     result = run_privacy(args.train, args.synthetic, encoder=args.encoder, reid=_reid_arg(args.reid), k=args.k,
                          percentile=args.percentile, heldout=args.heldout, match=args.match,
-                         candidates=args.candidates, device=args.device, progress=_progress)
+                         candidates=args.candidates, device=args.device, encoder_dtype=args.encoder_dtype,
+                         progress=_progress)
     run_id = _save(result, args.out, model=None, synthetic=args.synthetic, reference=args.train)
     print(format_summary(result))
     print(f"results: {args.out} (store run {run_id})")
@@ -521,7 +526,7 @@ def _cli_protocol(args) -> int:
                                   percentile=args.percentile, heldout=args.heldout, match=args.match,
                                   candidates=args.candidates, prompt_seed=args.prompt_seed,
                                   steps=args.steps, batch_size=args.batch_size, device=args.device,
-                                  progress=_progress)
+                                  encoder_dtype=args.encoder_dtype, progress=_progress)
     run_id = _save(result, args.out, model=args.model, synthetic=None, reference=args.train)
     print(format_summary(result))
     print(f"results: {args.out} (store run {run_id})")
@@ -561,6 +566,9 @@ def _common(p) -> None:
     p.add_argument("--candidates", type=_positive(int), default=DEFAULT_CANDIDATES,
                    help=f"encoder candidates verified per image with --match aligned (default: {DEFAULT_CANDIDATES})")
     p.add_argument("--device", default=None, help="cuda, mps or cpu (default: best available)")
+    p.add_argument("--encoder-dtype", default="float32", choices=ENCODER_DTYPES,
+                   help="encoder precision: float32 (default; the reference libraries' numbers) or, on CUDA, float16 / "
+                        "bfloat16 (features within ~1e-3, cached separately)")
 
 
 def add_cli(subparsers) -> None:
