@@ -165,8 +165,8 @@ def test_cli_encoder_dtype_reaches_the_encoder(world, tmp_path, capsys, monkeypa
     monkeypatch.setattr(registry, "load_encoder", spy)
     args = ["fidelity", "--real", f"{world}@train", "--synthetic", f"{world}@test", "--encoder", "pixels",
             "--no-alignment", "--kid-subsets", "5", "--no-store", "--device", "cpu", "--out", str(tmp_path / "r.json")]
-    assert main(args + ["--encoder-dtype", "float32"]) == 0 and seen == ["float32"]
+    assert main([*args, "--encoder-dtype", "float32"]) == 0 and seen == ["float32"]
     args[args.index("pixels")] = "demo"  # pixels has no network, so it has no precision to refuse
-    assert main(args + ["--encoder-dtype", "float16"]) == 2
+    assert main([*args, "--encoder-dtype", "float16"]) == 2
     err = capsys.readouterr().err
     assert "needs a CUDA device" in err and "Traceback" not in err
