@@ -26,15 +26,15 @@ step() {  # step NAME SECONDS COMMAND...
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
 python3 -c "import torch, diffusers, transformers; print('torch', torch.__version__, 'diffusers', diffusers.__version__, 'transformers', transformers.__version__)"
 step cuda_paths 120 python3 benchmarks/cuda_paths.py --n-extract 2000
-step generation 150 python3 benchmarks/generation.py --no-cpu --random-sd15 --batch-sizes 1,16 --images 8
+step generation 120 python3 benchmarks/generation.py --no-cpu --random-sd15 --batch-sizes 1,16 --images 8
 step suite_demo 70 python3 benchmarks/suite_vs_reference.py --n 1000 --encoder demo --device cuda --repeat 2
 w=/tmp/cli
-step cli 120 bash -c "set -e
+step cli 110 bash -c "set -e
   python3 -m evaluators generate --model demo --pathology 'Pleural Effusion' --n 32 --seeds 0,1 --device cuda --dtype fp16 --out $w/gen
   python3 -m evaluators fidelity --real demo@train --synthetic $w/gen --device cuda --out $w/fid.json --no-store
-  python3 -m evaluators privacy --train demo@train --synthetic $w/gen --out $w/privacy.json
+  python3 -m evaluators privacy --train demo@train --synthetic $w/gen --device cuda --out $w/privacy.json
   python3 -m evaluators train-reid --train demo@train --out $w/reid.safetensors --backbone resnet18 --epochs 1 --pairs-per-epoch 2000 --device cuda
   python3 -m evaluators utility --train demo@train --synthetic $w/gen --test demo@test --epochs 1 --device cuda --out $w/utility.json
   ls -la $w"
-step suite_inception 60 python3 benchmarks/suite_vs_reference.py --n 1000 --encoder inception-random --device cuda --repeat 1
+step suite_inception 75 python3 benchmarks/suite_vs_reference.py --n 1000 --encoder inception-random --device cuda --repeat 1
 step suite_raddino 60 python3 benchmarks/suite_vs_reference.py --n 1000 --encoder raddino-random --device cuda --dtype float16 --repeat 1
