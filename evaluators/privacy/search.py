@@ -33,7 +33,8 @@ CALIBRATION_VERSION = 1
 """Bump when the matcher or the calibration recipe changes: cached thresholds are then recomputed."""
 
 
-def _read(item) -> np.ndarray:
+def image_array(item) -> np.ndarray:
+    """An image given as an array or a path, as an array (a path is read and checked by ``read_image``)."""
     if isinstance(item, np.ndarray):
         return item
     from ..imageio import read_image
@@ -41,7 +42,8 @@ def _read(item) -> np.ndarray:
     return read_image(item)
 
 
-def _load_set(spec, what: str):
+def load_set(spec, what: str):
+    """An ImageSet as given, or loaded from a spec; ``what`` names the role in the error for a missing one."""
     from ..imagesets import ImageSet, load_image_set
 
     if isinstance(spec, ImageSet):
@@ -51,7 +53,7 @@ def _load_set(spec, what: str):
     return load_image_set(spec)
 
 
-def _patient_ids(table) -> list[str] | None:
+def patient_ids(table) -> list[str] | None:
     """Patient ids of a table as strings, or None when any is missing."""
     if "patient_id" not in table.columns:
         return None
@@ -120,7 +122,7 @@ class AlignedMatcher:
     def _gray(self, img) -> np.ndarray:
         from .distances import as_gray01, resize_to
 
-        return resize_to(as_gray01(_read(img)), self.SIDE)
+        return resize_to(as_gray01(image_array(img)), self.SIDE)
 
     def _highpass(self, g: np.ndarray) -> np.ndarray:
         from scipy.ndimage import gaussian_filter
@@ -202,7 +204,7 @@ def copy_scores(items: Sequence, sims: np.ndarray, rows: np.ndarray, match: str,
 def find_heldout(index, train_set=None, spec: str | None = None, heldout=None):
     """(held-out ImageSet or None, where it came from): ``heldout``, else the training source's sibling splits."""
     if heldout is not None:
-        return _load_set(heldout, "held-out"), "given held-out set"
+        return load_set(heldout, "held-out"), "given held-out set"
     train_paths = set(index.meta["path"].astype(str))
     held = _sibling_heldout(spec, train_set, train_paths)
     if held is None and train_set is None:
@@ -219,12 +221,12 @@ def calibrate(index, held, source: str, enc, percentile: float, match: str, matc
     """The memorisation threshold from held-out patients (see the module docstring)."""
     from ..features import extract_features
 
-    train_pids = _patient_ids(index.meta)
+    train_pids = patient_ids(index.meta)
     notes: list[str] = []
     base = {"percentile": percentile, "match": match}
     if held is not None and len(held) > 0:
         feats = extract_features(list(held.paths), enc, show_progress=False)
-        held_pids = _patient_ids(held.table.iloc[feats.index])
+        held_pids = patient_ids(held.table.iloc[feats.index])
         keep = np.ones(len(feats.index), dtype=bool)
         if held_pids is not None and train_pids is not None:  # skip work on images calibration drops
             tp = set(train_pids)

@@ -24,7 +24,7 @@ from ..encoders.base import ENCODER_DTYPES
 from ..errors import InputError, UnavailableError
 from . import REID_THRESHOLD
 from .memorisation import DEFAULT_PERCENTILE, privacy_summary
-from .search import DEFAULT_CANDIDATES, MATCH_MODES, MemorisationSearch, _load_set, _patient_ids, _read
+from .search import DEFAULT_CANDIDATES, MATCH_MODES, MemorisationSearch, image_array, load_set, patient_ids
 
 Progress = Callable[[int, int, str], None]
 
@@ -98,7 +98,7 @@ def _train_source(train, encoder, progress, device: str | None = None, dtype: st
                 f"leave out the encoder or rebuild the index with {enc.name!r}."
             )
         return index, None, spec, enc
-    image_set = train if isinstance(train, ImageSet) else _load_set(train, "training")
+    image_set = train if isinstance(train, ImageSet) else load_set(train, "training")
     if len(image_set) == 0:
         raise InputError(f"The training set {image_set.name!r} has no images.")
     enc = _encoder(encoder, device=device, dtype=dtype)
@@ -165,9 +165,9 @@ def reid_vs_rows(model, train_paths: Sequence[str], items: Sequence, rows: np.nd
     if not ok.any():
         return out
     uniq = np.unique(rows[ok])
-    f_train = _embed_items(model, [str(train_paths[int(r)]) for r in uniq], _read)
+    f_train = _embed_items(model, [str(train_paths[int(r)]) for r in uniq], image_array)
     sel = [items[i] for i in np.flatnonzero(ok)]
-    f_syn = _embed_items(model, sel, _read)
+    f_syn = _embed_items(model, sel, image_array)
     pos = {int(r): i for i, r in enumerate(uniq)}
     out[ok] = score_pairs(model, f_syn, f_train[[pos[int(r)] for r in rows[ok]]])
     return out
@@ -253,7 +253,7 @@ def run_privacy(
 
     t0 = time.perf_counter()
     model, reid_note = _load_reid(reid, device)  # a bad path fails before any work
-    syn = _load_set(synthetic, "synthetic")
+    syn = load_set(synthetic, "synthetic")
     if len(syn) == 0:
         raise InputError(f"The synthetic set {syn.name!r} has no images.")
     if search is None:
@@ -275,7 +275,7 @@ def run_privacy(
     summary["copy_score_mean"] = float(copy.mean())
     summary["copy_score_max"] = float(copy.max())
     summary["distinct_train_images_flagged"] = int(np.unique(rows[flags]).size)
-    pids = _patient_ids(index.meta)
+    pids = patient_ids(index.meta)
     if pids is not None:
         summary["distinct_train_patients_flagged"] = int(np.unique(np.asarray(pids)[rows[flags]]).size)
     samples = [
@@ -382,7 +382,7 @@ def run_privacy_protocol(
         raise InputError("The protocol needs at least 1 seed.")
     t0 = time.perf_counter()
     reid_model, reid_note = _load_reid(reid, device)
-    train_set = _load_set(train, "training")
+    train_set = load_set(train, "training")
     if len(train_set) == 0:
         raise InputError(f"The training set {train_set.name!r} has no images.")
     rows = _pick_prompts(train_set, int(m_prompts), prompt_seed)
