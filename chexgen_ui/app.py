@@ -333,8 +333,10 @@ def build_app(reference: str = "demo@train", public: bool = False, studio: Studi
                 with gr.Row():
                     lb_kind = gr.Dropdown(["", "fidelity", "privacy", "utility", "full"], value="", label="Kind")
                     lb_btn = gr.Button("Refresh")
+                # One line per run, scrolled sideways past the metric columns with id and date pinned; long
+                # settings are cut in the cell (the side-by-side view below shows them in full).
                 lb_table = gr.Dataframe(label="Runs (click a header to sort)", elem_id="leaderboard",
-                                        interactive=False, wrap=True)
+                                        interactive=False, wrap=False, max_chars=48, pinned_columns=2)
                 lb_plot = gr.Plot(label="Across runs")
                 with gr.Row():
                     lb_a = gr.Number(None, label="Run A id", precision=0)
