@@ -284,7 +284,8 @@ def build_app(reference: str = "demo@train", public: bool = False, studio: Studi
                             f_min = gr.Number(10, precision=0, label="Min images per pathology", elem_id="pp-min")
                         f_btn = gr.Button("Compute per-pathology fidelity", variant="primary", elem_id="pp-run")
                     with gr.Column(scale=2):
-                        f_table = gr.Dataframe(label="Per pathology", wrap=True, elem_id="pp-table", interactive=False)
+                        f_table = gr.Dataframe(label="Per pathology", wrap=False, pinned_columns=1, elem_id="pp-table",
+                                               interactive=False)  # one line per pathology; narrow headers stay whole
                         f_plot = gr.Plot(label="Per-pathology metrics")
                         f_counts = gr.Plot(label="Long-tail counts")
 
@@ -319,7 +320,7 @@ def build_app(reference: str = "demo@train", public: bool = False, studio: Studi
                         b_status = gr.Markdown(elem_id="batch-status")
                     with gr.Column(scale=2):
                         b_overall = gr.Dataframe(label="Overall", elem_id="batch-overall", interactive=False)
-                        b_table = gr.Dataframe(label="Per pathology", wrap=True, elem_id="batch-table",
+                        b_table = gr.Dataframe(label="Per pathology", wrap=False, pinned_columns=1, elem_id="batch-table",
                                                interactive=False)
                         b_plot = gr.Plot(label="Per-pathology metrics")
                         b_priv = gr.Dataframe(label="Privacy per pathology (memorisation flag and re-ID rates)",
@@ -342,7 +343,8 @@ def build_app(reference: str = "demo@train", public: bool = False, studio: Studi
                     lb_a = gr.Number(None, label="Run A id", precision=0)
                     lb_b = gr.Number(None, label="Run B id", precision=0)
                     lb_cmp = gr.Button("Compare side by side")
-                lb_side = gr.Dataframe(label="Side by side", interactive=False, wrap=True)
+                lb_side = gr.Dataframe(label="Side by side", interactive=False, wrap=True,
+                                       headers=["field", "run A", "run B"])
 
             # ------------------------------------------------------------------ 6. Setup
             with gr.Tab("Setup", id="setup") as setup_tab:
