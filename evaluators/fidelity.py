@@ -452,7 +452,10 @@ def format_summary(result: dict) -> str:
         lines.append(f"Inception Score {result['Inception Score']['mean']:.3f} ± {result['Inception Score']['std']:.3f}")
     al = result.get("alignment") or {}
     if al.get("available"):
-        lines.append(f"alignment ({al['classifier']} classifier): macro AUC {al['macro_AUC']}")
+        auc = al["macro_AUC"]
+        lines.append(f"alignment ({al['classifier']} classifier): macro AUC "
+                     + (f"{auc:.3f}" if auc is not None else
+                        "n/a (no label has both positive and negative synthetic images; AUC needs both)"))
     for row in result["per_pathology"]:
         if "skipped" in row:
             lines.append(f"  {row['pathology']:<27} [{row['encoder']}] skipped: {row['skipped']}")

@@ -170,3 +170,14 @@ def test_cli_encoder_dtype_reaches_the_encoder(world, tmp_path, capsys, monkeypa
     assert main([*args, "--encoder-dtype", "float16"]) == 2
     err = capsys.readouterr().err
     assert "needs a CUDA device" in err and "Traceback" not in err
+
+
+def test_summary_explains_an_undefined_alignment_auc():
+    """A synthetic set whose labels never vary (one prompt's images) has no AUC: say why instead of 'None'."""
+    from evaluators.fidelity import format_summary
+
+    base = {"overall": {}, "per_pathology": []}
+    undefined = format_summary({**base, "alignment": {"available": True, "classifier": "demo", "macro_AUC": None}})
+    assert "macro AUC n/a (no label has both positive and negative" in undefined and "None" not in undefined
+    assert "macro AUC 0.750" in format_summary({**base, "alignment": {"available": True, "classifier": "demo",
+                                                                      "macro_AUC": 0.75}})
