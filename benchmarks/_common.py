@@ -161,6 +161,15 @@ def demo_images(n: int, *, seed: int, size: int = 128, workers: int | None = Non
 # Encoders for benchmarks
 
 
+def as_loaded(encoder):
+    """The same encoder running its network as loaded (no inference graph): what torchmetrics would run."""
+    import copy
+
+    plain = copy.copy(encoder)
+    plain.net = encoder.model
+    return plain
+
+
 def load_bench_encoder(name: str, workdir: Path, *, device: str = "cpu", dtype: str = "float32"):
     """(encoder, note) for a benchmark encoder name, on ``device`` in ``dtype`` (half precision: CUDA only).
 

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import copy
 import io
 import os
 import sys
@@ -63,14 +62,11 @@ def encoder_rows(names: list[str], dtypes: list[str], device: str, images, batch
     for name in names:
         cpu, note = C.load_bench_encoder(name, work / name, device="cpu")
         batch = torch.stack([cpu.preprocess(im) for im in images[:batch_size]])
-        plain_cpu = copy.copy(cpu)
-        plain_cpu.net = cpu.model
-        ref = plain_cpu.forward(batch)["features"]
+        ref = C.as_loaded(cpu).forward(batch)["features"]
         print(f"{name}: {note}", file=sys.stderr, flush=True)
         for dtype in dtypes:
             enc, _ = C.load_bench_encoder(name, work / name, device=device, dtype=dtype)
-            plain = copy.copy(enc)
-            plain.net = enc.model
+            plain = C.as_loaded(enc)
             graph_out, plain_out = enc.forward(batch)["features"], plain.forward(batch)["features"]
             rel_g, cos_g = _compare(graph_out, plain_out)
             rel_c, cos_c = _compare(graph_out, ref)

@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import copy
 import gc
 import io
 import math
@@ -222,8 +221,7 @@ def main(argv: list[str] | None = None) -> int:
             times[key] = seconds
         return better
 
-    as_loaded = copy.copy(encoder)  # the same encoder running its module as loaded (what torchmetrics runs)
-    as_loaded.net = encoder.model
+    as_loaded = C.as_loaded(encoder)
     for rep in range(args.repeat):
         gc.collect()
         ref_vals, t = reference_pattern(real, synth, as_loaded, batch_size=args.batch_size)
