@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .encoders.base import ENCODER_DTYPES
+from .encoders.base import add_dtype_argument
 from .errors import InputError, UnavailableError
 from .features import Progress, extract_features
 from .metrics import bootstrap_ci, fidelity_metrics, inception_score, multilabel_auc
@@ -390,9 +390,7 @@ def add_cli(subparsers) -> None:
     p.add_argument("--kid-subsets", type=int, default=100, help="KID subsets (default 100, as CheXGenBench)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default=None, help="cuda, mps or cpu (default: best available)")
-    p.add_argument("--encoder-dtype", default="float32", choices=ENCODER_DTYPES,
-                   help="encoder precision: float32 (default; the reference libraries' numbers) or, on CUDA, float16 / "
-                        "bfloat16 (RadDino 7x faster on an H200, features within ~1e-3; cached separately)")
+    add_dtype_argument(p)
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--skip-bad", action="store_true", help="skip unreadable synthetic images and list them")
     p.add_argument("--no-alignment", action="store_true", help="skip the classifier-based alignment")

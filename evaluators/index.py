@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .encoders.base import ENCODER_DTYPES
+from .encoders.base import add_dtype_argument
 from .errors import InputError
 from .features import Progress, extract_features
 from .pathologies import INDEX as LABEL_INDEX
@@ -393,9 +393,7 @@ def add_cli(subparsers) -> None:
     p.add_argument("--batch-size", type=int, default=64, help="images per encoder forward pass (default 64)")
     p.add_argument("--workers", type=int, default=None, help="DataLoader workers (default: up to 4 for large sets)")
     p.add_argument("--device", default=None, help="cuda, mps or cpu (default: best available)")
-    p.add_argument("--encoder-dtype", default="float32", choices=ENCODER_DTYPES,
-                   help="encoder precision: float32 (default; the reference libraries' numbers) or, on CUDA, float16 / "
-                        "bfloat16 (RadDino 7x faster on an H200, features within ~1e-3; cached separately)")
+    add_dtype_argument(p)
     p.add_argument("--skip-bad", action="store_true", help="skip unreadable images and list them instead of stopping")
     p.add_argument("--seed", type=int, default=0, help="seed for UMAP and IVF training (default 0)")
     p.set_defaults(func=_cli_index)

@@ -20,8 +20,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ..encoders.base import ENCODER_DTYPES
+from ..encoders.base import add_dtype_argument
 from ..errors import InputError, UnavailableError
+from ..settings import select_device
 from . import REID_THRESHOLD
 from .memorisation import DEFAULT_PERCENTILE, privacy_summary
 from .search import DEFAULT_CANDIDATES, MATCH_MODES, MemorisationSearch, image_array, load_set, patient_ids
@@ -36,16 +37,15 @@ CHUNK = 256  # images read and embedded at a time by the re-ID model
 # Inputs
 
 
-def _encoder(encoder, index=None, device: str | None = None, dtype: str = "float32"):
-    """An Encoder object from a name, an object, or (None) the index's encoder or the best available; a name is
-    loaded on ``device`` (default: the best present, as for fidelity) in ``dtype``."""
+def _encoder(encoder, device: str, dtype: str, index=None):
+    """An Encoder object from a name (loaded on ``device`` in ``dtype``), an object, or (None) the index's encoder
+    or the best available."""
     from ..encoders import default_encoder, load_encoder
-    from ..settings import select_device
 
     if encoder is None:
         encoder = index.encoder if index is not None else default_encoder()
     if isinstance(encoder, str):
-        return load_encoder(encoder, device=select_device(device), dtype=dtype)
+        return load_encoder(encoder, device=device, dtype=dtype)
     return encoder
 
 
@@ -83,7 +83,7 @@ def reference_index(image_set, encoder, *, progress: Progress | None = None):
     return build_index(image_set, encoder, folder, umap=False, show_progress=False, progress=progress)
 
 
-def _train_source(train, encoder, progress, device: str | None = None, dtype: str = "float32"):
+def _train_source(train, encoder, progress, device: str, dtype: str):
     """(index, train ImageSet or None, spec string or None, encoder object)."""
     from ..imagesets import ImageSet
     from ..index import ReferenceIndex
@@ -91,7 +91,7 @@ def _train_source(train, encoder, progress, device: str | None = None, dtype: st
     spec = str(train) if isinstance(train, str | os.PathLike) else None
     if isinstance(train, ReferenceIndex) or _is_index_dir(train):
         index = train if isinstance(train, ReferenceIndex) else ReferenceIndex(str(train))
-        enc = _encoder(encoder, index, device, dtype)
+        enc = _encoder(encoder, device, dtype, index)
         if enc.cache_key() != index.encoder_key:
             raise InputError(
                 f"The reference index at {index.dir} was built with encoder {index.encoder!r}, not {enc.name!r}; "
@@ -101,7 +101,7 @@ def _train_source(train, encoder, progress, device: str | None = None, dtype: st
     image_set = train if isinstance(train, ImageSet) else load_set(train, "training")
     if len(image_set) == 0:
         raise InputError(f"The training set {image_set.name!r} has no images.")
-    enc = _encoder(encoder, device=device, dtype=dtype)
+    enc = _encoder(encoder, device, dtype)
     return reference_index(image_set, enc, progress=progress), image_set, spec, enc
 
 
@@ -109,7 +109,7 @@ def _train_source(train, encoder, progress, device: str | None = None, dtype: st
 # Re-identification
 
 
-def _load_reid(reid, device: str | None = None):
+def _load_reid(reid, device: str):
     """(model or None, note): an unavailable model is reported, never replaced. A model object stays where it is."""
     if reid is None:
         return None, "re-ID not requested"
@@ -118,9 +118,7 @@ def _load_reid(reid, device: str | None = None):
     if isinstance(reid, ReIDModel):
         return reid.eval(), None
     try:
-        from ..settings import select_device
-
-        return load_reid(reid, device=select_device(device)), None
+        return load_reid(reid, device=device), None
     except UnavailableError as exc:
         return None, f"re-ID model unavailable: {exc}"
 
@@ -252,7 +250,8 @@ def run_privacy(
     from ..features import extract_features
 
     t0 = time.perf_counter()
-    model, reid_note = _load_reid(reid, device)  # a bad path fails before any work
+    device = select_device(device)  # an unusable device fails before any work
+    model, reid_note = _load_reid(reid, device)  # and so does a bad path
     syn = load_set(synthetic, "synthetic")
     if len(syn) == 0:
         raise InputError(f"The synthetic set {syn.name!r} has no images.")
@@ -381,6 +380,7 @@ def run_privacy_protocol(
     if not seeds:
         raise InputError("The protocol needs at least 1 seed.")
     t0 = time.perf_counter()
+    device = select_device(device)
     reid_model, reid_note = _load_reid(reid, device)
     train_set = load_set(train, "training")
     if len(train_set) == 0:
@@ -390,9 +390,8 @@ def run_privacy_protocol(
     gen = model
     if isinstance(model, str):
         from ..generators import load_generator
-        from ..settings import select_device
 
-        gen = load_generator(model, device=select_device(device))
+        gen = load_generator(model, device=device)
     gen_name = getattr(gen, "name", str(model))
     S = len(seeds)
     all_prompts = [p for p in prompts for _ in seeds]
@@ -566,9 +565,7 @@ def _common(p) -> None:
     p.add_argument("--candidates", type=_positive(int), default=DEFAULT_CANDIDATES,
                    help=f"encoder candidates verified per image with --match aligned (default: {DEFAULT_CANDIDATES})")
     p.add_argument("--device", default=None, help="cuda, mps or cpu (default: best available)")
-    p.add_argument("--encoder-dtype", default="float32", choices=ENCODER_DTYPES,
-                   help="encoder precision: float32 (default; the reference libraries' numbers) or, on CUDA, float16 / "
-                        "bfloat16 (features within ~1e-3, cached separately)")
+    add_dtype_argument(p)
 
 
 def add_cli(subparsers) -> None:
