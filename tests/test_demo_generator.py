@@ -98,6 +98,17 @@ def test_tiny_model_loads_is_deterministic_and_batch_invariant(tiny_weights):
     assert resized.shape == (24, 32)
 
 
+def test_prompts_with_the_same_labels_and_seed_give_different_images(tiny_weights):
+    """The text encoder keeps only the labels, so the noise hashes the prompt too: otherwise differently
+    worded prompts with the same labels and seed came out as the same image (duplicates in a prompt file run)."""
+    a, b = "Large right pleural effusion.", "Small left pleural effusion is present."
+    assert (demo.prompt_states([a]) == demo.prompt_states([b])).all()
+    gen = load_generator(demo.NAME)
+    img_a, img_b, img_a2 = gen.generate([a, b, a], [3], steps=3, guidance=2.0, batch_size=3, height=16, width=16)
+    assert np.abs(img_a - img_b).mean() > 1e-3
+    np.testing.assert_allclose(img_a, img_a2, atol=1e-5)
+
+
 def test_training_script_runs_a_step_and_exports(tmp_path):
     from evaluators.demo_world import generate_demo_world
 

@@ -8,6 +8,7 @@ the batch and retries (the user is told) rather than failing the whole run.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -20,6 +21,12 @@ log = logging.getLogger("evaluators.generators")
 
 Progress = Callable[[int, int], None]
 Message = Callable[[str], None]
+
+
+def stable_seed(prompt: str, seed: int, salt: str = "") -> int:
+    """A 63-bit integer from (prompt, seed): the same in every process (unlike ``hash``)."""
+    digest = hashlib.sha256(f"{salt}\x00{int(seed)}\x00{prompt}".encode()).digest()
+    return int.from_bytes(digest[:8], "little") >> 1
 
 
 def is_out_of_memory(exc: BaseException) -> bool:

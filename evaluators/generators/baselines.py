@@ -17,7 +17,6 @@ of its own (prompt, seed), never on its batch neighbours. ``steps`` and ``guidan
 
 from __future__ import annotations
 
-import hashlib
 import os
 import re
 from typing import Any
@@ -26,7 +25,7 @@ import numpy as np
 
 from ..errors import InputError
 from ..pathologies import N_LABELS
-from .base import Generator
+from .base import Generator, stable_seed
 
 ORACLE = "reference-oracle"
 COPYCAT = "copycat"
@@ -35,12 +34,6 @@ DEFAULT_COPYCAT_SOURCE = "demo@train"
 COPYCAT_PERTURBATIONS = ("brightness", "jpeg")  # light: the copy stays near-identical (corr > 0.95)
 DEFAULT_SIZE = 128  # the default demo world's size
 _AP_RE = re.compile(r"\b(?:AP|portable|supine|semi-upright)\b", re.IGNORECASE)
-
-
-def stable_seed(prompt: str, seed: int, salt: str = "") -> int:
-    """A 63-bit integer from (prompt, seed): the same in every process (unlike ``hash``)."""
-    digest = hashlib.sha256(f"{salt}\x00{int(seed)}\x00{prompt}".encode()).digest()
-    return int.from_bytes(digest[:8], "little") >> 1
 
 
 def prompt_labels(prompt: str) -> np.ndarray:

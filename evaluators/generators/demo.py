@@ -16,8 +16,12 @@ Design (documented choices):
   DPMSolverMultistep (20 steps by default), deterministic given the seed.
 - **Output**: 64 x 64 float32 in [0, 1]. Another requested height/width is a bicubic resize of the
   64 px sample (the metrics resize anyway); the demo world can be built at 64 px to match.
-- **Seeds**: the initial noise of seed ``s`` is drawn alone from ``torch.Generator().manual_seed(s)``,
-  so an image is the same alone or in a batch (up to float rounding of batched convolutions, ~1e-6).
+- **Seeds**: the initial noise of (prompt, seed) is drawn alone from a ``torch.Generator`` seeded with
+  a stable hash of both (:func:`evaluators.generators.base.stable_seed`), so an image is the same alone
+  or in a batch (up to float rounding of batched convolutions, ~1e-6). The prompt is in the hash because
+  the text encoder keeps only the 14 labels: with the seed alone, differently worded prompts with the
+  same labels gave identical images (a prompt file run with seed 0 duplicated about a quarter of its
+  images), where a model that reads the wording gives different ones.
 
 Weights live in ``assets/demo_generator/`` (``model.safetensors`` fp16 + ``config.json``), written by
 ``scripts/train_demo_generator.py``; ``CHEXGEN_DEMO_GENERATOR`` points at another folder.
@@ -34,7 +38,7 @@ import numpy as np
 
 from ..errors import InputError, UnavailableError
 from ..pathologies import N_LABELS
-from .base import Generator
+from .base import Generator, stable_seed
 
 NAME = "demo"
 WEIGHTS_ENV = "CHEXGEN_DEMO_GENERATOR"
@@ -207,7 +211,8 @@ class DemoGenerator(Generator):
         self.presets.update(self.config.get("presets", {}))
 
     def _run_batch(self, prompts, seeds, *, steps, guidance, height, width, negative_prompt):
-        images = sample(self.encoder, self.unet, prompt_states(list(prompts)), list(seeds), steps=steps,
+        noise_seeds = [stable_seed(p, s, NAME) for p, s in zip(prompts, seeds, strict=True)]
+        images = sample(self.encoder, self.unet, prompt_states(list(prompts)), noise_seeds, steps=steps,
                         guidance=guidance, scheduler_config=self.config.get("scheduler"), device=self.device,
                         dtype=self.dtype)
         return _resize(images, int(height), int(width))
