@@ -340,10 +340,10 @@ def build_app(reference: str = "demo@train", public: bool = False, studio: Studi
                                         interactive=False, wrap=False, max_chars=48, pinned_columns=2)
                 lb_plot = gr.Plot(label="Across runs")
                 with gr.Row():
-                    lb_a = gr.Number(None, label="Run A id", precision=0)
-                    lb_b = gr.Number(None, label="Run B id", precision=0)
+                    lb_a = gr.Dropdown([], value=None, label="Run A", elem_id="lb-a")
+                    lb_b = gr.Dropdown([], value=None, label="Run B", elem_id="lb-b")
                     lb_cmp = gr.Button("Compare side by side")
-                lb_side = gr.Dataframe(label="Side by side", interactive=False, wrap=True,
+                lb_side = gr.Dataframe(label="Side by side", interactive=False, wrap=True, elem_id="lb-side",
                                        headers=["field", "run A", "run B"])
 
             # ------------------------------------------------------------------ 6. Setup
@@ -540,15 +540,18 @@ def build_app(reference: str = "demo@train", public: bool = False, studio: Studi
         @_user_errors
         def on_board(kind, request: gr.Request = None):
             board = studio.leaderboard(kind or None, session=_session(request))
-            return board, figures.leaderboard_figure(board)
+            choices, a, b = studio.run_choices(board)
+            return (board, figures.leaderboard_figure(board), gr.update(choices=choices, value=a),
+                    gr.update(choices=choices, value=b))
 
-        lb_btn.click(on_board, lb_kind, [lb_table, lb_plot])
-        lb_tab.select(on_board, lb_kind, [lb_table, lb_plot])
+        lb_btn.click(on_board, lb_kind, [lb_table, lb_plot, lb_a, lb_b])
+        lb_tab.select(on_board, lb_kind, [lb_table, lb_plot, lb_a, lb_b])
+        lb_kind.change(on_board, lb_kind, [lb_table, lb_plot, lb_a, lb_b])
 
         @_user_errors
         def on_compare(a, b, request: gr.Request = None):
             if a is None or b is None:
-                raise InputError("Type two run ids from the table.")
+                raise InputError("Pick two runs (Run A and Run B) from the lists; Refresh lists new runs.")
             return studio.compare_runs(int(a), int(b), session=_session(request))
 
         lb_cmp.click(on_compare, [lb_a, lb_b], lb_side)

@@ -866,6 +866,23 @@ class Studio:
             rows.append(row)
         return pd.DataFrame(rows)
 
+    @staticmethod
+    def run_choices(board: pd.DataFrame) -> tuple[list[tuple[str, int]], int | None, int | None]:
+        """(picker choices, run A, run B) for the side-by-side view: every run in the table, newest first,
+        named by id, kind, model and date. Preselected: the newest run that has an earlier run of its kind
+        (B) and that earlier run (A), the pair a user most often compares; with no such pair, the newest
+        run as B and A left empty (runs of different kinds share few fields)."""
+        if board.empty:
+            return [], None, None
+        runs = board.sort_values("id", ascending=False)
+        choices = [(f"#{r.id} {r.kind} · {r.model or '-'} · {str(r.date)[:16]}", int(r.id)) for r in runs.itertuples()]
+        for i, r in enumerate(runs.itertuples()):
+            earlier = runs.iloc[i + 1:]
+            earlier = earlier[earlier["kind"] == r.kind]
+            if len(earlier):
+                return choices, int(earlier["id"].iloc[0]), int(r.id)
+        return choices, None, int(runs["id"].iloc[0])
+
     def compare_runs(self, a: int, b: int, session: str | None = None) -> pd.DataFrame:
         """Two runs side by side: every setting and metric as a row (public mode: only runs this session sees)."""
         store = self.store()

@@ -118,7 +118,11 @@ def main(argv: list[str] | None = None) -> int:
             time.sleep(1)
             shot("batch_suite")
             page.get_by_role("tab", name="Leaderboard").click()
-            time.sleep(3)
+            page.wait_for_function("document.querySelector('#lb-a input').value.startsWith('#')", timeout=30_000)
+            page.get_by_role("button", name="Compare side by side").click()
+            page.wait_for_function("document.querySelector('#lb-side').innerText.includes('setting:')",
+                                   timeout=30_000)
+            time.sleep(1)
             shot("leaderboard")
             page.get_by_role("tab", name="Setup").click()
             time.sleep(3)

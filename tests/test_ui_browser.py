@@ -144,5 +144,7 @@ def test_generate_inspect_map_and_batch(app_url):
         page.get_by_role("tab", name="Leaderboard").click()
         page.wait_for_function("document.querySelector('#leaderboard').innerText.includes('fidelity')",
                                timeout=30_000)
+        # the side-by-side pickers preselect the newest run as B (names, not bare ids)
+        page.wait_for_function("document.querySelector('#lb-b input').value.startsWith('#')", timeout=30_000)
         page.screenshot(path=str(ARTIFACTS / "ui_leaderboard.png"), full_page=True)
         browser.close()

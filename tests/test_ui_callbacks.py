@@ -254,6 +254,16 @@ def test_leaderboard_lists_store_runs_and_compares_two(world, tmp_path):
     with pytest.raises(InputError, match="No run"):
         s.compare_runs(a, 10_000)
     assert len(figures.leaderboard_figure(board).data) >= 1
+    # the side-by-side pickers: the newest pair of runs of one kind (B the newer), named, newest first
+    c = store.save("privacy", {"summary": {"fraction_flagged": 0.1}}, model="m3", synthetic="set-c")
+    choices, pick_a, pick_b = s.run_choices(s.leaderboard())
+    assert [v for _, v in choices] == [c, b, a] and choices[0][0].startswith(f"#{c} privacy · m3 · ")
+    assert (pick_a, pick_b) == (a, b)  # the privacy run has no earlier privacy run to compare with
+    d = store.save("privacy", {"summary": {"fraction_flagged": 0.2}}, model="m4", synthetic="set-d")
+    assert s.run_choices(s.leaderboard())[1:] == (c, d)
+    assert s.run_choices(s.leaderboard("utility")) == ([], None, None)
+    only = s.leaderboard()
+    assert s.run_choices(only[only["id"].isin([a, c])])[1:] == (None, c)  # no pair: the newest, A empty
 
 
 @pytest.mark.slow
