@@ -569,3 +569,21 @@ def test_prompt_helpers(tmp_path):
     pd.DataFrame({"prompt": ["ok", ""]}).to_csv(csv, index=False)
     with pytest.raises(InputError, match="empty on row"):
         gen_mod.read_prompts(csv)
+
+
+def test_read_prompts_keeps_one_split_with_its_labels(tmp_path):
+    """``metadata.csv@train``: a reference set's training prompts, with that set's own label columns."""
+    csv = tmp_path / "metadata.csv"
+    pd.DataFrame({"prompt": ["a", "b", "c"], "split": ["train", "test", "Train"],
+                  "Cardiomegaly": [1, 0, 0]}).to_csv(csv, index=False)
+    prompts, frame = gen_mod.read_prompts(f"{csv}@train")
+    assert prompts == ["a", "c"] and list(frame["Cardiomegaly"]) == [1, 0]
+    labels = gen_mod._labels_for(prompts, frame, None)
+    assert [v[PATHOLOGIES.index("Cardiomegaly")] for v in labels] == [1.0, 0.0]
+    assert gen_mod.read_prompts(csv)[0] == ["a", "b", "c"]
+    with pytest.raises(InputError, match=r"no split 'valid'.*available splits"):
+        gen_mod.read_prompts(f"{csv}@valid")
+    bare = tmp_path / "bare.csv"
+    pd.DataFrame({"prompt": ["a"]}).to_csv(bare, index=False)
+    with pytest.raises(InputError, match="no 'split' column"):
+        gen_mod.read_prompts(f"{bare}@train")

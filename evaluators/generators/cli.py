@@ -82,7 +82,7 @@ def add_cli(subparsers) -> None:
     g = subparsers.add_parser("generate", help="generate images from prompts with a registry model (resumable)")
     g.add_argument("--model", required=True, help="registry name (see `models`)")
     src = g.add_mutually_exclusive_group()
-    src.add_argument("--prompts", metavar="CSV", help="CSV of prompts (column prompt / annotated_prompt)")
+    src.add_argument("--prompts", metavar="CSV", help="CSV of prompts (column prompt / annotated_prompt); CSV@SPLIT keeps one split, e.g. metadata.csv@train")
     src.add_argument("--pathology", metavar="P", help="generate --n prompts for one CheXpert pathology")
     g.add_argument("--prompt-col", help="prompt column of --prompts")
     g.add_argument("--n", type=int, help="number of prompts with --pathology")

@@ -31,16 +31,27 @@ def image_name(index: int, seed: int) -> str:
 
 
 def read_prompts(csv_path: str | os.PathLike[str], prompt_col: str | None = None) -> tuple[list[str], Any]:
-    """Prompts (and the frame, for its label columns) from a CSV; the column is named or guessed."""
+    """Prompts (and the frame, for its label columns) from a CSV; the column is named or guessed.
+
+    ``PATH@SPLIT`` keeps the rows of one split (a ``split`` column), as image sets do: a reference set's
+    ``metadata.csv@train`` gives its training prompts with their own labels, CheXGenBench's protocol."""
     import pandas as pd
 
-    path = Path(csv_path)
+    from ..imagesets import parse_set_spec, split_mask
+
+    spec, split = parse_set_spec(csv_path)
+    path = Path(spec)
     if not path.is_file():
         raise InputError(f"Prompt file {path} does not exist.")
     try:
         frame = pd.read_csv(path)
     except Exception as exc:
         raise InputError(f"Prompt file {path} is not a readable CSV: {exc}") from exc
+    if split is not None:
+        if "split" not in frame.columns:
+            raise InputError(f"Prompt file {path} has no 'split' column, so split {split!r} cannot be selected; "
+                             f"remove '@{split}'. Columns: {list(frame.columns)}.")
+        frame = frame.loc[split_mask(frame["split"], split, what=f"Prompt file {path}")].reset_index(drop=True)
     if prompt_col:
         if prompt_col not in frame.columns:
             raise InputError(f"Prompt file {path} has no column {prompt_col!r}; columns: {list(frame.columns)}.")
