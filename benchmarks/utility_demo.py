@@ -1,6 +1,6 @@
 """Utility benchmark: how well the classifier trains here, on the demo world and on the NIH sample.
 
-    python benchmarks/utility_demo.py [--demo-dir /tmp/demo_u] [--patients 600] [--epochs 12] [--out DIR]
+    python benchmarks/utility_demo.py [--demo-dir /tmp/demo_u] [--patients 600] [--epochs 18] [--out DIR]
 
 1. Demo world (evaluators.demo_world, 128 px): the real-trained classifier on its train split, tested on its
    test split; the target on a 2-core CPU is macro AUC >= 0.85 within 10 minutes. If the demo world has a
@@ -54,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--patients", type=int, default=600)
     p.add_argument("--demo-synthetic", default=None, help="synthetic set for the demo world (optional)")
     p.add_argument("--model", default="resnet18")
-    p.add_argument("--epochs", type=int, default=12)
+    p.add_argument("--epochs", type=int, default=18)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--patience", type=int, default=6)
     p.add_argument("--out", default="/tmp/utility_bench")
