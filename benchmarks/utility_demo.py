@@ -65,15 +65,11 @@ def main(argv: list[str] | None = None) -> int:
     common = dict(model=args.model, epochs=args.epochs, seed=args.seed, device="cpu", patience=args.patience)
 
     if not args.skip_demo:
-        demo = Path(args.demo_dir)
-        meta = demo / "metadata.csv"
-        if not meta.is_file():
-            try:
-                from evaluators.demo_world import generate_demo_world
-            except ImportError as exc:
-                print(f"\n## Demo world\nunavailable: evaluators.demo_world is missing ({exc})")
-            else:
-                meta = Path(generate_demo_world(demo, patients=args.patients, seed=args.seed, size=128))
+        from evaluators.demo_world import generate_demo_world
+
+        # Always (re)written, a few seconds: a world left in --demo-dir by older code would give other numbers
+        # (same seed, same files when nothing changed).
+        meta = Path(generate_demo_world(args.demo_dir, patients=args.patients, seed=args.seed, size=128))
         if meta.is_file():
             settings = {"real": [str(meta)]}  # its valid rows validate; test rows are never trained on
             if args.demo_synthetic:

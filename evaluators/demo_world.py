@@ -52,6 +52,7 @@ __all__ = [
     "PREVALENCE",
     "SPLIT_FRACTIONS",
     "UNCERTAIN_RATE",
+    "WORLD_VERSION",
     "Geometry",
     "Patient",
     "add_cli",
@@ -295,6 +296,12 @@ def _make_patient(args: tuple[int, int, int, int, str]) -> list[dict]:
     return rows
 
 
+WORLD_VERSION = 1
+"""Version of :func:`generate_demo_world`'s output. Bump it whenever the same arguments would write other images or
+metadata: cached worlds (:func:`ensure_demo_world`) are keyed by it, and ``tests/test_demo_world.py`` pins the
+output of each version, so a change that forgets the bump fails there."""
+
+
 def _label_text(v: float) -> str:
     return "" if math.isnan(v) else str(int(v))
 
@@ -350,11 +357,13 @@ def generate_demo_world(out_dir: str | os.PathLike, *, patients: int, seed: int 
 
 
 def ensure_demo_world(patients: int = 600, seed: int = 0, size: int = 128) -> Path:
-    """The app's embedded demo world, built once under CHEXGEN_HOME/demo and reused (folder returned)."""
+    """The app's embedded demo world, built once under CHEXGEN_HOME/demo and reused (folder returned).
+
+    The folder is named by :data:`WORLD_VERSION` too, so a world cached by older code is not reused."""
     from .settings import subdir
 
     root = subdir("demo")
-    final = root / f"world-p{int(patients)}-s{int(seed)}-{int(size)}px"
+    final = root / f"world-v{WORLD_VERSION}-p{int(patients)}-s{int(seed)}-{int(size)}px"
     if (final / "metadata.csv").is_file():
         return final
     tmp = root / f".tmp-{final.name}-{os.getpid()}-{time.monotonic_ns()}"

@@ -13,6 +13,7 @@ from evaluators.cli import main as cli_main
 from evaluators.demo_anatomy import Pose, render_layers, sample_study_params
 from evaluators.demo_world import (
     PREVALENCE,
+    WORLD_VERSION,
     ensure_demo_world,
     generate_demo_world,
     render_for_labels,
@@ -57,6 +58,26 @@ def test_same_seed_same_bytes_different_seed_differs(world, tmp_path):
     assert _digest(again) == _digest(world)
     other = generate_demo_world(tmp_path / "b", patients=12, seed=6, size=64).parent
     assert (other / "metadata.csv").read_bytes() != (world / "metadata.csv").read_bytes()
+
+
+# Output of each WORLD_VERSION: the 12-patient fixture world (pixels + metadata) and every finding drawn once.
+PINNED_OUTPUT = {1: "e4c8bb0f4827460a1c777d74f1b44cb283d1f7540d55254254d1b9c4a8eb5882"}
+
+
+def test_world_output_is_pinned_to_its_version(world):
+    """Cached worlds are keyed by WORLD_VERSION: a change to what the generator draws must bump it."""
+    from PIL import Image
+
+    h = hashlib.sha256((world / "metadata.csv").read_bytes())
+    for p in sorted((world / "images").glob("*.png")):
+        h.update(np.asarray(Image.open(p)).tobytes())
+    for i in range(N_LABELS):  # most findings are absent from a 12-patient world
+        lab = np.zeros(N_LABELS, np.float32)
+        lab[i] = 1
+        h.update(np.round(render_for_labels(lab, seed=i, size=64) * 255).astype(np.uint8).tobytes())
+    assert h.hexdigest() == PINNED_OUTPUT.get(WORLD_VERSION), (
+        "the demo world's output changed: bump evaluators.demo_world.WORLD_VERSION (so cached worlds are rebuilt) "
+        f"and pin {h.hexdigest()} for it here")
 
 
 def test_workers_do_not_change_output(world, tmp_path):
@@ -215,7 +236,7 @@ def test_cli_writes_files_and_help(tmp_path, capsys):
 
 def test_ensure_demo_world_builds_once():
     first = ensure_demo_world(patients=3, seed=2, size=48)
-    assert first.name == "world-p3-s2-48px" and (first / "metadata.csv").is_file()
+    assert first.name == f"world-v{WORLD_VERSION}-p3-s2-48px" and (first / "metadata.csv").is_file()
     stamp = (first / "metadata.csv").stat().st_mtime_ns
     assert ensure_demo_world(patients=3, seed=2, size=48) == first
     assert (first / "metadata.csv").stat().st_mtime_ns == stamp
