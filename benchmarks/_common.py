@@ -135,12 +135,12 @@ def bench_cache() -> Path:
 
 def demo_images(n: int, *, seed: int, size: int = 128, workers: int | None = None):
     """The first ``n`` images of a seed-``seed`` demo world (rendered once, cached in :func:`bench_cache`)."""
-    from evaluators.demo_world import generate_demo_world
+    from evaluators.demo_world import WORLD_VERSION, generate_demo_world
     from evaluators.imagesets import load_image_set
 
     patients = max(8, n // 2 + 16)  # ~2.3 studies per patient on average
     while True:
-        folder = bench_cache() / f"world-s{seed}-{size}px-p{patients}"
+        folder = bench_cache() / f"world-v{WORLD_VERSION}-s{seed}-{size}px-p{patients}"
         meta = folder / "metadata.csv"
         if not meta.is_file():
             t0 = time.perf_counter()

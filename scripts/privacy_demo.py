@@ -28,7 +28,7 @@ from PIL import Image
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from evaluators.demo_world import generate_demo_world  # noqa: E402
+from evaluators.demo_world import WORLD_VERSION, generate_demo_world  # noqa: E402
 from evaluators.imagesets import load_image_set  # noqa: E402
 from evaluators.privacy.perturb import KINDS, perturb  # noqa: E402
 from evaluators.privacy.suite import run_privacy  # noqa: E402
@@ -107,7 +107,7 @@ def main() -> int:
     args = ap.parse_args()
     torch.set_num_threads(1)
     out = Path(args.out or tempfile.mkdtemp(prefix="privacy_demo_"))
-    world = out / "demo_world"
+    world = out / f"demo_world-v{WORLD_VERSION}"  # a world written by older code is not reused
     if not (world / "metadata.csv").is_file():
         generate_demo_world(world, patients=args.demo_patients, seed=0, size=128)
     results = [experiment("demo-world", str(world), out, encoder=args.encoder, match=args.match,
