@@ -173,7 +173,7 @@ class ImageSet:
 
     def split(self, name: str) -> ImageSet:
         """The rows of one split; an InputError lists the splits present when it does not exist."""
-        mask = split_mask(self.table["split"], name, what=f"image set {self.name!r}")
+        mask = _split_mask(self.table["split"], name, what=f"image set {self.name!r}")
         return self.subset(mask, name=f"{self.name}@{name}")
 
     # ---- reporting and export
@@ -263,9 +263,17 @@ def _canonical_table(table: pd.DataFrame) -> pd.DataFrame:
     return t[list(TABLE_COLUMNS) + extras]
 
 
-def split_mask(col: pd.Series, wanted: str, *, what: str) -> np.ndarray:
-    """Rows of ``col`` in split ``wanted`` (case-insensitive; train/valid/test aliases), or an InputError naming
-    ``what`` and the splits present."""
+def rows_in_split(df: pd.DataFrame, split: str, *, what: str) -> pd.DataFrame:
+    """The rows of ``df`` in ``split`` (its split column found by name, as for image sets; values compared
+    case-insensitively, with train/valid/test aliases); an InputError names ``what`` and the fix."""
+    col = _find(list(df.columns), SPLIT_COLUMNS)
+    if col is None:
+        raise InputError(f"{what} has no 'split' column, so split {split!r} cannot be selected; "
+                         f"add the column or drop '@{split}'.")
+    return df.loc[_split_mask(df[col], split, what=what)]
+
+
+def _split_mask(col: pd.Series, wanted: str, *, what: str) -> np.ndarray:
     present = [str(s) for s in pd.unique(col.dropna())]
     if not present:
         raise InputError(f"{what} has no split column, so split {wanted!r} cannot be selected; remove '@{wanted}'.")
@@ -621,10 +629,7 @@ def _load_csv(
     cols = _detect_columns(list(df.columns), csv)
     notes = list(cols.notes)
     if split:
-        if cols.split is None:
-            raise InputError(f"CSV file {csv} has no 'split' column, so split {split!r} cannot be selected; "
-                             f"add the column or drop '@{split}'.")
-        df = df.loc[split_mask(df[cols.split], split, what=f"CSV file {csv}")]
+        df = rows_in_split(df, split, what=f"CSV file {csv}")
     rows = df.index.to_numpy()  # original row positions, for messages
 
     # --- where images live

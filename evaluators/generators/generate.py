@@ -37,7 +37,7 @@ def read_prompts(csv_path: str | os.PathLike[str], prompt_col: str | None = None
     ``metadata.csv@train`` gives its training prompts with their own labels, CheXGenBench's protocol."""
     import pandas as pd
 
-    from ..imagesets import parse_set_spec, split_mask
+    from ..imagesets import parse_set_spec, rows_in_split
 
     spec, split = parse_set_spec(csv_path)
     path = Path(spec)
@@ -48,10 +48,7 @@ def read_prompts(csv_path: str | os.PathLike[str], prompt_col: str | None = None
     except Exception as exc:
         raise InputError(f"Prompt file {path} is not a readable CSV: {exc}") from exc
     if split is not None:
-        if "split" not in frame.columns:
-            raise InputError(f"Prompt file {path} has no 'split' column, so split {split!r} cannot be selected; "
-                             f"remove '@{split}'. Columns: {list(frame.columns)}.")
-        frame = frame.loc[split_mask(frame["split"], split, what=f"Prompt file {path}")].reset_index(drop=True)
+        frame = rows_in_split(frame, split, what=f"Prompt file {path}").reset_index(drop=True)
     if prompt_col:
         if prompt_col not in frame.columns:
             raise InputError(f"Prompt file {path} has no column {prompt_col!r}; columns: {list(frame.columns)}.")
