@@ -69,15 +69,14 @@ def main(argv: list[str] | None = None) -> int:
 
         # Always (re)written, a few seconds: a world left in --demo-dir by older code would give other numbers
         # (same seed, same files when nothing changed).
-        meta = Path(generate_demo_world(args.demo_dir, patients=args.patients, seed=args.seed, size=128))
-        if meta.is_file():
-            settings = {"real": [str(meta)]}  # its valid rows validate; test rows are never trained on
-            if args.demo_synthetic:
-                from evaluators.utility.run import standard_settings
+        meta = generate_demo_world(args.demo_dir, patients=args.patients, seed=args.seed, size=128)
+        settings = {"real": [str(meta)]}  # its valid rows validate; test rows are never trained on
+        if args.demo_synthetic:
+            from evaluators.utility.run import standard_settings
 
-                settings = standard_settings([str(meta)], [args.demo_synthetic])
-            _run(f"Demo world ({args.patients} patients, 128 px)", settings, f"{meta}@test",
-                 out=out / "demo", image_size=128, **common)
+            settings = standard_settings([str(meta)], [args.demo_synthetic])
+        _run(f"Demo world ({args.patients} patients, 128 px)", settings, f"{meta}@test",
+             out=out / "demo", image_size=128, **common)
 
     if not args.skip_nih:
         if NIH.is_file():

@@ -876,12 +876,12 @@ class Studio:
             return [], None, None
         runs = board.sort_values("id", ascending=False)
         choices = [(f"#{r.id} {r.kind} · {r.model or '-'} · {str(r.date)[:16]}", int(r.id)) for r in runs.itertuples()]
-        for i, r in enumerate(runs.itertuples()):
-            earlier = runs.iloc[i + 1:]
-            earlier = earlier[earlier["kind"] == r.kind]
-            if len(earlier):
-                return choices, int(earlier["id"].iloc[0]), int(r.id)
-        return choices, None, int(runs["id"].iloc[0])
+        paired = runs[runs.duplicated("kind", keep="last")]  # newest first: runs with an earlier run of their kind
+        if paired.empty:
+            return choices, None, int(runs["id"].iloc[0])
+        b = paired.iloc[0]
+        a = runs[(runs["kind"] == b["kind"]) & (runs["id"] < b["id"])].iloc[0]
+        return choices, int(a["id"]), int(b["id"])
 
     def compare_runs(self, a: int, b: int, session: str | None = None) -> pd.DataFrame:
         """Two runs side by side: every setting and metric as a row (public mode: only runs this session sees)."""
