@@ -70,39 +70,44 @@ _MENTIONS: dict[str, list[str]] = {
         r"cephalization",
         r"kerley b lines",
         r"fluid overload",
+        r"(?:congestive )?heart failure",
+        r"chf",
     ],
     "Enlarged Cardiomediastinum": [
         r"enlarged cardiomediastinum",
         r"(?:cardio)?mediastinal (?:widening|enlargement)",
         r"widening of the (?:superior )?mediastinum",
         r"enlargement of the (?:cardio)?mediastinal (?:silhouette|contours?)",
+        r"(?:prominence|widening|enlargement) of the (?:superior )?(?:cardio)?mediastinum",
     ],
     "Fracture": [r"fractur\w*", r"fx"],
     "Lung Lesion": [
-        r"(?:pulmonary |lung )?nodul(?:e|es|ar|arity)",
+        r"(?<!calcified )(?:pulmonary |lung )?nodul(?:e|es|arity)(?! shadows?)",
+        r"nodular (?:densit(?:y|ies)|opacit(?:y|ies)|opacification|lesions?)",
         r"(?:pulmonary |lung )?mass(?:es)?(?! effect)",
-        r"lesions?",
+        r"(?<!bony )(?<!osseous )(?<!lytic )(?<!sclerotic )(?<!skin )lesions?",
         r"tumou?rs?",
         r"neoplasms?",
         r"malignan\w*",
-        r"metasta\w+",
+        r"(?<!osseous )(?<!bony )(?<!skeletal )(?<!bone )metasta\w+",
         r"carcinoma",
     ],
     "Lung Opacity": [
         r"opaci\w+",
         r"infiltrat\w*",
         r"air[- ]?space (?:disease|process)",
-        r"densit(?:y|ies)",
+        r"(?<!calcified )(?<!bone )(?<!nodular )(?<!soft tissue )(?<!tubular )(?<!linear density )densit(?:y|ies)",
+        r"(?<!pleural )(?<!pleural-parenchymal )(?<!pleuroparenchymal )(?<!pleural parenchymal )scar(?:s|ring)?",
+        r"(?:increased|prominent|coarse(?:ned)?) interstitial markings",
+        r"reticula(?:r|tion)\w*",
         r"haziness",
         r"hazy",
         r"ground[- ]glass",
     ],
     "Pleural Effusion": [
-        r"(?<!pericardial )(?:pleural )?effusions?",
+        r"(?<!pericardial )(?<!joint )(?:pleural )?effusions?",
         r"pleural fluid",
         r"hydro(?:pneumo)?thorax",
-        r"blunt\w* of (?:the )?(?:\w+ ){0,2}costophrenic (?:angles?|sulc\w+)",
-        r"costophrenic (?:angles?|sulc\w+) (?:is |are )?(?:\w+ )?blunt\w*",
         r"fluid (?:in|within) the (?:\w+ )?(?:fissures?|pleural space)",
         r"layering fluid",
     ],
@@ -110,6 +115,9 @@ _MENTIONS: dict[str, list[str]] = {
         r"pleural (?:thickening|plaques?|scarring|calcifications?)",
         r"thickening of the pleura",
         r"fibrothorax",
+        r"(?<!cystic )fibros[ie]s",
+        r"fibrotic changes?",
+        r"pleural[- ]parenchymal scar(?:s|ring)?|pleuroparenchymal scar(?:s|ring)?",
         r"calcified plaques?",
         r"apical (?:pleural )?caps?",
     ],
@@ -118,7 +126,6 @@ _MENTIONS: dict[str, list[str]] = {
         r"(?:infectious|inflammatory) process",
         r"infectious",
         r"infections?",
-        r"aspiration",
     ],
     "Pneumothorax": [r"(?:hydro)?pneumothora(?:x|ces)", r"pleural air", r"ptx"],
     "Support Devices": [
@@ -137,6 +144,9 @@ _MENTIONS: dict[str, list[str]] = {
         r"(?:(?:pacer|pacemaker|pacing|ekg|ecg|monitoring|cardiac|epicardial) )?leads",
         r"(?:(?:sternotomy|sternal|epicardial|pacing) )?wires",
         r"(?:(?:surgical|vascular|cholecystectomy) )?clips",
+        r"(?:orthopedic |surgical |spinal |fixation )?hardware",
+        r"(?:fixation |surgical )?(?:plates?(?![- ]?like)|screws)",
+        r"(?:embolization )?coils?",
         r"(?:cardiac )?defibrillator",
         r"a?icd",
         r"stents?",
@@ -158,13 +168,58 @@ def _alt(patterns: Iterable[str]) -> str:
 
 _MENTION_RE = {label: re.compile(rf"\b(?:{_alt(pats)})\b") for label, pats in _MENTIONS.items()}
 
+# Mentions that are at most uncertain for their label (an unnegated mention is -1, a negated one 0):
+# "aspiration" (Pneumonia), blunting of a costophrenic angle (a small effusion or pleural thickening).
+_CAPPED: dict[str, list[str]] = {
+    "Pneumonia": [r"(?<!no )aspiration(?! pneumonia)"],
+    "Pleural Effusion": [
+        r"blunt\w* of (?:the )?(?:\w+ ){0,2}costophrenic (?:angles?|sulc\w+)",
+        r"(?:costophrenic (?:angles?|sulc\w+)|cp angles?) (?:is |are |remains? )?(?:\w+ )?blunt\w*",
+        r"(?:costophrenic|cp) (?:angle )?blunting",
+    ],
+}
+_CAPPED_RE = {label: re.compile(rf"\b(?:{_alt(pats)})\b") for label, pats in _CAPPED.items()}
+# Heart failure is Edema and, when not negated, an uncertain Cardiomegaly (CheXpert's aggregation rule).
+_HEART_FAILURE_RE = re.compile(r"\b(?:(?:congestive )?heart failure|chf)\b")
+
+# Findings outside the 14 labels (CheXpert's "no finding" mention list, curated): unnegated, they make
+# No Finding 0 ("calcified granuloma", "degenerative changes of the spine", "emphysema", "hiatal hernia").
+OTHER = "Other finding"
+_OTHER_FINDINGS = [
+    r"(?:subcutaneous |bullous )?emphysema(?:tous)?",
+    r"copd",
+    r"hyper-?(?:inflat|expan)\w*",
+    r"bullae|bullous|blebs?",
+    r"granulom\w*",
+    r"calcified (?:nodules?|(?:\w+ ){0,2}(?:lymph )?nodes?|densit(?:y|ies))",
+    r"calcifi\w+",
+    r"atherosclero\w+",
+    r"degenerat\w+",
+    r"spondylo\w+|osteophyt\w+",
+    r"scoliosis|kyphosis|kyphotic|scoliotic",
+    r"(?:hiatal |hiatus )?hernias?",
+    r"elevat\w+ (?:of )?(?:the )?(?:\w+ )?hemidiaphragm|(?:\w+ )?hemidiaphragm is elevated"
+    r"|elevated (?:\w+ )?hemidiaphragm",
+    r"eventration",
+    r"pneumomediastinum|pneumoperitoneum|free air",
+    r"osteopenia|demineraliz\w+",
+    r"deformit(?:y|ies)",
+    r"contusions?|hemorrhage|hematoma",
+    r"bronchiectasis|bronchitis|bronchiolitis|airways? disease|peribronchial (?:cuffing|thickening)",
+    r"cephalization",
+    r"pulmonary (?:arterial )?hypertension",
+    r"(?:hilar |mediastinal )?(?:lymphadenopathy|adenopathy)",
+    r"(?:shift|deviation) of the (?:mediastinum|trachea)|(?:mediastinal|tracheal) (?:shift|deviation)",
+]
+_OTHER_RE = re.compile(rf"\b(?:{_alt(_OTHER_FINDINGS)})\b")
+
 # Anatomy that is only a mention once qualified: label -> (subject, positive qualifiers).
 # Negative ("normal", "within normal limits") and uncertain ("borderline") qualifiers are shared.
 _ANATOMY: dict[str, tuple[str, str]] = {
     "Cardiomegaly": (
-        r"heart(?: size)?|cardiac (?:silhouette|size|contours?|shadow|dimensions?|outline)|size of the heart"
+        r"heart(?: size)?(?! failure)|cardiac (?:silhouette|size|contours?|shadow|dimensions?|outline)|size of the heart"
         r"|cardiac(?= and mediastinal)",
-        r"enlarged|enlargement|large|increased|prominent|big",
+        r"enlarged|enlargement|large|increased|prominent|prominence|big",
     ),
     "Enlarged Cardiomediastinum": (
         r"(?:superior )?mediastinum|cardiomediastinum"
@@ -172,8 +227,11 @@ _ANATOMY: dict[str, tuple[str, str]] = {
         r"widened|widening|wide|enlarged|enlargement|prominent|increased",
     ),
 }
-_NEG_QUAL = r"normal(?:[- ]sized?)?|within normal limits|unremarkable"
-_UNC_QUAL = r"borderline(?: (?:enlarged|large|widened|prominent))?"
+_NEG_QUAL = (
+    r"normal(?:[- ]sized?)?|within (?:the )?(?:normal limits|limits of normal)|unremarkable"
+    r"|(?:at )?(?:the )?(?:upper|high) limits? of normal|top[- ]normal"
+)
+_UNC_QUAL = r"borderline(?: (?:enlarged|large|widened|prominent)| size of(?: the)?)?"
 _SUBJECT_RE = {label: re.compile(rf"\b(?:{subj})\b") for label, (subj, _) in _ANATOMY.items()}
 _QUAL_RE = {
     label: re.compile(rf"\b(?:(?P<unc>{_UNC_QUAL})|(?P<neg>{_NEG_QUAL})|(?P<pos>{pos}))\b")
@@ -192,7 +250,8 @@ _FILLER = frozenset(
     massively slightly minimally mild moderate severe substantially significantly at the a upper top limits
     limit of and or hilar mediastinal cardiomediastinal contours contour silhouette silhouettes heart cardiac
     size within stable unchanged overall otherwise grossly also in hila hilum lungs lung pulmonary vasculature
-        vascularity mediastinum cardiomediastinum questionably perhaps somewhat potentially""",
+        vascularity mediastinum cardiomediastinum questionably perhaps somewhat potentially vascular markings
+        engorgement congestion pleural surfaces both""",
     )
 )
 _ANY_SUBJECT_RE = re.compile(rf"\b(?:{_alt(subj for subj, _ in _ANATOMY.values())})\b")
@@ -234,7 +293,7 @@ _UNC_PRE = [
     r"may",
     r"might",
     r"could",
-    r"likely",
+    r"(?<!most )(?<!very )(?<!highly )likely",
     r"unlikely",
     r"probabl[ey]",
     r"presum\w+",
@@ -274,16 +333,21 @@ _NEG_POST = [
     r"|currently )?(?:seen|identified|present|visualized|visible|appreciated|evident|demonstrated|detected|noted"
     r"|apparent|re-?demonstrated)",
     r"(?:(?:has|have) (?:since |now |completely |nearly )?)?(?:resolved|cleared)",
-    r"(?:is|are|appears?|remains?) (?:now )?(?:absent|normal|unremarkable|within normal limits|clear|negative)",
+    r"(?:is|are|appears?|remains?) (?:now )?(?:absent|normal|unremarkable|within normal limits|clear(?! of)|negative)",
+    r"(?:(?:is|are|appears?|remains?) )?(?:grossly |otherwise )?within (?:the )?(?:limits of normal|normal limits)",
     r"(?:is|are|has been|have been) (?:excluded|ruled out)",
     r"(?:(?:has|have) been )?removed",
+    r"removal",
 ]
+# A hedge at the end of a clause that covers all of it ("pleural effusions are small, if present").
+_WIDE_POST_RE = re.compile(r"\bif (?:any|present)\b")
 _UNC_POST = [
     r"(?:can ?not|can't|could not|may not) be (?:entirely |completely |totally |definitely )?(?:excluded|ruled out)",
     r"(?:(?:is|are) )?not (?:entirely |completely |definitely )?(?:excluded|ruled out)",
     r"(?:is|are) (?:also )?(?:more |most |less )?(?:possible|likely|probable|suspected|questioned|questionable"
     r"|a possibility|a consideration|considered|not excluded)(?=\s*(?:$|[,.;:?]|than\b))",
     r"(?:may|might|could) (?:also )?be (?:present|seen)",
+    r"(?:is|are) (?:also )?difficult to (?:exclude|rule out)",
     r"(?:is|are) (?:possibly|probably|likely) present",
     r"versus",
     r"vs\b\.?",
@@ -307,6 +371,11 @@ _BARRIER_RE = re.compile(
     r"|decreasing|improved|improving|residual|known|extensive|marked|markedly|moderately|a|an|the|there|this"
     r"|these|with|likely|possible|probable)\b"
 )
+# What may stand between two items of a coordinated list: a connector and up to three modifiers.
+_LIST_GAP_RE = re.compile(
+    r"\s*(?:,\s*(?:(?:and|or|nor|and/or)\s+)?|(?:and/or|and|or|nor)\s+|/\s*)(?:[a-z0-9_-]+\s+){0,3}"
+)
+_OR_RE = re.compile(r"\b(?:or|nor)\b")
 _VERB_RE = re.compile(r"\b(?:is|are|was|were|has|have|had|shows?|demonstrates?)\b")
 _WORD_RE = re.compile(r"[a-z]+")
 _PRE_REACH_WORDS = 16  # a pre-cue reaches at most this many words
@@ -416,6 +485,34 @@ class _Clause:
         self.pre_ends = [c.end for c in self.pre]
         self.post_starts = [c.start for c in self.post]
         self.barriers = [m.start() for m in _BARRIER_RE.finditer(text)]
+        self.spans: list[tuple[int, int]] = []  # merged mention spans, set by _clause_mentions
+        self.wide = [_Cue(m.start(), m.end(), UNCERTAIN, m.group()) for m in _WIDE_POST_RE.finditer(text)]
+
+    def set_spans(self, spans: Iterable[tuple[int, int]]) -> None:
+        merged: list[list[int]] = []
+        for a, b in sorted(spans):
+            if merged and (a < merged[-1][1] or not self.text[merged[-1][1] : a].strip(" -")):
+                merged[-1][1] = max(merged[-1][1], b)
+            else:
+                merged.append([a, b])
+        self.spans = [(a, b) for a, b in merged]
+
+    def _is_list(self, a: int, b: int) -> bool:
+        """Is text[a:b] a run of list items (mentions joined by connectors), from a mention end to a start?"""
+        pos = a
+        for s0, s1 in self.spans:
+            if s0 < a or s1 > b:
+                continue
+            if not _LIST_GAP_RE.fullmatch(self.text, pos, s0):
+                return False
+            pos = s1
+        return pos == b
+
+    def _or_list(self, cue_end: int, start: int) -> bool:
+        """A negation in front of a disjunctive list ("no A, large B, or C") reaches every item."""
+        verb = _VERB_RE.search(self.text, cue_end)
+        stop = verb.start() if verb else len(self.text)
+        return start < stop and bool(_OR_RE.search(self.text, cue_end, stop))
 
     def _pre_cue(self, start: int, floor: int = 0) -> _Cue | None:
         i = bisect_right(self.pre_ends, start) - 1  # cues ending at or before the mention
@@ -434,7 +531,7 @@ class _Clause:
         if start - cue_end > _PRE_REACH_WORDS * 25:
             return False
         k = bisect_left(self.barriers, cue_end)
-        if k < len(self.barriers) and self.barriers[k] < start:
+        if k < len(self.barriers) and self.barriers[k] < start and not self._or_list(cue_end, start):
             return False
         return len(_WORD_RE.findall(self.text, cue_end, start)) <= _PRE_REACH_WORDS
 
@@ -443,6 +540,11 @@ class _Clause:
         if k == len(self.post):
             return None
         cue = self.post[k]
+        inner = [sp for sp in self.spans if sp[0] >= end and sp[1] <= cue.start]
+        if inner:  # "pneumothorax, effusion, and consolidation are not seen": back over the whole list
+            if not self._is_list(end, inner[-1][1]):
+                return None
+            end = inner[-1][1]
         gap = self.text[end : cue.start]
         if (
             len(gap) > _POST_REACH_WORDS * 25
@@ -460,6 +562,8 @@ class _Clause:
         else a post-cue, else positive (no cue)."""
         cue = self._pre_cue(start, floor) or self._post_cue(end)
         if cue is None:
+            cue = next((c for c in self.wide if c.start >= end), None)
+        if cue is None:
             return POSITIVE, None
         return cue.value, (cue.start, cue.end)
 
@@ -469,6 +573,50 @@ def _is_filler_gap(gap: str) -> bool:
         return False
     comma = gap.find(",")
     return comma < 0 or not _VERB_RE.search(gap, 0, comma)
+
+
+_BLUNTING_CAUSE_RE = re.compile(
+    r"[\s,]*(?:\w+ ){0,2}(?:due to|from|by|secondary to|related to|reflecting|representing|consistent with)"
+    r" (?:\w+ ){0,2}pleural (?:thickening|scarring|scar)"
+)
+_LIST_NORMAL_RE = re.compile(r"\b(?P<neg>normal|unremarkable)\b")
+
+
+def _list_normal(text: str, start: int) -> re.Match[str] | None:
+    """A "normal" in front of a list of anatomy that reaches ``start`` across commas and "and"."""
+    best = None
+    for m in _LIST_NORMAL_RE.finditer(text, max(0, start - 120), start):
+        best = m
+    if best is None:
+        return None
+    gap = text[best.end() : start]
+    words = _WORD_RE.findall(gap)
+    if _VERB_RE.search(gap) or re.match(r"\s*(?:,|and\b|or\b)", gap) or not all(w in _FILLER for w in words):
+        return None
+    return _QUAL_RE["Cardiomegaly"].match(text, best.start())
+
+
+def _or_coordinated(clause: _Clause, items: list[tuple[int, int, str]]) -> dict[tuple[int, int], tuple[int, int]]:
+    """Positive mentions in a list joined by "or" with a mention of another label -> the "or" span."""
+    out: dict[tuple[int, int], tuple[int, int]] = {}
+    items = sorted(items)
+    i = 0
+    while i < len(items):
+        j, ors = i, []
+        while j + 1 < len(items):
+            gap_a, gap_b = items[j][1], items[j + 1][0]
+            if gap_b < gap_a or not _LIST_GAP_RE.fullmatch(clause.text, gap_a, gap_b):
+                break
+            m = re.search(r"\b(?:and/)?or\b", clause.text[gap_a:gap_b])
+            if m:
+                ors.append((gap_a + m.start(), gap_a + m.end()))
+            j += 1
+        chain = items[i : j + 1]
+        if ors and len({lab for _, _, lab in chain}) > 1:
+            for a, b, _ in chain:
+                out[(a, b)] = ors[-1]
+        i = j + 1
+    return out
 
 
 def _clause_mentions(clause: _Clause, offset: int, original: str) -> list[Mention]:
@@ -481,10 +629,32 @@ def _clause_mentions(clause: _Clause, offset: int, original: str) -> list[Mentio
             Mention(label, value, offset + s, offset + e, original[offset + s : offset + e], cue_text)
         )
 
+    # Every mention first (the list scope needs them all), then the status of each.
+    raw: list[tuple[str, int, int, str]] = []
     for label, rx in _MENTION_RE.items():
+        raw += [(label, m.start(), m.end(), "plain") for m in rx.finditer(text)]
+    for label, rx in _CAPPED_RE.items():
         for m in rx.finditer(text):
-            value, cue = clause.status(m.start(), m.end())
-            add(label, m.start(), m.end(), value, cue)
+            if label == "Pleural Effusion" and _BLUNTING_CAUSE_RE.match(text, m.end()):
+                continue  # "blunting ... due to pleural thickening": not an effusion
+            raw.append((label, m.start(), m.end(), "capped"))
+    raw += [("Cardiomegaly", m.start(), m.end(), "heart failure") for m in _HEART_FAILURE_RE.finditer(text)]
+    raw += [(OTHER, m.start(), m.end(), "other") for m in _OTHER_RE.finditer(text)]
+    clause.set_spans((a, b) for _, a, b, _ in raw)
+    statuses = [clause.status(a, b) for _, a, b, _ in raw]
+    # "X or Y" (CheXpert: conj:or is uncertain): unhedged positives coordinated by "or" with another finding.
+    hedged_or = _or_coordinated(clause, [(a, b, lab) for (lab, a, b, _), (v, c) in zip(raw, statuses, strict=True)
+                                         if v == POSITIVE and c is None and lab != OTHER])
+    for (label, a, b, kind), (value, cue) in zip(raw, statuses, strict=True):
+        if (a, b) in hedged_or:
+            value, cue = UNCERTAIN, hedged_or[(a, b)]
+        if kind == "capped" and value == POSITIVE:  # at most uncertain
+            value = UNCERTAIN
+        if kind == "heart failure" and value == NEGATIVE:
+            continue  # negated heart failure says nothing about heart size
+        if kind == "heart failure":
+            value = UNCERTAIN
+        add(label, a, b, value, cue)
 
     # Anatomy: a subject counts once qualified ("heart size is normal", "enlarged heart"). The qualifier
     # is right before the subject, or the first one after it with only filler words between; the gap
@@ -500,9 +670,12 @@ def _clause_mentions(clause: _Clause, offset: int, original: str) -> list[Mentio
             floor = 0
             if qual is None:
                 qual = _QUAL_RE[label].search(text, s.end(), s.end() + 200)
-                if qual is None or not _is_filler_gap(text[s.end() : qual.start()]):
-                    continue
-                floor = s.start()
+                if qual is not None and _is_filler_gap(text[s.end() : qual.start()]):
+                    floor = s.start()
+                else:  # "normal heart, lungs, hila, mediastinum": a normal in front of the list
+                    qual = _list_normal(text, s.start())
+                    if qual is None:
+                        continue
             a, b = min(s.start(), qual.start()), max(s.end(), qual.end())
             if qual.group("neg"):
                 add(label, a, b, NEGATIVE, qual.span("neg"))
@@ -537,13 +710,18 @@ def _analyse(text: str) -> tuple[list[Mention], list[tuple[int, int]], bool]:
 
 def _aggregate(mentions: list[Mention], has_content: bool) -> np.ndarray:
     out = empty_labels()
+    other = False
     for m in mentions:
+        if m.label == OTHER:
+            other = other or m.value != NEGATIVE
+            continue
         i = INDEX[m.label]
         if math.isnan(out[i]) or _PRECEDENCE[m.value] > _PRECEDENCE[float(out[i])]:
             out[i] = m.value
     if has_content:
         findings = out[_FINDING_IDX]
-        out[_NO_FINDING] = NEGATIVE if np.any((findings == POSITIVE) | (findings == UNCERTAIN)) else POSITIVE
+        found = other or np.any((findings == POSITIVE) | (findings == UNCERTAIN))
+        out[_NO_FINDING] = NEGATIVE if found else POSITIVE
     return out
 
 
@@ -571,7 +749,11 @@ def explain(text: str) -> list[dict]:
     nf = float(labels[_NO_FINDING])
     if not math.isnan(nf):
         start, end = normal[0] if normal else (0, 0)
-        blockers = [m.label for m in mentions if INDEX[m.label] in _FINDING_IDX and m.value != NEGATIVE]
+        blockers = [
+            m.label if m.label != OTHER else f"{m.phrase!r}"
+            for m in mentions
+            if (m.label == OTHER or INDEX[m.label] in _FINDING_IDX) and m.value != NEGATIVE
+        ]
         reason = (
             f"derived: {', '.join(dict.fromkeys(blockers))} positive or uncertain"
             if nf == NEGATIVE

@@ -80,6 +80,81 @@ def test_issue_examples(text, label, value):
     assert label_report(text)[INDEX[label]] == value
 
 
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        # negation over coordinated lists, up to a real clause boundary
+        (
+            "No focal consolidation, large pleural effusion, or pneumothorax is identified.",
+            {"Consolidation": 0, "Pleural Effusion": 0, "Pneumothorax": 0, "No Finding": 1},
+        ),
+        (
+            "The lungs are clear of focal airspace disease, pneumothorax, or pleural effusion.",
+            {"Lung Opacity": 0, "Pneumothorax": 0, "Pleural Effusion": 0, "No Finding": 1},
+        ),
+        ("Pneumothorax, effusion, and consolidation are not seen.", {"Pneumothorax": 0, "Pleural Effusion": 0}),
+        ("No effusion, but there is a small pneumothorax.", {"Pleural Effusion": 0, "Pneumothorax": 1}),
+        ("No effusion; however, a small pneumothorax is present.", {"Pleural Effusion": 0, "Pneumothorax": 1}),
+        ("No effusion. Small pneumothorax.", {"Pleural Effusion": 0, "Pneumothorax": 1}),
+        # normality that reaches back over a list
+        (
+            "Heart size and pulmonary vascular engorgement appear within limits of normal.",
+            {"Cardiomegaly": 0, "Edema": 0, "No Finding": 1},
+        ),
+        (
+            "Normal heart, lungs, hila, mediastinum and pleural surfaces.",
+            {"Cardiomegaly": 0, "Enlarged Cardiomediastinum": 0, "No Finding": 1},
+        ),
+        # hedges
+        ("Borderline size of the cardiac silhouette.", {"Cardiomegaly": -1}),
+        ("Pneumonia cannot be excluded.", {"Pneumonia": -1}),
+        (
+            "In the appropriate clinical setting, superimposed pneumonia is difficult to exclude.",
+            {"Pneumonia": -1},
+        ),
+        ("Early infectious process is possible.", {"Pneumonia": -1}),
+        ("Left basilar opacity, most likely atelectasis.", {"Atelectasis": 1, "Lung Opacity": 1}),
+        ("Left lower lobe atelectasis or consolidation.", {"Atelectasis": -1, "Consolidation": -1}),
+        # vocabulary
+        ("Prominence of the mediastinum.", {"Enlarged Cardiomediastinum": 1}),
+        ("Widened mediastinum.", {"Enlarged Cardiomediastinum": 1}),
+        ("Mild shift of the mediastinum to the right.", {"Enlarged Cardiomediastinum": None, "No Finding": 0}),
+        ("Opacity could reflect aspiration.", {"Pneumonia": -1}),
+        ("Aspiration pneumonia.", {"Pneumonia": 1}),
+        ("Right pleural thickening.", {"Pleural Other": 1, "Pleural Effusion": None}),
+        ("Blunting of the left costophrenic angle.", {"Pleural Effusion": -1}),
+        ("Mild pulmonary vascular congestion.", {"Edema": 1}),
+        ("Findings consistent with CHF.", {"Edema": 1, "Cardiomegaly": -1}),
+        ("Calcified granuloma in the right upper lobe.", {"Lung Lesion": None, "No Finding": 0}),
+        ("Calcified nodule in the left lung.", {"Lung Lesion": None, "No Finding": 0}),
+        ("Scarring at the left base.", {"Lung Opacity": 1, "Lung Lesion": None}),
+        # de-identification tokens inside sentences and lists
+        ("No focal consolidation, XXXX, or pneumothorax.", {"Consolidation": 0, "Pneumothorax": 0}),
+        ("No pneumothorax or ___ pleural effusion.", {"Pneumothorax": 0, "Pleural Effusion": 0}),
+        ("Compared to ___, there is a new small left effusion.", {"Pleural Effusion": 1}),
+    ],
+)
+def test_real_report_language(text, expected):
+    got = label_report(text)
+    for name, value in expected.items():
+        v = got[INDEX[name]]
+        assert (np.isnan(v) if value is None else v == value), f"{name}: expected {value}, got {v}"
+
+
+def test_report_style_set_scores():
+    """The 379 report-style sentences: every label's positive F1 and the share of exact sentences stay high."""
+    rows = list(csv.DictReader((HERE / "labeler_report_sentences.csv").open(newline="")))
+    assert len(rows) >= 300
+    expected = np.stack([_expected(r) for r in rows])
+    got = label_reports([r["text"] for r in rows])
+    exact = np.mean([not _diff(e, g) for e, g in zip(expected, got)])
+    assert exact >= 0.98, exact
+    for j, p in enumerate(PATHOLOGIES):
+        e, g = expected[:, j] == 1, got[:, j] == 1
+        f1 = 2 * (e & g).sum() / max(1, e.sum() + g.sum())
+        assert f1 >= 0.9, (p, f1)
+
+
 def test_precedence_positive_over_uncertain_over_negative():
     assert label_report("Possible effusion. Small left effusion.")[INDEX["Pleural Effusion"]] == 1.0
     assert label_report("No right effusion. Possible left effusion.")[INDEX["Pleural Effusion"]] == -1.0
