@@ -99,6 +99,7 @@ _MENTIONS: dict[str, list[str]] = {
         r"(?<!calcified )(?<!bone )(?<!nodular )(?<!soft tissue )(?<!tubular )(?<!linear density )densit(?:y|ies)",
         r"(?<!pleural )(?<!pleural-parenchymal )(?<!pleuroparenchymal )(?<!pleural parenchymal )scar(?:s|ring)?",
         r"(?:increased|prominent|coarse(?:ned)?) interstitial markings",
+        r"(?:bronchial |peribronchial )?wall thickening",
         r"reticula(?:r|tion)\w*",
         r"haziness",
         r"hazy",
@@ -171,6 +172,7 @@ _MENTION_RE = {label: re.compile(rf"\b(?:{_alt(pats)})\b") for label, pats in _M
 # Mentions that are at most uncertain for their label (an unnegated mention is -1, a negated one 0):
 # "aspiration" (Pneumonia), blunting of a costophrenic angle (a small effusion or pleural thickening).
 _CAPPED: dict[str, list[str]] = {
+    "Edema": [r"(?:pulmonary )?vascular (?:prominence|indistinctness)|indistinct(?:ness of the)? pulmonary vessels"],
     "Pneumonia": [r"(?<!no )aspiration(?! pneumonia)"],
     "Pleural Effusion": [
         r"blunt\w* of (?:the )?(?:\w+ ){0,2}costophrenic (?:angles?|sulc\w+)",
@@ -196,7 +198,7 @@ _OTHER_FINDINGS = [
     r"atherosclero\w+",
     r"degenerat\w+",
     r"spondylo\w+|osteophyt\w+",
-    r"scoliosis|kyphosis|kyphotic|scoliotic",
+    r"\w*scolio\w+|kyphosis|kyphotic",
     r"(?:hiatal |hiatus )?hernias?",
     r"elevat\w+ (?:of )?(?:the )?(?:\w+ )?hemidiaphragm|(?:\w+ )?hemidiaphragm is elevated"
     r"|elevated (?:\w+ )?hemidiaphragm",
@@ -348,6 +350,7 @@ _UNC_POST = [
     r"|a possibility|a consideration|considered|not excluded)(?=\s*(?:$|[,.;:?]|than\b))",
     r"(?:may|might|could) (?:also )?be (?:present|seen)",
     r"(?:is|are) (?:also )?difficult to (?:exclude|rule out)",
+    r"(?:may|might|could|can) (?:also )?have (?:this|a similar) appearance",
     r"(?:is|are) (?:possibly|probably|likely) present",
     r"versus",
     r"vs\b\.?",
