@@ -408,6 +408,8 @@ class Mention:
     end: int
     phrase: str
     cue: str | None
+    scope: str | None = None  # the text from the trigger to the mention (or the mention to the trigger)
+    rule: str = ""  # how the trigger reached the mention
 
     def as_dict(self) -> dict:
         return {
@@ -416,6 +418,8 @@ class Mention:
             "value": self.value,
             "phrase": self.phrase,
             "cue": self.cue,
+            "scope": self.scope,
+            "rule": self.rule,
             "start": self.start,
             "end": self.end,
         }
@@ -626,11 +630,26 @@ def _clause_mentions(clause: _Clause, offset: int, original: str) -> list[Mentio
     text = clause.text
     found: list[Mention] = []
 
-    def add(label: str, s: int, e: int, value: float, cue: tuple[int, int] | None) -> None:
-        cue_text = original[offset + cue[0] : offset + cue[1]] if cue else None
-        found.append(
-            Mention(label, value, offset + s, offset + e, original[offset + s : offset + e], cue_text)
-        )
+    def add(label: str, s: int, e: int, value: float, cue: tuple[int, int] | None, rule: str = "") -> None:
+        cue_text = scope = None
+        if cue:
+            cue_text = original[offset + cue[0] : offset + cue[1]]
+            a, b = min(s, cue[0]), max(e, cue[1])
+            scope = original[offset + a : offset + b]
+            if not rule:
+                kind = "negation" if value == NEGATIVE else "hedge"
+                if cue[0] >= e:
+                    rule = f"{kind} after the mention"
+                elif any(s0 >= cue[1] and s1 <= s for s0, s1 in clause.spans):
+                    rule = f"{kind} before a list, reaching this item"
+                else:
+                    rule = f"{kind} before the mention"
+        elif not rule:
+            rule = "no negation or hedge in scope"
+            if re.search(r"\b(?:most|very|highly) likely\s+(?:\w+\s+){0,3}$", text[max(0, s - 60) : s]):
+                rule = "'most likely' reads as positive (CheXpert)"
+        phrase = original[offset + s : offset + e]
+        found.append(Mention(label, value, offset + s, offset + e, phrase, cue_text, scope, rule))
 
     # Every mention first (the list scope needs them all), then the status of each.
     raw: list[tuple[str, int, int, str]] = []
@@ -649,15 +668,16 @@ def _clause_mentions(clause: _Clause, offset: int, original: str) -> list[Mentio
     hedged_or = _or_coordinated(clause, [(a, b, lab) for (lab, a, b, _), (v, c) in zip(raw, statuses, strict=True)
                                          if v == POSITIVE and c is None and lab != OTHER])
     for (label, a, b, kind), (value, cue) in zip(raw, statuses, strict=True):
+        rule = ""
         if (a, b) in hedged_or:
-            value, cue = UNCERTAIN, hedged_or[(a, b)]
+            value, cue, rule = UNCERTAIN, hedged_or[(a, b)], "coordinated with another finding by 'or'"
         if kind == "capped" and value == POSITIVE:  # at most uncertain
-            value = UNCERTAIN
+            value, rule = UNCERTAIN, f"'{text[a:b]}' is at most uncertain for {label}"
         if kind == "heart failure" and value == NEGATIVE:
             continue  # negated heart failure says nothing about heart size
         if kind == "heart failure":
-            value = UNCERTAIN
-        add(label, a, b, value, cue)
+            value, rule = UNCERTAIN, "heart failure: Cardiomegaly uncertain (CheXpert)"
+        add(label, a, b, value, cue, rule)
 
     # Anatomy: a subject counts once qualified ("heart size is normal", "enlarged heart"). The qualifier
     # is right before the subject, or the first one after it with only filler words between; the gap
@@ -681,9 +701,9 @@ def _clause_mentions(clause: _Clause, offset: int, original: str) -> list[Mentio
                         continue
             a, b = min(s.start(), qual.start()), max(s.end(), qual.end())
             if qual.group("neg"):
-                add(label, a, b, NEGATIVE, qual.span("neg"))
+                add(label, a, b, NEGATIVE, qual.span("neg"), "normal qualifier of the anatomy")
             elif qual.group("unc"):
-                add(label, a, b, UNCERTAIN, qual.span("unc"))
+                add(label, a, b, UNCERTAIN, qual.span("unc"), "borderline qualifier of the anatomy")
             else:
                 value, cue = clause.status(qual.start("pos"), qual.end("pos"), floor)
                 add(label, a, b, value, cue)
@@ -769,11 +789,54 @@ def explain(text: str) -> list[dict]:
                 "value": nf,
                 "phrase": text[start:end],
                 "cue": reason,
+                "scope": None,
+                "rule": "No Finding: 1 when no finding other than Support Devices is positive or uncertain",
                 "start": start,
                 "end": end,
             }
         )
     return rows
+
+
+def explain_labels(text: str) -> list[dict]:
+    """Per label (in PATHOLOGIES order, mentioned ones only): the mention that decided its value, with the
+    trigger, the rule and the scope. When several mentions disagree, the first one with the winning status
+    (positive > uncertain > negative) decides; ``others`` counts the rest."""
+    rows = explain(text)
+    labels = label_report(text)
+    out = []
+    for name in PATHOLOGIES:
+        v = float(labels[INDEX[name]])
+        if math.isnan(v):
+            continue
+        mine = [r for r in rows if r["label"] == name]
+        deciding = next(r for r in mine if r["value"] == v)
+        out.append({**deciding, "others": len(mine) - 1})
+    return out
+
+
+def format_explanation(text: str) -> str:
+    """Readable --explain output: per label the deciding mention, trigger, rule and scope; then every mention."""
+    lines = ["Why (per label: the mention, the trigger and the scope that decided it):"]
+    for r in explain_labels(text):
+        head = f"{r['label']:<28}{int(r['value']):>2} {r['status']:<10}"
+        if r["label"] == "No Finding":
+            lines.append(f"{head}{r['cue']}")
+            continue
+        trig = f"trigger {r['cue']!r}" if r["cue"] else "no trigger"
+        lines.append(f"{head}mention {r['phrase']!r}; {trig} ({r['rule']})")
+        if r["scope"]:
+            lines.append(f"{'':<41}scope {r['scope']!r}")
+        if r["others"]:
+            lines.append(f"{'':<41}(+{r['others']} other mention(s) of this label, outranked)")
+    others = [r for r in explain(text) if r["label"] == OTHER and r["value"] != NEGATIVE]
+    for r in others:
+        lines.append(f"{'(other finding)':<28}   {'':<10}mention {r['phrase']!r}: outside the 14 labels; No Finding 0")
+    lines += ["", "All mentions, in text order:"]
+    for row in explain(text):
+        cue = f" (cue: {row['cue']})" if row["cue"] else ""
+        lines.append(f"{row['label']:<28}{row['status']:<10}{row['phrase']!r}{cue}")
+    return "\n".join(lines)
 
 
 def format_labels(labels: np.ndarray) -> str:
@@ -816,9 +879,7 @@ def _cli_label(args: argparse.Namespace) -> int:
         print(format_labels(label_report(args.text)))
         if args.explain:
             print()
-            for row in explain(args.text):
-                cue = f" (cue: {row['cue']})" if row["cue"] else ""
-                print(f"{row['label']:<28}{row['status']:<10}{row['phrase']!r}{cue}")
+            print(format_explanation(args.text))
         return 0
     df = label_csv(Path(args.csv), args.prompt_col)
     if args.out is None:
@@ -848,6 +909,8 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--prompt-col", default="prompt", help="text column of --csv (default: prompt)")
     p.add_argument("--out", help="where to write the labelled CSV (default: standard output)")
     p.add_argument(
-        "--explain", action="store_true", help="with --text: also print which phrase gave which label"
+        "--explain",
+        action="store_true",
+        help="with --text: also print, per label, the mention, the trigger and the scope that decided it",
     )
     p.set_defaults(func=_cli_label)

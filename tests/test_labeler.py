@@ -14,7 +14,14 @@ import pandas as pd
 import pytest
 
 from evaluators.errors import InputError
-from evaluators.labeler import add_cli, explain, label_report, label_reports
+from evaluators.labeler import (
+    add_cli,
+    explain,
+    explain_labels,
+    format_explanation,
+    label_report,
+    label_reports,
+)
 from evaluators.pathologies import INDEX, N_LABELS, PATHOLOGIES, parse_label_value
 from evaluators.reports import compose_report, example_prompt, write_report
 
@@ -139,6 +146,20 @@ def test_real_report_language(text, expected):
     for name, value in expected.items():
         v = got[INDEX[name]]
         assert (np.isnan(v) if value is None else v == value), f"{name}: expected {value}, got {v}"
+
+
+def test_explain_labels_names_mention_trigger_and_scope():
+    text = "No focal consolidation, large pleural effusion, or pneumothorax is identified. Small left effusion."
+    rows = {r["label"]: r for r in explain_labels(text)}
+    px = rows["Pneumothorax"]
+    assert (px["value"], px["phrase"], px["cue"]) == (0.0, "pneumothorax", "No")
+    assert px["scope"] == "No focal consolidation, large pleural effusion, or pneumothorax"
+    assert "list" in px["rule"]
+    eff = rows["Pleural Effusion"]  # positive wins over the negated list item
+    assert (eff["value"], eff["phrase"], eff["cue"], eff["others"]) == (1.0, "effusion", None, 1)
+    assert rows["No Finding"]["value"] == 0.0 and "Pleural Effusion" in rows["No Finding"]["cue"]
+    out = format_explanation("Heart size and pulmonary vascular engorgement appear within limits of normal.")
+    assert "trigger 'appear within limits of normal'" in out and "Edema" in out
 
 
 def test_report_style_set_scores():
