@@ -121,3 +121,8 @@ def test_random_sd15_builder_registers_through_the_entry_file(tmp_path, monkeypa
     assert (entry.steps, entry.guidance, entry.dtype, entry.presets["height"]) == \
         (ref.steps, ref.guidance, ref.dtype, ref.presets["height"])
     assert entry.weights == str(folder)
+
+
+def test_labeler_speed_tiny(bench_env):
+    out = _run("labeler_speed.py", "--n", "300", "--repeats", "1", env=bench_env)
+    assert re.search(r"\| 300 \| \d+ \| [\d.]+ s \| [\d.]+ s \| [\d.]+ ms \| (met|NOT met)", out), out
