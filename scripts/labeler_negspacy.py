@@ -34,16 +34,21 @@ NEG_FOLLOW_EXTRA = ["is normal", "are normal", "is unremarkable", "are unremarka
                     "is not identified", "has resolved", "have resolved", "resolved", "has cleared", "removed",
                     "has been removed", "is absent", "are absent", "not present", "are not present",
                     "is no longer seen", "no longer seen", "at the upper limits of normal", "top normal",
-                    "is ruled out"]
+                    "is ruled out", "is not enlarged", "not enlarged", "is not widened", "not widened",
+                    "upper limits of normal", "is upper limits of normal", "top-normal", "no longer visualized",
+                    "is no longer visualized", "are unchanged and normal", "normal in size", "is normal in size"]
 UNC_PRE = ["possible", "possibly", "probable", "probably", "questionable", "question of", "suspicious for",
            "concerning for", "concern for", "worrisome for", "suspect", "suspected", "may", "might", "could",
            "cannot exclude", "can not exclude", "cannot rule out", "cannot be excluded", "differential",
            "versus", "vs", "borderline", "likely", "suggestive of", "suggest", "suggests", "consider",
-           "presumed", "presumably", "equivocal", "indeterminate", "difficult to exclude", "?", "or"]
+           "presumed", "presumably", "equivocal", "indeterminate", "difficult to exclude", "?", "or",
+           "rather than", "more likely than"]
 UNC_FOLLOW = ["cannot be excluded", "can not be excluded", "is not excluded", "not excluded",
               "cannot be ruled out", "is possible", "is likely", "is difficult to exclude", "difficult to exclude",
               "is a consideration", "could be present", "if present", "versus", "vs", "is suspected",
-              "could also have this appearance", "or"]
+              "could also have this appearance", "or", "is borderline enlarged", "borderline enlarged",
+              "is possibly mildly enlarged", "possibly enlarged", "may be mildly enlarged", "questionably widened",
+              "cannot be completely excluded", "?", "more likely than"]
 
 
 class NegspacyLabeler:
@@ -70,15 +75,18 @@ class NegspacyLabeler:
             "negex", name="hedge", config={"neg_termset": unc, "ent_types": [], "extension_name": "hedged"}
         )
 
-    def mentions(self, text: str) -> list[tuple[str, int, int]]:
+    def mentions(self, text: str) -> list[tuple[str, int, int, bool]]:
+        """(label, start, end, capped): capped mentions (heart failure's Cardiomegaly, aspiration, blunting,
+        vascular prominence) are at most uncertain, as in the rule labeler."""
         spans = []
         for m in L._analyse(text)[0]:
             a, b = m.start, m.end
             if m.label in L._SUBJECT_RE:  # anatomy: the subject only, its qualifier is a cue
                 s = L._SUBJECT_RE[m.label].search(text.lower(), a, b)
-                if s and m.rule.endswith("of the anatomy"):
+                if s:
                     a, b = s.span()
-            spans.append((m.label, a, b))
+            capped = "at most uncertain" in m.rule or "heart failure" in m.rule
+            spans.append((m.label, a, b, capped))
         return spans
 
     def label(self, text: str) -> np.ndarray:
@@ -89,23 +97,25 @@ class NegspacyLabeler:
         low = L._blank_sections(text.lower())
         doc = self.nlp.make_doc(low)
         doc = self.nlp.get_pipe("sentencizer")(doc)
-        ents = []
-        for lab, a, b in self.mentions(text):
-            sp = doc.char_span(a, b, label=str(self.labels.index(lab)), alignment_mode="expand")
+        ents, by_span = [], {}
+        for lab, a, b, capped in self.mentions(text):
+            sp = doc.char_span(a, b, label="M", alignment_mode="expand")
             if sp is not None:
                 ents.append(sp)
+                by_span.setdefault((sp.start, sp.end), []).append((lab, capped))
         doc.ents = filter_spans(ents)
         doc = self.unc(self.neg(doc))
         out, other = empty_labels(), False
         for e in doc.ents:
-            lab = self.labels[int(e.label_)]
             v = NEGATIVE if e._.negex else UNCERTAIN if e._.hedged else POSITIVE
-            if lab == L.OTHER:
-                other = other or v != NEGATIVE
-                continue
-            i = INDEX[lab]
-            if math.isnan(out[i]) or L._PRECEDENCE[v] > L._PRECEDENCE[float(out[i])]:
-                out[i] = v
+            for lab, capped in by_span.get((e.start, e.end), []):
+                w = UNCERTAIN if capped and v == POSITIVE else v
+                if lab == L.OTHER:
+                    other = other or w != NEGATIVE
+                    continue
+                i = INDEX[lab]
+                if math.isnan(out[i]) or L._PRECEDENCE[w] > L._PRECEDENCE[float(out[i])]:
+                    out[i] = w
         if any(c.isalpha() for c in low):
             f = out[L._FINDING_IDX]
             out[L._NO_FINDING] = NEGATIVE if other or np.any((f == 1) | (f == -1)) else POSITIVE
