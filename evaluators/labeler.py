@@ -340,6 +340,7 @@ _NEG_POST = [
     r"(?:is|are|has been|have been) (?:excluded|ruled out)",
     r"(?:(?:has|have) been )?removed",
     r"removal",
+    r":\s*(?:none|negative|absent)",
 ]
 # A hedge at the end of a clause that covers all of it ("pleural effusions are small, if present").
 _WIDE_POST_RE = re.compile(r"\bif (?:any|present)\b")
@@ -393,8 +394,9 @@ _HEADER_RE = re.compile(
 _KEEP_SECTIONS = {"findings", "impression", "impressions", "conclusion", "conclusions", "final report"}
 _SENTENCE_END_RE = re.compile(r"[.!](?=\s|$)|\?(?=\s|$)|\n\s*\n")
 _CLAUSE_BREAK_RE = re.compile(
-    r";|:|\s-\s|\b(?:but|however|although|though|whereas|while|which|except|aside from|apart from|other than"
-    r"|otherwise|in the setting of|there (?:is|are|has been|have been|was|were))\b"
+    r";|:(?!\s*(?:none|negative|absent)\b)|\s-\s|\b(?:but|however|although|though|whereas|while|which|except"
+    r"|aside from|apart from|other than|otherwise|in the setting of|there (?:is|are|has been|have been|was|were)"
+    r"|status post|s/p|after|following)\b"
 )
 
 

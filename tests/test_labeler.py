@@ -135,6 +135,9 @@ def test_issue_examples(text, label, value):
         ("Calcified granuloma in the right upper lobe.", {"Lung Lesion": None, "No Finding": 0}),
         ("Calcified nodule in the left lung.", {"Lung Lesion": None, "No Finding": 0}),
         ("Scarring at the left base.", {"Lung Opacity": 1, "Lung Lesion": None}),
+        ("Pneumothorax: none.", {"Pneumothorax": 0}),
+        ("No pneumothorax after chest tube placement.", {"Pneumothorax": 0, "Support Devices": 1}),
+        ("Tiny pneumothorax after chest tube removal.", {"Pneumothorax": 1, "Support Devices": 0}),
         # de-identification tokens inside sentences and lists
         ("No focal consolidation, XXXX, or pneumothorax.", {"Consolidation": 0, "Pneumothorax": 0}),
         ("No pneumothorax or ___ pleural effusion.", {"Pneumothorax": 0, "Pleural Effusion": 0}),
