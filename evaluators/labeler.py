@@ -55,7 +55,6 @@ _MENTIONS: dict[str, list[str]] = {
     "Atelectasis": [
         r"atelecta\w*",
         r"(?<!vertebral )(?<!compression )(?<!body )collapsed?",
-        r"volume loss",
     ],
     "Cardiomegaly": [
         r"cardiomegaly",
@@ -206,6 +205,7 @@ _OTHER_FINDINGS = [
     r"pneumomediastinum|pneumoperitoneum|free air",
     r"osteopenia|demineraliz\w+",
     r"deformit(?:y|ies)",
+    r"volume loss",
     r"contusions?|hemorrhage|hematoma",
     r"bronchiectasis|bronchitis|bronchiolitis|airways? disease|peribronchial (?:cuffing|thickening)",
     r"cephalization",
@@ -331,7 +331,7 @@ _EVID_PRE = [
 ]
 # Cues after a mention, in the same comma segment ("effusion has resolved", "pneumonia is not excluded").
 _NEG_POST = [
-    r"(?:(?:is|are|was|were|has been|have been) )?(?:not|no longer) (?:well |clearly |definitely |convincingly "
+    r"(?:(?:is|are|was|were|has been|have been) )?(?:not|no longer) (?:definitely |convincingly "
     r"|currently )?(?:seen|identified|present|visualized|visible|appreciated|evident|demonstrated|detected|noted"
     r"|apparent|re-?demonstrated)",
     r"(?:(?:has|have) (?:since |now |completely |nearly )?)?(?:resolved|cleared)",
@@ -345,6 +345,7 @@ _NEG_POST = [
 # A hedge at the end of a clause that covers all of it ("pleural effusions are small, if present").
 _WIDE_POST_RE = re.compile(r"\bif (?:any|present)\b")
 _UNC_POST = [
+    r"(?:(?:is|are|was|were) )?not (?:well|clearly) (?:seen|visualized|evaluated|assessed)",  # CheXpert
     r"(?:can ?not|can't|could not|may not) be (?:entirely |completely |totally |definitely )?(?:excluded|ruled out)",
     r"(?:(?:is|are) )?not (?:entirely |completely |definitely )?(?:excluded|ruled out)",
     r"(?:is|are) (?:also )?(?:more |most |less )?(?:possible|likely|probable|suspected|questioned|questionable"
@@ -585,7 +586,7 @@ def _is_filler_gap(gap: str) -> bool:
 
 
 _BLUNTING_CAUSE_RE = re.compile(
-    r"[\s,]*(?:\w+ ){0,2}(?:due to|from|by|secondary to|related to|reflecting|representing|consistent with)"
+    r"[^.;]{0,40}?\b(?:due to|from|by|secondary to|related to|reflecting|representing|consistent with)"
     r" (?:\w+ ){0,2}pleural (?:thickening|scarring|scar)"
 )
 _LIST_NORMAL_RE = re.compile(r"\b(?P<neg>normal|unremarkable)\b")
