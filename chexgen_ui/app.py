@@ -17,6 +17,7 @@ from pathlib import Path
 import gradio as gr
 import numpy as np
 
+from evaluators import limits
 from evaluators.errors import InputError, UnavailableError
 from evaluators.pathologies import PATHOLOGIES
 from evaluators.space import gpu
@@ -200,10 +201,14 @@ def build_app(reference: str = "demo@train", public: bool = False, studio: Studi
                         prompt_tb = gr.Textbox(first_prompts[0], label="Prompt (report style, editable)", lines=4,
                                                elem_id="prompt")
                         with gr.Row():
-                            n_sl = gr.Slider(1, 16, value=4, step=1, label="Number of images")
+                            n_sl = gr.Slider(1, min(16, limits.maximum("n_generate", public)),
+                                             value=limits.default("n_generate", public), step=1,
+                                             label="Number of images")
                             seed_nb = gr.Number(0, precision=0, label="First seed")
                         with gr.Row():
-                            steps_sl = gr.Slider(1, 150, value=int(presets.get("steps", 25)), step=1, label="Steps")
+                            steps_sl = gr.Slider(1, min(150, limits.maximum("steps", public)),
+                                                 value=min(int(presets.get("steps", 25)), limits.maximum("steps", public)),
+                                                 step=1, label="Steps")
                             guid_sl = gr.Slider(0.0, 20.0, value=float(presets.get("guidance", 7.5)), step=0.5,
                                                 label="Guidance")
                         gen_btn = gr.Button("Generate", variant="primary", elem_id="generate-btn")
@@ -255,8 +260,11 @@ def build_app(reference: str = "demo@train", public: bool = False, studio: Studi
                                     elem_id=f"{prefix}-folder")
                 with gr.Row(visible=False) as gen_row:
                     mdl = gr.Dropdown(models, value=default_model, label="Model", elem_id=f"{prefix}-model")
-                    n = gr.Number(32, precision=0, label="N images (reference prompts)", elem_id=f"{prefix}-n")
-                    steps = gr.Number(int(presets.get("steps", 25)), precision=0, label="Steps")
+                    n = gr.Number(limits.default("n_set", public), precision=0, minimum=1,
+                                  maximum=limits.maximum("n_set", public), label="N images (reference prompts)",
+                                  elem_id=f"{prefix}-n")
+                    steps = gr.Number(min(int(presets.get("steps", 25)), limits.maximum("steps", public)), precision=0,
+                                      minimum=1, maximum=limits.maximum("steps", public), label="Steps")
 
                 def show(choice):
                     return (gr.update(visible=choice.startswith("upload")), gr.update(visible=choice.startswith("server")),
@@ -280,7 +288,8 @@ def build_app(reference: str = "demo@train", public: bool = False, studio: Studi
                     with gr.Column(scale=1, min_width=320):
                         f_src, f_files, f_folder, f_mdl, f_n, f_steps = set_chooser("pp")
                         with gr.Row():
-                            f_boot = gr.Number(0, precision=0, label="Bootstrap resamples (0 = no CI)")
+                            f_boot = gr.Number(0, precision=0, minimum=0, maximum=limits.maximum("bootstrap", public),
+                                               label=f"Bootstrap resamples (0 = no CI; at most {limits.maximum('bootstrap', public)})")
                             f_min = gr.Number(10, precision=0, label="Min images per pathology", elem_id="pp-min")
                         f_btn = gr.Button("Compute per-pathology fidelity", variant="primary", elem_id="pp-run")
                     with gr.Column(scale=2):
@@ -312,7 +321,8 @@ def build_app(reference: str = "demo@train", public: bool = False, studio: Studi
                                                    label="Image size (px)", elem_id="batch-utility-size")
                             u_mixed = gr.Checkbox(False, label="Also train on real + synthetic")
                         with gr.Row():
-                            b_boot = gr.Number(0, precision=0, label="Bootstrap resamples")
+                            b_boot = gr.Number(0, precision=0, minimum=0, maximum=limits.maximum("bootstrap", public),
+                                               label=f"Bootstrap resamples (at most {limits.maximum('bootstrap', public)})")
                             b_min = gr.Number(10, precision=0, label="Min images per pathology", elem_id="batch-min")
                         with gr.Row():
                             b_btn = gr.Button("Run", variant="primary", elem_id="batch-run")
@@ -370,7 +380,8 @@ def build_app(reference: str = "demo@train", public: bool = False, studio: Studi
             if not name:
                 return "", gr.update(), gr.update()
             p = studio.model_presets(name)
-            return (studio.model_status(name), gr.update(value=int(p.get("steps") or 25)),
+            return (studio.model_status(name), gr.update(value=min(int(p.get("steps") or 25),
+                                                                   limits.maximum("steps", studio.public))),
                     gr.update(value=float(p.get("guidance") if p.get("guidance") is not None else 7.5)))
 
         model_dd.change(on_model, model_dd, [model_md, steps_sl, guid_sl])

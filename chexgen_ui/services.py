@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from evaluators import limits
 from evaluators.errors import InputError, UnavailableError
 from evaluators.pathologies import INDEX as LABEL_INDEX
 from evaluators.pathologies import PATHOLOGIES, positives
@@ -442,6 +443,8 @@ class Studio:
         n = int(n)
         if not 1 <= n <= MAX_GENERATE:
             raise InputError(f"Number of images must be between 1 and {MAX_GENERATE} (got {n}).")
+        n, k = limits.check("n_generate", n, self.public), limits.check("k", k, self.public)
+        steps = limits.check("steps", steps, self.public) if steps else None
         if not model:
             raise InputError("Choose a model first (the Setup tab lists them).")
         gen = self.generator(model)
@@ -743,6 +746,7 @@ class Studio:
         n = int(n)
         if not 1 <= n <= self.limits.max_generate_set:
             raise InputError(f"Number of images must be between 1 and {self.limits.max_generate_set} (got {n}).")
+        steps = limits.check("steps", steps, self.public) if steps else None
         gen = self.generator(model)
         rows = self.reference_prompts(n, seed)
         prompts = rows["prompt"].fillna("").astype(str).tolist()
@@ -771,6 +775,11 @@ class Studio:
         """Fidelity of ``synthetic`` against the reference index; saved to the results store and to files."""
         from evaluators import fidelity
 
+        bootstrap = limits.check("bootstrap", bootstrap, self.public)
+        kid_subsets = limits.check("kid_subsets", min(int(kid_subsets), limits.maximum("kid_subsets", self.public))
+                                   if kid_subsets == 100 else kid_subsets, self.public)  # the default fits any limit
+        if int(min_count) < 1:
+            raise InputError(f"Min images per pathology must be at least 1; got {min_count}.")
         settings = {"per_pathology": per_pathology, "bootstrap": int(bootstrap), "min_count": int(min_count),
                     "kid_subsets": int(kid_subsets), "k": PRDC_K}
         with self.partial_on_failure("fidelity", synthetic, model=model, session=session, settings=settings):

@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from evaluators import limits
 from evaluators.errors import InputError
 from evaluators.settings import subdir
 from evaluators.store import finite
@@ -107,6 +108,8 @@ def check_settings(studio: Studio, *, model: str | None, epochs: int, image_size
         raise InputError(f"Utility image size must be between {MIN_IMAGE_SIZE} and {lim.max_image_size} pixels "
                          f"(got {image_size})"
                          + (" in this public app (CHEXGEN_PUBLIC_MAX_UTILITY_IMAGE_SIZE)." if studio.public else "."))
+    epochs = limits.check("epochs", epochs, studio.public)
+    image_size = limits.check("image_size", image_size, studio.public)
     name = (model or "").strip() or default_model(studio.device)
     if lim.models is not None and name not in lim.models:
         raise InputError(f"Classifier {name!r} is not offered in this public app; choose one of "

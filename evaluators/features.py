@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from . import jobs
 from .errors import BadFile, InputError
 from .settings import subdir
 
@@ -297,6 +298,7 @@ def extract_features(
             for li, msg in errors:
                 bad[todo[li]] = msg
             if batch is not None:
+                jobs.check()  # a cancelled job stops between batches (what is stored so far is kept)
                 out = encoder.forward(batch)
                 forward_images += len(local_idx)
                 for k, v in out.items():
@@ -309,6 +311,7 @@ def extract_features(
             bar.update(len(local_idx) + len(errors))
             if progress:
                 progress(done, len(todo), f"encoding with {encoder.name}")
+            jobs.tick(done, len(todo), f"encoding with {encoder.name}")
         if pending_h:
             store.write(pending_h, {k: np.concatenate(v) for k, v in pending.items()})
         bar.close()

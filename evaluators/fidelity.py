@@ -366,6 +366,9 @@ def load_real(spec: str, images_root: str | None = None, skip_bad: bool = False)
 
 
 def add_cli(subparsers) -> None:
+    from .argtypes import int_range, knob
+    from .limits import KNOBS
+
     p = subparsers.add_parser(
         "fidelity",
         help="FID, KID, Inception Score, Precision/Recall/Density/Coverage, alignment; overall and per pathology",
@@ -383,15 +386,15 @@ def add_cli(subparsers) -> None:
     p.add_argument("--per-pathology", action="store_true", help="also compute every metric for each of the 14 pathologies")
     p.add_argument("--match", choices=MATCH_MODES, default="labels",
                    help="per-pathology subsets: by labels (default) or CheXGenBench's prompt matching")
-    p.add_argument("--min-count", type=int, default=DEFAULT_MIN_COUNT,
+    p.add_argument("--min-count", type=int_range(1), default=DEFAULT_MIN_COUNT,
                    help=f"skip a pathology with fewer images on either side (default {DEFAULT_MIN_COUNT})")
-    p.add_argument("--bootstrap", type=int, default=0, metavar="N", help="N bootstrap resamples for 95%% intervals")
-    p.add_argument("--k", type=int, default=5, help="neighbours for Precision/Recall/Density/Coverage (default 5)")
-    p.add_argument("--kid-subsets", type=int, default=100, help="KID subsets (default 100, as CheXGenBench)")
+    p.add_argument("--bootstrap", type=int_range(2, KNOBS["bootstrap"].local_max, zero=True), default=0, metavar="N", help="N bootstrap resamples for 95%% intervals")
+    p.add_argument("--k", type=knob("k"), default=5, help="neighbours for Precision/Recall/Density/Coverage (default 5)")
+    p.add_argument("--kid-subsets", type=knob("kid_subsets"), default=100, help="KID subsets (default 100, as CheXGenBench)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default=None, help="cuda, mps or cpu (default: best available)")
     add_dtype_argument(p)
-    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--batch-size", type=int_range(1), default=64)
     p.add_argument("--skip-bad", action="store_true", help="skip unreadable synthetic images and list them")
     p.add_argument("--no-alignment", action="store_true", help="skip the classifier-based alignment")
     p.add_argument("--out", required=True, help="JSON results file")

@@ -22,6 +22,8 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from . import jobs
+
 RACY_SECONDS = 2.0
 VERSION = 1
 
@@ -77,6 +79,7 @@ def file_hashes(paths: Sequence[str | os.PathLike]) -> list[str]:
             if stamp is not None and entry is not None and entry[:3] == stamp:
                 out[i] = entry[3]
                 continue
+            jobs.check()
             out[i] = image_hash(paths[i])  # raises InputError for missing files and folders
             if stamp is not None and now - st.st_mtime >= RACY_SECONDS:
                 memo[name] = [*stamp, out[i]]

@@ -372,6 +372,8 @@ def query_index(index: ReferenceIndex, items: Sequence, encoder, *, k: int = 5, 
 
 
 def add_cli(subparsers) -> None:
+    from .argtypes import int_range
+
     p = subparsers.add_parser(
         "index",
         help="build a reference index (features, nearest neighbours, per-pathology stats, UMAP map)",
@@ -390,8 +392,8 @@ def add_cli(subparsers) -> None:
     p.add_argument("--index-type", choices=INDEX_TYPES, default="flat",
                    help="flat = exact inner product (default); ivf / hnsw = approximate, for millions of images")
     p.add_argument("--no-umap", action="store_true", help="skip fitting the UMAP map")
-    p.add_argument("--batch-size", type=int, default=64, help="images per encoder forward pass (default 64)")
-    p.add_argument("--workers", type=int, default=None, help="DataLoader workers (default: up to 4 for large sets)")
+    p.add_argument("--batch-size", type=int_range(1), default=64, help="images per encoder forward pass (default 64)")
+    p.add_argument("--workers", type=int_range(0), default=None, help="DataLoader workers (default: up to 4 for large sets)")
     p.add_argument("--device", default=None, help="cuda, mps or cpu (default: best available)")
     add_dtype_argument(p)
     p.add_argument("--skip-bad", action="store_true", help="skip unreadable images and list them instead of stopping")

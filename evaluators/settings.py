@@ -82,3 +82,23 @@ def repo_root() -> Path:
 
 def assets_dir() -> Path:
     return repo_root() / "assets"
+
+
+def int_setting(name: str, default: int, *, minimum: int = 1) -> int:
+    """A whole-number setting an operator may override with the environment variable ``name``.
+
+    Unset or empty: ``default``. Anything that is not a whole number >= ``minimum`` is refused with an
+    :class:`~evaluators.errors.InputError` naming the variable (a typo must not silently lift a limit).
+    """
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        value = minimum - 1
+    if value < minimum:
+        from .errors import InputError
+
+        raise InputError(f"{name}={raw!r} is not a whole number >= {minimum}; unset it or give e.g. {default}.")
+    return value

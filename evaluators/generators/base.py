@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from .. import jobs
 from ..errors import InputError, UnavailableError
 
 log = logging.getLogger("evaluators.generators")
@@ -143,6 +144,7 @@ class Generator:
         out: list[np.ndarray] = []
         total, start, size = len(prompts), 0, int(batch_size)
         while start < total:
+            jobs.tick(start, total, f"generating with {self.name}")
             chunk = slice(start, min(start + size, total))
             try:
                 images = self._run_batch(

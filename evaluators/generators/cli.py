@@ -74,6 +74,8 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
 
 def add_cli(subparsers) -> None:
+    from ..argtypes import float_range, int_range, knob
+
     p = subparsers.add_parser("models", help="list text-to-image models and whether they are available here")
     _add_models_files(p)
     p.add_argument("--json", action="store_true", help="print the list as JSON")
@@ -85,15 +87,15 @@ def add_cli(subparsers) -> None:
     src.add_argument("--prompts", metavar="CSV", help="CSV of prompts (column prompt / annotated_prompt); CSV@SPLIT keeps one split, e.g. metadata.csv@train")
     src.add_argument("--pathology", metavar="P", help="generate --n prompts for one CheXpert pathology")
     g.add_argument("--prompt-col", help="prompt column of --prompts")
-    g.add_argument("--n", type=int, help="number of prompts with --pathology")
+    g.add_argument("--n", type=int_range(1), help="number of prompts with --pathology")
     g.add_argument("--prompt-seed", type=int, default=0, help="seed for drawing --pathology prompts")
-    g.add_argument("--limit", type=int, help="only the first N prompts")
+    g.add_argument("--limit", type=int_range(1), help="only the first N prompts")
     g.add_argument("--seeds", default="0", help="comma-separated seeds; one image per prompt and seed")
-    g.add_argument("--batch-size", type=int, default=4)
-    g.add_argument("--steps", type=int)
-    g.add_argument("--guidance", type=float)
-    g.add_argument("--height", type=int)
-    g.add_argument("--width", type=int)
+    g.add_argument("--batch-size", type=int_range(1), default=4)
+    g.add_argument("--steps", type=knob("steps"))
+    g.add_argument("--guidance", type=float_range(0))
+    g.add_argument("--height", type=int_range(8, 8192))
+    g.add_argument("--width", type=int_range(8, 8192))
     g.add_argument("--negative-prompt")
     g.add_argument("--device", help="cuda, mps or cpu (default: best present)")
     g.add_argument("--dtype", choices=["fp16", "bf16", "fp32"], help="default: the entry's (fp32 on CPU)")

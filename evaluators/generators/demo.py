@@ -36,6 +36,7 @@ from typing import Any
 
 import numpy as np
 
+from .. import jobs
 from ..errors import InputError, UnavailableError
 from ..pathologies import N_LABELS
 from .base import Generator, stable_seed
@@ -159,6 +160,7 @@ def sample(encoder, unet, states: np.ndarray, seeds: list[int], *, steps: int, g
             context = cond
         x = noise * sched.init_noise_sigma
         for t in sched.timesteps:
+            jobs.check()  # a cancelled job stops between denoising steps
             inp = sched.scale_model_input(torch.cat([x, x]) if guidance != 1.0 else x, t)
             out = unet(inp, t, encoder_hidden_states=context).sample
             if guidance != 1.0:

@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from .. import jobs
 from ..errors import InputError, UnavailableError
 from ..settings import is_offline
 from .base import Generator
@@ -340,10 +341,18 @@ class DiffusersGenerator(Generator):
                 kwargs["negative_prompt"] = [negative_prompt] * len(prompts)
             elif not any("negative prompt" in m for m in self.messages):
                 self._tell(f"{self.name}: {type(self.pipe).__name__} takes no negative prompt; ignored", None)
+        if "callback_on_step_end" in self._accepts and "callback_on_step_end" not in kwargs:
+            kwargs["callback_on_step_end"] = _stop_check  # a cancelled job stops between denoising steps
         with torch.inference_mode():
             result = self.pipe(**kwargs)
         images = result.images if hasattr(result, "images") else result[0]
         return np.asarray(images, dtype=np.float32)
+
+
+def _stop_check(pipe, step, timestep, callback_kwargs):
+    """diffusers' ``callback_on_step_end``: raise :class:`evaluators.jobs.Stopped` when the job is cancelled."""
+    jobs.check()
+    return callback_kwargs
 
 
 def _builtin_factory(entry: ModelEntry):

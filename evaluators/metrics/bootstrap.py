@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from .. import jobs
 from ..errors import InputError
 from .fidelity import ArrayLike, as_features, frechet_distance
 
@@ -104,8 +105,10 @@ def bootstrap_ci(metric_fn: Callable[..., Any], real: ArrayLike, fake: ArrayLike
         return _numeric(out)
 
     point = flatten(call(real, fake)) if estimate else None
-    reps = [flatten(call(_take(real, ir), None if jf is None else _take(fake, jf)))
-            for ir, jf in _draws(n_real, n_fake, n_boot, seed, resample)]
+    reps = []
+    for done, (ir, jf) in enumerate(_draws(n_real, n_fake, n_boot, seed, resample)):
+        jobs.tick(done, n_boot, "bootstrap resamples")  # progress, and where a cancelled job stops
+        reps.append(flatten(call(_take(real, ir), None if jf is None else _take(fake, jf))))
 
     if isinstance(reps[0], dict):
         keys = [k for k in reps[0] if any(r.get(k) is not None for r in reps)]  # type: ignore[union-attr]
@@ -166,7 +169,8 @@ def bootstrap_fid(real: ArrayLike, fake: ArrayLike, *, n_boot: int = 200, alpha:
     dist = _fid_from_factors if small else frechet_distance
 
     values = []
-    for ir, jf in _draws(r.shape[0], f.shape[0], n_boot, seed, resample):
+    for done, (ir, jf) in enumerate(_draws(r.shape[0], f.shape[0], n_boot, seed, resample)):
+        jobs.tick(done, n_boot, "bootstrap resamples (FID)")
         sr = fixed.get("real") or stats(r, np.bincount(ir, minlength=r.shape[0]).astype(np.float64))
         sf = fixed.get("fake") or stats(f, np.bincount(jf, minlength=f.shape[0]).astype(np.float64))
         values.append(dist(sr[0], sr[1], sf[0], sf[1]))

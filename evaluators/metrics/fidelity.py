@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from .. import jobs
 from ..errors import InputError
 
 ArrayLike = np.ndarray | torch.Tensor
@@ -228,7 +229,8 @@ def kid_from_subsets(real: ArrayLike, fake: ArrayLike, subsets: Subsets, *, degr
         return cache[name]
 
     values = []
-    for idx_r, idx_f in subsets:
+    for done, (idx_r, idx_f) in enumerate(subsets):
+        jobs.tick(done, len(subsets), "KID subsets")
         ir = torch.as_tensor(idx_r, dtype=torch.long).reshape(-1)
         jf = torch.as_tensor(idx_f, dtype=torch.long).reshape(-1)
         mx, my = ir.numel(), jf.numel()
@@ -334,6 +336,7 @@ def _kth_radii(x: torch.Tensor, x_sq: torch.Tensor, k: int, out_dtype: torch.dty
     out = torch.empty(n, dtype=out_dtype, device=x.device)
     step = rows or _rows_per_block(n)
     for s in range(0, n, step):
+        jobs.check()
         d = _distance_block(x[s:s + step], x_sq[s:s + step], x, x_sq, out_dtype)
         # topk (sorted) is several times faster than kthvalue on CPU; its last value is the same
         out[s:s + step] = torch.topk(d, k + 1, dim=1, largest=False).values[:, -1]
@@ -371,6 +374,7 @@ def prdc(real: ArrayLike, fake: ArrayLike, k: int = 5, *, chunk_size: int | None
     coverage_hits = 0
     step = chunk_size or _rows_per_block(n_fake)
     for s in range(0, n_real, step):
+        jobs.check()
         d = _distance_block(xr[s:s + step], r_sq[s:s + step], xf, f_sq, out_dtype)
         rad = radii_r[s:s + step, None]
         fake_counts += (d < rad).sum(dim=0)

@@ -641,6 +641,8 @@ def _cli_train(args) -> int:
 
 
 def add_cli(subparsers) -> None:
+    from ..argtypes import int_range
+
     """``train-reid``: train a siamese re-ID model on an image set with patient ids."""
     p = subparsers.add_parser(
         "train-reid",
@@ -651,12 +653,12 @@ def add_cli(subparsers) -> None:
     p.add_argument("--train", required=True, help="image set with patient ids (path, CSV or 'demo')")
     p.add_argument("--out", required=True, help="output weights file (.safetensors)")
     p.add_argument("--backbone", choices=BACKBONES, default="tiny")
-    p.add_argument("--epochs", type=int, default=5)
+    p.add_argument("--epochs", type=int_range(1), default=5)
     p.add_argument(
         "--image-size", type=int, default=None, help="input side (default: 224 for ResNets, 64 for tiny)"
     )
-    p.add_argument("--pairs-per-epoch", type=int, default=2048)
-    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--pairs-per-epoch", type=int_range(2), default=2048)
+    p.add_argument("--batch-size", type=int_range(1), default=32)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default=None, help="cuda, mps, cpu (default: best available)")
     p.set_defaults(func=_cli_train)

@@ -24,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .. import jobs
 from ..errors import InputError
 from .memorisation import DEFAULT_PERCENTILE, calibration, nearest_train
 
@@ -197,7 +198,10 @@ def copy_scores(items: Sequence, sims: np.ndarray, rows: np.ndarray, match: str,
     """Each query's memorisation score and matched training row, from its encoder candidates."""
     if match == "cosine":
         return sims[:, 0].astype(np.float64), rows[:, 0].astype(np.int64)
-    out = [matcher.best(it, r.tolist()) for it, r in zip(items, rows)]
+    out = []
+    for done, (it, r) in enumerate(zip(items, rows)):
+        jobs.tick(done, len(items), "memorisation search: pixel re-check")
+        out.append(matcher.best(it, r.tolist()))
     return np.array([o[0] for o in out], dtype=np.float64), np.array([o[1] for o in out], dtype=np.int64)
 
 

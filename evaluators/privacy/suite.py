@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .. import jobs
 from ..encoders.base import add_dtype_argument
 from ..errors import InputError, UnavailableError
 from ..settings import select_device
@@ -174,7 +175,10 @@ def reid_vs_rows(model, train_paths: Sequence[str], items: Sequence, rows: np.nd
 def _embed_items(model, items: Sequence, reader: Callable[[object], np.ndarray]) -> np.ndarray:
     from .reid import embed
 
-    out = [embed(model, [reader(it) for it in items[s : s + CHUNK]]) for s in range(0, len(items), CHUNK)]
+    out = []
+    for s in range(0, len(items), CHUNK):
+        jobs.tick(s, len(items), "re-identification")
+        out.append(embed(model, [reader(it) for it in items[s : s + CHUNK]]))
     return np.concatenate(out) if out else np.zeros((0, model.n_features), np.float32)
 
 

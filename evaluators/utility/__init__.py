@@ -47,6 +47,8 @@ def __getattr__(name: str) -> Any:  # lazy re-exports keep `import evaluators.ut
 
 
 def add_cli(subparsers: Any) -> None:
+    from ..argtypes import float_range, int_range, knob
+
     """Register ``python -m evaluators utility``."""
     p = subparsers.add_parser(
         "utility",
@@ -63,21 +65,21 @@ def add_cli(subparsers: Any) -> None:
                    help="synthetic training image set; adds the 'synthetic' and 'real+synthetic' settings")
     p.add_argument("--test", required=True, metavar="SET", help="real test image set, e.g. labels.csv@test")
     p.add_argument("--model", default=None, help="timm architecture (default: resnet50 on GPU, resnet18 on CPU)")
-    p.add_argument("--epochs", type=int, default=20)
-    p.add_argument("--image-size", type=int, default=128)
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--lr", type=float, default=None, help="default 1e-3 from random init, 1e-4 pretrained")
+    p.add_argument("--epochs", type=knob("epochs"), default=20)
+    p.add_argument("--image-size", type=knob("image_size"), default=128)
+    p.add_argument("--batch-size", type=int_range(1), default=32)
+    p.add_argument("--lr", type=float_range(0, lo_open=True), default=None, help="default 1e-3 from random init, 1e-4 pretrained")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--patience", type=int, default=4, help="epochs without validation-AUC gain before stopping")
+    p.add_argument("--patience", type=int_range(1), default=4, help="epochs without validation-AUC gain before stopping")
     p.add_argument("--policy", choices=("zeros", "ones", "ignore"), default="zeros",
                    help="uncertain (-1) labels: zeros (CheXGenBench), ones, or ignore (masked)")
     p.add_argument("--scheduler", choices=("cosine", "plateau"), default="cosine",
                    help="LR schedule: cosine decay over --epochs, or plateau (CheXGenBench's ReduceLROnPlateau)")
     p.add_argument("--pretrained", nargs="?", const=True, default=False, metavar="WEIGHTS",
                    help="start from ImageNet weights (local HF cache, or a weights file); default random init")
-    p.add_argument("--max-train-samples", type=int, default=None, help="subsample each setting's training rows")
+    p.add_argument("--max-train-samples", type=int_range(1), default=None, help="subsample each setting's training rows")
     p.add_argument("--device", default=None, help="cuda, mps or cpu (default: best available)")
-    p.add_argument("--num-workers", type=int, default=0)
+    p.add_argument("--num-workers", type=int_range(0), default=0)
     p.add_argument("--work-dir", default=None, help="checkpoints per setting (default: next to --out)")
     p.add_argument("--restart", action="store_true", help="ignore existing checkpoints and train from scratch")
     p.add_argument("--out", default="utility.json", help="report JSON")

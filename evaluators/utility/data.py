@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from .. import jobs
 from ..errors import InputError
 from ..pathologies import N_LABELS, PATHOLOGIES, binarize
 
@@ -112,6 +113,7 @@ def preload(
 
         iterator = tqdm(iterator, desc=f"loading {name} at {image_size}px", unit="img", leave=False)
     for i in iterator:
+        jobs.tick(i, n, f"loading {name}")
         img = np.asarray(image_set.image(i), dtype=np.float32)
         if img.ndim == 3:  # tolerate [H, W, C]
             img = img.mean(axis=-1)

@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from .. import jobs
 from ..errors import InputError
 from ..pathologies import PATHOLOGIES
 from .data import GRAY_MEAN, GRAY_STD, Preloaded, preload, targets
@@ -76,6 +77,7 @@ def predict(model: Any, images: np.ndarray, *, device: str, batch_size: int = 64
     out = []
     with torch.no_grad():
         for start in range(0, len(images), batch_size):
+            jobs.check()
             batch = torch.from_numpy(images[start : start + batch_size]).to(device)
             x = (batch.float().unsqueeze(1) / 255.0 - GRAY_MEAN) / GRAY_STD
             out.append(torch.sigmoid(model(x).float()).cpu().numpy())

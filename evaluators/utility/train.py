@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from .. import jobs
 from ..errors import InputError
 from ..pathologies import PATHOLOGIES, UNCERTAIN_POLICIES
 from . import checkpoint as ckpt
@@ -300,6 +301,7 @@ def train_classifier(
 
                 bar = tqdm(loader, desc=f"epoch {epoch}/{epochs}", unit="batch", leave=False, total=n_batches)
             for step, (xb, yb, mb) in enumerate(bar, start=1):
+                jobs.tick((epoch - 1) * n_batches + step - 1, epochs * n_batches, f"training, epoch {epoch}/{epochs}")
                 x = _augment(_normalise(xb.to(dev)), aug_gen)
                 logits = net(x)
                 loss = _masked_bce(logits.float(), yb.to(dev), mb.to(dev))
