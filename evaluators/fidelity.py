@@ -182,12 +182,21 @@ def run_fidelity(
         raise InputError(f"The synthetic set {synthetic.name!r} has no images.")
     load = load_encoder or (lambda name: registry.load_encoder(name, device=device, dtype=dtype))
     real_side = RealSide(real)
+    optional: set[str] = set()  # encoders added on their own: a refused weights file skips them with a note
     if encoders is None:
         encoders = [real_side.index.encoder] if real_side.index is not None else [registry.default_encoder()]
         if "inception" not in encoders and registry.availability("inception").local:
             encoders.append("inception")
+            optional.add("inception")
     t0 = time.perf_counter()
-    loaded = {name: load(name) for name in encoders}
+    loaded, encoder_notes = {}, []
+    for name in encoders:
+        try:
+            loaded[name] = load(name)
+        except (InputError, UnavailableError) as exc:
+            if name not in optional:
+                raise
+            encoder_notes.append(f"{name} skipped: {exc}")
     kw = {"progress": progress, "batch_size": batch_size, "skip_bad": skip_bad}
     metric_kw = {"k": k, "kid_subsets": kid_subsets, "seed": seed}
 
@@ -206,6 +215,7 @@ def run_fidelity(
             "seed": seed,
         },
         "real": {"name": real_side.name, "n": len(real_side)},
+        **({"encoder_notes": encoder_notes} if encoder_notes else {}),
         "synthetic": {
             "name": synthetic.name,
             "n": len(synthetic),
@@ -442,7 +452,7 @@ def _cli_fidelity(args) -> int:
 
 
 def format_summary(result: dict) -> str:
-    lines = []
+    lines = [f"note: {n}" for n in result.get("encoder_notes", [])]
     for enc, m in result["overall"].items():
         lines.append(
             f"[{enc}] FID {m['FID']:.3f}  KID {m['KID']:.5f}±{m['KID_std']:.5f}  P {m['Precision']:.3f}  "

@@ -132,7 +132,9 @@ def load(weights: str | Path | None = None, device: str = "cpu", dtype: str = "f
         path = default_path()
         path.parent.mkdir(parents=True, exist_ok=True)
         torch.hub.download_url_to_file(URL, str(path), hash_prefix=SHA256_PREFIX)
-    state_dict = torch.load(path, map_location="cpu", weights_only=True)
+    from ..checkpoints import load_state_dict
+
+    state_dict = load_state_dict(path)  # safetensors or weights_only=True; a pickle with code: InputError
     return InceptionEncoder(build_model(state_dict), path, device, dtype)
 
 

@@ -8,9 +8,12 @@ are in the metadata. Preprocessing is xrv's documented one: ``xrv.datasets.norma
 
 Weights: torchxrayvision would download them from GitHub into ``~/.torchxrayvision/models_data/``.
 The file is checked *before* the model is built, so nothing is downloaded offline. That file is a
-pickled full model which xrv loads with ``torch.load(weights_only=False)`` (it can run code): it is
-only loaded from xrv's own cache folder or from a path the user names explicitly (``--weights`` /
-``$CHEXGEN_XRV_WEIGHTS``).
+pickled full model, which xrv's own loader reads with ``torch.load(weights_only=False)`` (a pickle
+with a payload would run it). It is never given to xrv's loader here: :func:`read_state_dict` reads
+it with ``torch.load(weights_only=True)``, allowing only the DenseNet's own module classes
+(torchxrayvision's DenseNet blocks and the ``torch.nn`` layers it is made of; their state is set, no
+other code runs), or reads a safetensors state dict; the tensors go into a freshly built
+``xrv.models.DenseNet``. Anything else in the file is refused with a one-line :class:`InputError`.
 """
 
 from __future__ import annotations
@@ -54,9 +57,11 @@ def locate(weights: str | Path | None = None) -> tuple[Path | None, str]:
     source = "--weights" if weights else (f"${ENV}" if given else "the torchxrayvision cache")
     if path.is_dir():
         path = path / FILENAME
+    if not path.is_file() and path.with_suffix(".safetensors").is_file():
+        path = path.with_suffix(".safetensors")  # the same weights converted to safetensors
     if not path.is_file():
         return None, f"torchxrayvision weights {WEIGHTS} not found at {path} ({source})"
-    if path.name != FILENAME:
+    if path.name != FILENAME and path.suffix != ".safetensors":
         return None, f"{path} ({source}) must be named {FILENAME} (torchxrayvision loads it by that name)"
     return path, f"{source} {path}"
 
@@ -119,14 +124,86 @@ class XrvEncoder(Encoder):
         return library_versions("torchxrayvision", "scikit-image")
 
 
-def load(weights: str | Path | None = None, device: str = "cpu", dtype: str = "float32") -> XrvEncoder:
+def _allowed_classes() -> list[type]:
+    """The classes a pickled xrv DenseNet-121 is made of: its state is set on them, no other code runs."""
+    import torchxrayvision as xrv
+    from torch import nn
+
+    return [xrv.models.DenseNet, xrv.models._DenseLayer, xrv.models._DenseBlock, xrv.models._Transition,
+            nn.Sequential, nn.Conv2d, nn.BatchNorm2d, nn.ReLU, nn.MaxPool2d, nn.AvgPool2d, nn.Linear, nn.Dropout]
+
+
+def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
+    """The DenseNet's tensors from ``path`` (safetensors, a state dict, or xrv's pickled model), never
+    running code from the file; :class:`InputError` (one line: the file and the safe formats) otherwise."""
+    import pickle
+    import warnings
+
+    from ..checkpoints import _PLAIN_GLOBALS, _is_safetensors, _pickle_globals, load_state_dict, unwrap_state_dict
+    from ..errors import InputError
+
+    path = Path(path)
+    if path.suffix == ".safetensors" or _is_safetensors(path):
+        return load_state_dict(path)
+    safe = ("safetensors (`safetensors.torch.save_file(model.state_dict(), 'weights.safetensors')`), "
+            "a state dict saved with `torch.save(model.state_dict(), ...)`, or torchxrayvision's released file")
+    try:
+        with torch.serialization.safe_globals(_allowed_classes()), warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            obj = torch.load(str(path), map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        names = [n for n in _pickle_globals(path) if not n.startswith(_PLAIN_GLOBALS)
+                 and not n.startswith(("torchxrayvision.models.", "torch.nn.modules."))]
+        what = f"refers to code that is not part of the DenseNet ({', '.join(names[:3])}), which is never run" \
+            if names else "is not a weights file that can be read without running code"
+        raise InputError(f"{path.name} ({ENV} / xrv cache) {what}; give {safe}.") from None
+    except Exception as exc:  # truncated or garbage bytes
+        first = (str(exc).splitlines() or [type(exc).__name__])[0][:200]
+        raise InputError(f"{path.name} ({ENV} / xrv cache) is not a readable weights file ({first}); give {safe}.") from None
+    if isinstance(obj, torch.nn.Module):
+        for mod in obj.modules():  # as xrv does for models saved by old PyTorch versions
+            if not hasattr(mod, "_non_persistent_buffers_set"):
+                mod._non_persistent_buffers_set = set()
+        obj = obj.state_dict()
+    return unwrap_state_dict(obj, source=path.name)
+
+
+def build_model(state_dict: dict[str, torch.Tensor]):
+    """torchxrayvision's DenseNet-121 (``densenet121-res224-all``'s labels, thresholds, resolution) with
+    the given tensors; nothing is downloaded and xrv's own (pickle-trusting) loader is not used."""
     import torchxrayvision as xrv
 
+    from ..errors import InputError
+
+    info = xrv.models.model_urls[WEIGHTS]
+    labels = list(info["labels"])
+    sd = {k: v for k, v in state_dict.items() if k != "op_threshs"}
+    model = xrv.models.DenseNet(num_classes=len(labels))
+    try:
+        model.load_state_dict(sd, strict=True)
+    except RuntimeError as exc:
+        first = str(exc).splitlines()[0] if str(exc) else "shape mismatch"
+        raise InputError(f"The xrv weights do not fit torchxrayvision's DenseNet-121 with {len(labels)} outputs "
+                         f"({first}); give the {WEIGHTS} file.") from None
+    model.weights = WEIGHTS
+    model.targets = labels
+    model.pathologies = labels
+    if "op_threshs" in info:
+        model.op_threshs = torch.tensor(info["op_threshs"])
+    if "input_resolution" in info:
+        model.input_resolution = info["input_resolution"]
+    return model.eval()
+
+
+def load(weights: str | Path | None = None, device: str = "cpu", dtype: str = "float32") -> XrvEncoder:
     path, _why = locate(weights)
-    cache_dir = str(path.parent) if path is not None else None  # None only online: xrv downloads it
-    with contextlib.redirect_stdout(io.StringIO()):  # xrv prints download hints and resize warnings
-        model = xrv.models.DenseNet(weights=WEIGHTS, cache_dir=cache_dir)
-    path = Path(model.weights_filename_local)
+    if path is None:  # only reached online (check() refused otherwise): xrv's downloader fetches the file
+        from torchxrayvision.models import get_weights
+
+        with contextlib.redirect_stdout(io.StringIO()):  # xrv prints download hints
+            path = Path(get_weights(WEIGHTS))
+    model = build_model(read_state_dict(path))
+    model.weights_filename_local = str(path)
     return XrvEncoder(model, path, device, dtype)
 
 
