@@ -17,12 +17,14 @@ from pathlib import Path
 import gradio as gr
 import numpy as np
 
-from evaluators import limits
+from evaluators import jobs, limits
 from evaluators.errors import InputError, UnavailableError
+from evaluators.jobs import Stopped
 from evaluators.pathologies import PATHOLOGIES
 from evaluators.space import gpu
 
-from . import figures, utility_service
+from . import figures, public_paths, utility_service
+from .jobctl import JobControl
 from .services import Generated, Studio, to_uint8, window_level
 
 log = logging.getLogger("chexgen_ui")
@@ -92,6 +94,8 @@ def _user_errors(fn):
     def convert(exc: Exception) -> gr.Error:
         if isinstance(exc, JobCancelled):
             return gr.Error("Cancelled.")
+        if isinstance(exc, Stopped):
+            return gr.Error(f"Stopped ({exc.reason}); the run is saved as partial.")
         return gr.Error(str(exc))
 
     if inspect.isgeneratorfunction(fn):
@@ -99,7 +103,7 @@ def _user_errors(fn):
         def gen_wrapper(*args, **kwargs):
             try:
                 yield from fn(*args, **kwargs)
-            except (InputError, UnavailableError, JobCancelled) as exc:
+            except (InputError, UnavailableError, JobCancelled, Stopped) as exc:
                 raise convert(exc) from None
         return gen_wrapper
 
@@ -107,7 +111,7 @@ def _user_errors(fn):
     def wrapper(*args, **kwargs):
         try:
             return fn(*args, **kwargs)
-        except (InputError, UnavailableError, JobCancelled) as exc:
+        except (InputError, UnavailableError, JobCancelled, Stopped) as exc:
             raise convert(exc) from None
     return wrapper
 
@@ -117,20 +121,31 @@ def _progress(progress: gr.Progress, cancel: threading.Event | None = None):
     def report(done: int, total: int, desc: str = "") -> None:
         if cancel is not None and cancel.is_set():
             raise JobCancelled()
+        jobs.check()  # Cancel, a disconnected client or the public time limit (chexgen_ui.jobctl)
         if total:
             progress((int(done), int(total)), desc=desc or None)
         else:
             progress(0.0, desc=desc or None)
+    token = jobs.current()
+    if token is not None and token.progress is None:
+        token.progress = report  # the engine's own loops (bootstrap, KID...) report here too
     return report
 
 
-def plotly_static_dir() -> Path:
-    """plotly.min.js from the installed plotly package, copied to a cache folder served by Gradio."""
+def plotly_static_dir(public: bool = False) -> Path:
+    """plotly.min.js from the installed plotly package, copied to a cache folder served by Gradio (public
+    mode: a folder of the system's temporary directory, so the page names no folder of CHEXGEN_HOME)."""
+    import tempfile
+
     import plotly
 
     from evaluators.settings import subdir
 
-    folder = subdir("static")
+    if public:
+        folder = Path(tempfile.gettempdir()) / "chexgen-static"
+        folder.mkdir(parents=True, exist_ok=True)
+    else:
+        folder = subdir("static")
     src = Path(plotly.__file__).parent / "package_data" / "plotly.min.js"
     dst = folder / "plotly.min.js"
     if not dst.is_file() or dst.stat().st_size != src.stat().st_size:
@@ -159,7 +174,10 @@ def _gallery_items(gen: Generated) -> list[tuple[np.ndarray, str]]:
 def build_app(reference: str = "demo@train", public: bool = False, studio: Studio | None = None) -> gr.Blocks:
     """The whole app. ``studio`` may be given (tests); otherwise one is made for ``reference``."""
     studio = studio or Studio(reference, public=public)
-    static_dir = plotly_static_dir()
+    public = public or studio.public
+    jobctl = JobControl(public)  # Cancel / disconnect / time limit of long jobs
+    studio.quota.startup()  # public mode: expired run folders and orphaned uploads go
+    static_dir = plotly_static_dir(public)
     gr.set_static_paths([str(static_dir)])
     cancels: dict[str, threading.Event] = {}
 
@@ -180,11 +198,13 @@ def build_app(reference: str = "demo@train", public: bool = False, studio: Studi
     if not public:
         source_choices.insert(1, "server folder or CSV")
 
-    with gr.Blocks(title="CheXGen Studio") as demo:
+    # public mode: Gradio's own upload cache is emptied of files older than the retention time, hourly
+    cache = (3600, int(studio.quota.retention_s)) if public else None
+    with gr.Blocks(title="CheXGen Studio", delete_cache=cache) as demo:
         gen_state = gr.State(None)
         gr.Markdown(
             "# CheXGen Studio\nSynthetic chest X-rays: generate and inspect, check memorisation, and measure "
-            f"fidelity per pathology against the reference set `{studio.reference}`."
+            f"fidelity per pathology against the reference set `{public_paths.scrub(studio.reference) if public else studio.reference}`."
             + (" **Public mode**: uploads only (size limits apply); your uploads and runs are seen only by "
                "this browser session, next to the shared runs." if public else "")
         )
@@ -275,11 +295,16 @@ def build_app(reference: str = "demo@train", public: bool = False, studio: Studi
 
             def load_set(src, files, folder, mdl, n, steps, report, session=None):
                 if src.startswith("upload"):
-                    return studio.synthetic_from_upload(files or [], session=session), "upload"
+                    return _discard_at_end(studio.synthetic_from_upload(files or [], session=session)), "upload"
                 if src.startswith("server"):
                     return studio.synthetic_from_folder(folder), "folder"
-                return studio.synthetic_from_model(mdl, int(n or 0), 0, int(steps) if steps else None,
-                                                   session=session, progress=report), mdl
+                return _discard_at_end(studio.synthetic_from_model(mdl, int(n or 0), 0, int(steps) if steps else None,
+                                                                   session=session, progress=report)), mdl
+
+            def _discard_at_end(synthetic):
+                """Public mode: the uploaded / generated set is deleted when its job ends (chexgen_ui.quotas)."""
+                jobctl.on_end(lambda: studio.quota.discard(synthetic))
+                return synthetic
 
             with gr.Tab("Per-pathology fidelity", id="fidelity"):
                 gr.Markdown("FID, KID, Precision, Recall, Density and Coverage for each of the 14 labels, with "
@@ -375,6 +400,13 @@ def build_app(reference: str = "demo@train", public: bool = False, studio: Studi
                 )
 
         # ================================================================== callbacks
+        def _job(fn):
+            """Run ``fn`` under a cancellation token of its session (chexgen_ui.jobctl)."""
+            def session_of(args, kwargs):
+                req = next((a for a in [*args, *kwargs.values()] if isinstance(a, gr.Request)), None)
+                return _session(req)
+            return jobctl.wrap(fn, session_of=session_of)
+
         @_user_errors
         def on_model(name):
             if not name:
@@ -396,6 +428,7 @@ def build_app(reference: str = "demo@train", public: bool = False, studio: Studi
 
         @_user_errors
         @gpu(GPU_DURATION)
+        @_job
         def on_generate(model, prompt, n, seed, steps, guidance, progress=gr.Progress(),  # noqa: B008 - Gradio's idiom
                         request: gr.Request = None):
             gen = studio.generate(model, prompt, int(n), int(seed or 0), int(steps), float(guidance),
@@ -446,6 +479,7 @@ def build_app(reference: str = "demo@train", public: bool = False, studio: Studi
 
         @_user_errors
         @gpu(GPU_DURATION)
+        @_job
         def on_map(gen, progress=gr.Progress()):  # noqa: B008 - Gradio's idiom
             studio.index(_progress(progress))
             return _map_outputs(gen)
@@ -476,6 +510,7 @@ def build_app(reference: str = "demo@train", public: bool = False, studio: Studi
         # ---- per-pathology fidelity
         @_user_errors
         @gpu(GPU_DURATION)
+        @_job
         def on_pp(src, files, folder, mdl, n, steps, boot, min_count, progress=gr.Progress(), request: gr.Request = None):  # noqa: B008 - Gradio's idiom
             report = _progress(progress)
             synthetic, model = load_set(src, files, folder, mdl, n, steps, report, _session(request))
@@ -491,6 +526,7 @@ def build_app(reference: str = "demo@train", public: bool = False, studio: Studi
         # ---- batch
         @_user_errors
         @gpu(GPU_DURATION)
+        @_job
         def on_batch(src, files, folder, mdl, n, steps, axes, boot, min_count, u_model, u_epochs, u_size, u_mixed,
                      progress=gr.Progress(), request: gr.Request = None):  # noqa: B008 - Gradio's idiom
             cancel = cancel_event(request)
@@ -543,6 +579,7 @@ def build_app(reference: str = "demo@train", public: bool = False, studio: Studi
 
         def on_cancel(request: gr.Request = None):
             cancel_event(request).set()
+            jobctl.cancel(_session(request))
             return "Cancelled."
 
         b_cancel.click(on_cancel, None, b_status, cancels=[batch_ev], queue=False)
@@ -577,6 +614,7 @@ def build_app(reference: str = "demo@train", public: bool = False, studio: Studi
         # ---- first load: fill the prompt, build/load the index (first start shows progress), draw the map
         @_user_errors
         @gpu(GPU_DURATION)
+        @_job
         def on_load(progress=gr.Progress()):  # noqa: B008 - Gradio's idiom
             report = _progress(progress)
             studio.index(report)
@@ -588,6 +626,8 @@ def build_app(reference: str = "demo@train", public: bool = False, studio: Studi
             return _map_outputs(None)
 
         demo.load(on_load, None, [map_html, map_status], concurrency_id=GPU_QUEUE)
+    if public:
+        public_paths.scrub_app(demo)  # no server path in any output or error
     demo.studio = studio  # for tests and scripts
     return demo
 

@@ -22,6 +22,7 @@ import threading
 import time
 import uuid
 import zipfile
+import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -221,15 +222,29 @@ def safe_extract_zip(
             target = (dest / m.filename).resolve()
             if root not in target.parents:
                 raise InputError(f"{archive.name}: member {m.filename!r} would land outside the upload folder.")
+            if any(len(part.encode()) > 200 for part in Path(m.filename).parts) or len(m.filename) > 1000:
+                raise InputError(f"{archive.name}: a member's name is longer than 200 characters; shorten the "
+                                 "file names and upload the zip again.")
             target.parent.mkdir(parents=True, exist_ok=True)
             written = 0
-            with zf.open(m) as src, open(target, "wb") as out:
-                while chunk := src.read(1 << 20):
-                    written += len(chunk)
-                    if written > m.file_size:  # a member lying about its size
-                        raise InputError(f"{archive.name}: member {m.filename!r} is larger than its header says.")
-                    out.write(chunk)
+            try:
+                with zf.open(m) as src, open(target, "wb") as out:
+                    while chunk := src.read(1 << 20):
+                        written += len(chunk)
+                        if written > m.file_size:  # a member lying about its size
+                            raise InputError(f"{archive.name}: member {_short_name(m.filename)!r} is larger than "
+                                             "its header says; re-create the zip and upload it again.")
+                        out.write(chunk)
+            except (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError, RuntimeError) as exc:
+                log.warning("zip member %r refused: %s", m.filename, exc)
+                raise InputError(f"{archive.name}: member {_short_name(m.filename)!r} is damaged or uses an "
+                                 "unsupported compression or encryption; re-create the zip (no password) and "
+                                 "upload it again.") from None
     return dest
+
+
+def _short_name(name: str) -> str:
+    return name if len(name) <= 60 else name[:28] + "..." + name[-28:]
 
 
 def _find_csv(folder: Path) -> Path | None:
@@ -254,6 +269,9 @@ class Studio:
         self.umap = umap
         self.public = public
         self.limits = Limits.for_mode(public)
+        from .quotas import DiskQuota
+
+        self.quota = DiskQuota(public)  # public mode: disk quotas, deletion of finished inputs, expiry
         self._encoder_name = encoder or os.environ.get("CHEXGEN_APP_ENCODER") or None
         self._device = device
         self._store_path = store_path
@@ -447,6 +465,7 @@ class Studio:
         steps = limits.check("steps", steps, self.public) if steps else None
         if not model:
             raise InputError("Choose a model first (the Setup tab lists them).")
+        self.quota.check(session, 0, "Generating images")
         gen = self.generator(model)
         seeds = [int(seed) + i for i in range(n)]
         steps = int(steps) if steps else None
@@ -657,9 +676,22 @@ class Studio:
         files = [Path(f) for f in (files or []) if f]
         if not files:
             raise InputError("Upload a zip of images (optionally with a CSV of prompts), or a CSV plus its images.")
+        from .quotas import upload_bytes
+
+        incoming = upload_bytes(files)
+        if incoming <= self.limits.max_bytes:  # a bigger upload is refused below by the per-upload limit
+            self.quota.check(session, incoming, "This upload")
         dest = subdir("uploads") / session_folder(session) / f"{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:8]}"
         try:
             return self._load_upload(files, dest)
+        except (InputError, UnavailableError):
+            shutil.rmtree(dest, ignore_errors=True)
+            raise
+        except Exception as exc:  # a damaged archive or file: one sentence, no exception text
+            shutil.rmtree(dest, ignore_errors=True)
+            log.warning("upload refused: %s: %s", type(exc).__name__, exc)
+            raise InputError("The upload could not be read (a damaged zip or image file); re-create the zip "
+                             "from the original images and upload it again.") from None
         except BaseException:
             shutil.rmtree(dest, ignore_errors=True)
             raise
@@ -747,6 +779,7 @@ class Studio:
         if not 1 <= n <= self.limits.max_generate_set:
             raise InputError(f"Number of images must be between 1 and {self.limits.max_generate_set} (got {n}).")
         steps = limits.check("steps", steps, self.public) if steps else None
+        self.quota.check(session, 0, "Generating a synthetic set")
         gen = self.generator(model)
         rows = self.reference_prompts(n, seed)
         prompts = rows["prompt"].fillna("").astype(str).tolist()
@@ -780,6 +813,7 @@ class Studio:
                                    if kid_subsets == 100 else kid_subsets, self.public)  # the default fits any limit
         if int(min_count) < 1:
             raise InputError(f"Min images per pathology must be at least 1; got {min_count}.")
+        self.quota.check(session, 0, "This fidelity job")
         settings = {"per_pathology": per_pathology, "bootstrap": int(bootstrap), "min_count": int(min_count),
                     "kid_subsets": int(kid_subsets), "k": PRDC_K}
         with self.partial_on_failure("fidelity", synthetic, model=model, session=session, settings=settings):
@@ -804,6 +838,7 @@ class Studio:
         """The engine's privacy suite (memorisation search + re-ID) on a synthetic set; saved to the store."""
         from evaluators.privacy.suite import run_privacy
 
+        self.quota.check(session, 0, "This privacy job")
         with self.partial_on_failure("privacy", synthetic, model=model, session=session, settings={}):
             search = self.search()
             result = run_privacy(search.index, synthetic, search=search, reid=self.reid_model(), progress=progress)
@@ -837,6 +872,7 @@ class Studio:
         except BaseException as exc:
             cancelled = isinstance(exc, KeyboardInterrupt) or "cancel" in type(exc).__name__.lower()
             reason = "cancelled" if cancelled else f"{type(exc).__name__}: {exc}"
+            reason = getattr(exc, "reason", None) or reason  # evaluators.jobs.Stopped: cancelled / client left / time
             result = {"status": "partial", "error": reason, "settings": settings,
                       "synthetic": {"name": getattr(synthetic, "name", None), "n": len(synthetic)}, "note": note}
             try:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import shutil
 import threading
 import time
 import uuid
@@ -202,6 +203,7 @@ def run_utility_job(studio: Studio, synthetic: Any, *, model: str | None = None,
     from evaluators.utility.run import MIXED, REAL, SYNTHETIC, run_utility, side_by_side, standard_settings
 
     name, epochs, image_size = check_settings(studio, model=model, epochs=epochs, image_size=image_size)
+    studio.quota.check(session, 0, "This utility job")
     real_spec, test_spec = split_specs(studio.reference)
     labels = np.asarray(synthetic.labels, dtype=np.float32)
     if len(synthetic) < 2 or np.isnan(labels).all():
@@ -244,7 +246,11 @@ def run_utility_job(studio: Studio, synthetic: Any, *, model: str | None = None,
         out = subdir("runs") / session_folder(session) / f"utility-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
         wanted = standard_settings([real_spec], [syn_key])
         syn_settings = {k: v for k, v in wanted.items() if k == SYNTHETIC or (k == MIXED and mixed)}
-        syn = run_utility(syn_settings, test_spec, work_dir=out / "work", **common)
+        try:
+            syn = run_utility(syn_settings, test_spec, work_dir=out / "work", **common)
+        finally:
+            if studio.public:  # public mode keeps utility.json only: the checkpoints are ~170 MB per job
+                shutil.rmtree(out / "work", ignore_errors=True)
 
     r = real["settings"][REAL]
     real_reused = r["epochs_run"] > 0 and r["resumed_from_epoch"] == r["epochs_run"]

@@ -139,7 +139,13 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     import pickle
     import warnings
 
-    from ..checkpoints import _PLAIN_GLOBALS, _is_safetensors, _pickle_globals, load_state_dict, unwrap_state_dict
+    from ..checkpoints import (
+        _PLAIN_GLOBALS,
+        _is_safetensors,
+        _pickle_globals,
+        load_state_dict,
+        unwrap_state_dict,
+    )
     from ..errors import InputError
 
     path = Path(path)
