@@ -42,12 +42,12 @@ def event_alive() -> Callable[[], bool] | None:
     if queue is None or not event_id:
         return None
 
-    def alive() -> bool:
+    def alive() -> bool | str:
         for job in list(getattr(queue, "active_jobs", None) or []):
             for ev in job or []:
                 if getattr(ev, "_id", None) == event_id:
-                    return bool(getattr(ev, "alive", True))
-        return False  # no longer an active job: cancelled (or finished)
+                    return bool(getattr(ev, "alive", True))  # False: Gradio saw the client disconnect
+        return "cancelled"  # no longer an active job: cancelled through the page or the API's /cancel
 
     return alive
 

@@ -76,8 +76,10 @@ def scrub_value(value, _depth: int = 0):
         out = value.copy()
         out.columns = [scrub(str(c)) if isinstance(c, str) else c for c in out.columns]
         for c in out.columns:
-            if out[c].dtype == object:
-                out[c] = [scrub(v) if isinstance(v, str) else v for v in out[c]]
+            values = list(out[c])
+            if any(isinstance(v, str) for v in values):
+                out[c] = pd.Series([scrub(v) if isinstance(v, str) else v for v in values], index=out.index,
+                                   dtype=object)
         return out
     if isinstance(value, dict):
         return {k: scrub_value(v, _depth + 1) for k, v in value.items()}
@@ -119,7 +121,12 @@ def scrubbed(fn):
 
 
 def scrub_app(demo) -> None:
-    """Wrap every Python callback of ``demo`` (a built gr.Blocks) with :func:`scrubbed`."""
+    """Wrap every Python callback of ``demo`` (a built gr.Blocks) with :func:`scrubbed`, and scrub the
+    text values the page starts with (they are part of ``/config``)."""
+    for block in getattr(demo, "blocks", {}).values():
+        value = getattr(block, "value", None)
+        if isinstance(value, str) and not callable(value) and type(block).__name__ in ("Markdown", "Textbox", "HTML"):
+            block.value = scrub(value)
     for block_fn in getattr(demo, "fns", {}).values():
         fn = getattr(block_fn, "fn", None)
         if fn is None or inspect.iscoroutinefunction(fn) or inspect.isasyncgenfunction(fn):

@@ -41,7 +41,7 @@ class Stopped(Exception):
 class Token:
     """What a running job asks between steps: stop now? (and where to report progress).
 
-    ``alive()`` returning False means the client went away; ``deadline_s`` is a wall-clock limit from
+    ``alive()`` returning False means the client went away (a string: stop, for that reason); ``deadline_s`` is a wall-clock limit from
     the token's creation. :meth:`cancel` may be called from any thread.
     """
 
@@ -79,7 +79,9 @@ class Token:
                 ok = self.alive()
             except Exception:  # a liveness probe that fails must not stop the job
                 ok = True
-            if not ok:
+            if isinstance(ok, str):  # the probe names the reason itself
+                self.cancel(ok)
+            elif not ok:
                 self.cancel("client disconnected")
         if self._reason is not None:
             raise Stopped(self._reason)

@@ -393,21 +393,39 @@ def prdc(real: ArrayLike, fake: ArrayLike, k: int = 5, *, chunk_size: int | None
 # --------------------------------------------------------------------------------------------
 
 
+def _fid_few_samples(r: np.ndarray, f: np.ndarray) -> float:
+    """FID when both sets have fewer samples than dimensions: with ``S = A^T A`` (``A`` the centred samples
+    over ``sqrt(n - 1)``), ``tr sqrt(S1 S2)`` is the nuclear norm of the small ``A1 A2^T`` (its squared singular
+    values are the non-zero eigenvalues of ``S1 S2``): O(n1 n2 D) instead of two D x D eigensolvers."""
+    _need(r.shape[0], 2, "feature statistics")
+    _need(f.shape[0], 2, "feature statistics")
+    x, y = r.astype(np.float64), f.astype(np.float64)
+    mx, my = x.mean(0), y.mean(0)
+    a1 = (x - mx) / np.sqrt(x.shape[0] - 1)
+    a2 = (y - my) / np.sqrt(y.shape[0] - 1)
+    nuc = np.linalg.svd(a1 @ a2.T, compute_uv=False).sum()
+    diff = mx - my
+    return float(diff @ diff + (a1 * a1).sum() + (a2 * a2).sum() - 2.0 * nuc)
+
+
 def fidelity_metrics(real: ArrayLike, fake: ArrayLike, *, k: int = 5, kid_subsets: int = 100,
                      kid_subset_size: int | None = None, seed: int = 0,
                      real_stats: tuple[ArrayLike, ArrayLike] | None = None,
                      device: str | torch.device | None = None) -> dict[str, float | int]:
     """FID, KID (mean, std), Precision, Recall, Density, Coverage and the set sizes.
 
-    ``real_stats=(mu, sigma)`` (e.g. cached with the reference features) skips recomputing the real
-    Gaussian for FID; the other metrics still need the real features.
+    ``real_stats=(mu, sigma)`` (e.g. cached with the reference features; they must be those of ``real``) skips
+    recomputing the real Gaussian for FID; the other metrics still need the real features. With fewer images
+    than feature dimensions on both sides FID is computed from the samples (see :func:`_fid_few_samples`).
     """
     r, f = _pair(real, fake)
-    if real_stats is None:
-        mu_r, s_r = feature_stats(r)
+    if max(r.shape[0], f.shape[0]) < r.shape[1]:
+        # fewer images than dimensions: exact from the samples, no D x D eigensolver (seconds at D = 1024, where
+        # a cancelled job could not stop); ``real_stats`` are the statistics of ``real`` and add nothing here
+        fid_value = _fid_few_samples(r, f)
     else:
-        mu_r, s_r = real_stats
-    fid_value = frechet_distance(mu_r, s_r, *feature_stats(f))
+        mu_r, s_r = feature_stats(r) if real_stats is None else real_stats
+        fid_value = frechet_distance(mu_r, s_r, *feature_stats(f))
     kid_mean, kid_std = kid(r, f, subsets=kid_subsets, subset_size=kid_subset_size, seed=seed, device=device)
     pr = prdc(r, f, k=k, device=device)
     return {
