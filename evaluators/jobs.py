@@ -47,6 +47,7 @@ class Token:
 
     ALIVE_EVERY_S = 0.25  # how often alive() is asked (it may scan a queue)
     PROGRESS_EVERY_S = 0.2
+    OWNER_IDLE_S = 1.0
 
     def __init__(self, *, progress: Progress | None = None, alive: Callable[[], bool] | None = None,
                  deadline_s: float | None = None):
@@ -58,6 +59,9 @@ class Token:
         self._lock = threading.Lock()
         self._last_alive = 0.0
         self._last_progress = 0.0
+        self._owner: str | None = None
+        self._owner_seen = -1e9
+        self._starts: dict[str, int] = {}
 
     def cancel(self, reason: str = "cancelled") -> None:
         with self._lock:
@@ -89,9 +93,22 @@ class Token:
     def tick(self, done: int, total: int, desc: str = "") -> None:
         self.check()
         now = time.monotonic()
-        if self.progress is not None and (done >= total or now - self._last_progress >= self.PROGRESS_EVERY_S):
+        if self.progress is None:
+            return
+        # nested loops (KID subsets inside each bootstrap resample): an inner loop starts again and again, so a
+        # loop that has started more often than the one holding the bar does not take it (unless that one has
+        # been silent for OWNER_IDLE_S); a loop that follows another in sequence takes it over
+        if done == 0:
+            self._starts[desc] = self._starts.get(desc, 0) + 1
+        if desc != self._owner and now - self._owner_seen < self.OWNER_IDLE_S \
+                and self._starts.get(desc, 0) > self._starts.get(self._owner, 0):
+            return
+        if desc != self._owner or done >= total or now - self._last_progress >= self.PROGRESS_EVERY_S:
+            self._owner, self._owner_seen = desc, now
             self._last_progress = now
             self.progress(int(done), int(total), desc)
+        elif desc == self._owner:
+            self._owner_seen = now
 
 
 def current() -> Token | None:

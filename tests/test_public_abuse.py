@@ -161,7 +161,7 @@ def test_the_job_of_a_client_that_disconnects_stops(server, tmp_path):
     finally:
         proc.kill()  # the visitor closes the tab: its connection drops
         proc.wait(30)
-    row, waited = _wait_for_partial(studio, before, timeout=10.0)
+    row, _ = _wait_for_partial(studio, before, timeout=10.0)
     assert row["result"]["error"] == "client disconnected", row["result"]["error"]
     t0 = time.monotonic()
     _client(url).predict(ORACLE, PROMPT, 1, 0, 1, 0.0, api_name="/on_generate")  # the slot is free again
@@ -241,7 +241,7 @@ def test_a_weights_file_with_a_pickle_payload_runs_nothing_and_gives_one_line(en
     with open(tmp_path / "plain.pkl", "wb") as fh:  # the payload is real: plain pickle runs it
         pickle.dump(_Payload(tmp_path / "control"), fh)
     with open(tmp_path / "plain.pkl", "rb") as fh:
-        pickle.load(fh)  # noqa: S301 - proves the payload works
+        pickle.load(fh)  # proves the payload works
     assert (tmp_path / "control").exists()
 
     real = make_world(tmp_path / "real", patients=4, size=32)
@@ -282,7 +282,7 @@ def test_no_response_names_the_install_folder_or_chexgen_home(server, tmp_path):
     import httpx
     from gradio_client import handle_file
 
-    url, studio = server
+    url, _ = server
     needles = [str(REPO), str(chexgen_home()), str(chexgen_home().resolve())]
     client = _client(url)
     texts = [httpx.get(url + "config").text, httpx.get(url + "gradio_api/info").text,
