@@ -314,3 +314,23 @@ def test_no_response_names_the_install_folder_or_chexgen_home(server, tmp_path):
     for text in texts + errors:
         for needle in needles:
             assert needle not in text, (needle, text[:300])
+
+
+def test_xrv_released_file_and_its_safetensors_copy_give_the_same_encoder(tmp_path, monkeypatch):
+    pytest.importorskip("torchxrayvision")
+    import torch
+
+    from evaluators.checkpoints import save_state_dict
+    from evaluators.encoders import load_encoder
+    from tests import tiny_models as T
+
+    released = T.make_tiny_xrv(tmp_path / "xrv")  # a pickled full DenseNet, as torchxrayvision ships it
+    monkeypatch.setenv("CHEXGEN_XRV_WEIGHTS", str(released))
+    a = load_encoder("xrv-densenet")
+    converted = save_state_dict(a.model.state_dict(), tmp_path / "xrv.safetensors")
+    monkeypatch.setenv("CHEXGEN_XRV_WEIGHTS", str(converted))
+    b = load_encoder("xrv-densenet")
+    batch = torch.rand(2, 1, 224, 224) * 2048 - 1024
+    with torch.no_grad():
+        assert torch.equal(a.model(batch), b.model(batch))
+    assert b.pathologies == a.pathologies and len(a.pathologies) == 18

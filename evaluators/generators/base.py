@@ -144,7 +144,10 @@ class Generator:
         out: list[np.ndarray] = []
         total, start, size = len(prompts), 0, int(batch_size)
         while start < total:
-            jobs.tick(start, total, f"generating with {self.name}")
+            if progress is None:  # the caller's own progress callback reports otherwise
+                jobs.tick(start, total, f"generating with {self.name}")
+            else:
+                jobs.check()
             chunk = slice(start, min(start + size, total))
             try:
                 images = self._run_batch(

@@ -113,7 +113,7 @@ def preload(
 
         iterator = tqdm(iterator, desc=f"loading {name} at {image_size}px", unit="img", leave=False)
     for i in iterator:
-        jobs.tick(i, n, f"loading {name}")
+        jobs.tick(i, n, f"loading {name}") if progress is None else jobs.check()
         img = np.asarray(image_set.image(i), dtype=np.float32)
         if img.ndim == 3:  # tolerate [H, W, C]
             img = img.mean(axis=-1)

@@ -301,7 +301,10 @@ def train_classifier(
 
                 bar = tqdm(loader, desc=f"epoch {epoch}/{epochs}", unit="batch", leave=False, total=n_batches)
             for step, (xb, yb, mb) in enumerate(bar, start=1):
-                jobs.tick((epoch - 1) * n_batches + step - 1, epochs * n_batches, f"training, epoch {epoch}/{epochs}")
+                if progress is None:  # the caller's own progress callback reports otherwise
+                    jobs.tick((epoch - 1) * n_batches + step - 1, epochs * n_batches, f"training, epoch {epoch}/{epochs}")
+                else:
+                    jobs.check()
                 x = _augment(_normalise(xb.to(dev)), aug_gen)
                 logits = net(x)
                 loss = _masked_bce(logits.float(), yb.to(dev), mb.to(dev))
