@@ -191,6 +191,10 @@ def test_quota_refuses_the_upload_that_would_exceed_it_and_a_sweep_removes_expir
         _client(url).predict(UPLOAD_SRC, [handle_file(str(big))], "", ORACLE, 12, 1, 0, 1, api_name="/on_pp")
     assert "Traceback" not in str(err.value)
     assert not [p for p in subdir("uploads").rglob("*.png")]  # nothing was extracted
+    monkeypatch.setattr(studio.quota, "session_bytes", 10**9)
+    monkeypatch.setattr(studio.quota, "total_bytes", 200_000)  # all visitors together
+    with pytest.raises(InputError, match="disk space for visitors"):
+        studio.synthetic_from_upload([str(big)], session="another")
 
     old = subdir("runs") / session_folder("someone") / "fidelity-20250101-000000-abcdef"
     new = subdir("runs") / session_folder("someone") / "fidelity-20990101-000000-abcdef"
@@ -225,7 +229,8 @@ class _Payload:
 
 @pytest.mark.parametrize("encoder,env", [("xrv-densenet", "CHEXGEN_XRV_WEIGHTS"),
                                          ("inception", "CHEXGEN_INCEPTION_WEIGHTS")])
-def test_a_weights_file_with_a_pickle_payload_runs_nothing_and_gives_one_line(encoder, env, tmp_path):
+def test_a_weights_file_with_a_pickle_payload_runs_nothing_and_gives_one_line(encoder, env, tmp_path, monkeypatch,
+                                                                              capsys):
     if encoder == "xrv-densenet":
         pytest.importorskip("torchxrayvision")
         from evaluators.encoders.xrv import FILENAME
@@ -245,16 +250,16 @@ def test_a_weights_file_with_a_pickle_payload_runs_nothing_and_gives_one_line(en
     assert (tmp_path / "control").exists()
 
     real = make_world(tmp_path / "real", patients=4, size=32)
-    env_vars = {**os.environ, env: str(weights), "CHEXGEN_HOME": str(tmp_path / "home"), "HF_HUB_OFFLINE": "1",
-                "PYTHONPATH": str(REPO)}
-    proc = subprocess.run([sys.executable, "-m", "evaluators", "fidelity", "--real", str(real), "--synthetic",
-                           str(real), "--encoder", encoder, "--no-alignment", "--device", "cpu",
-                           "--out", str(tmp_path / "r.json")], cwd=REPO, env=env_vars, capture_output=True,
-                          text=True, timeout=300)
+    from evaluators.cli import main
+
+    monkeypatch.setenv(env, str(weights))
+    code = main(["fidelity", "--real", str(real), "--synthetic", str(real), "--encoder", encoder, "--no-alignment",
+                 "--device", "cpu", "--no-store", "--out", str(tmp_path / "r.json")])  # the CLI, in this process
+    err = capsys.readouterr().err
     assert not marker.exists()
-    assert proc.returncode == 2, proc.stderr
-    lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr
+    assert code == 2, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in err, err
     assert FILENAME in lines[0] and "safetensors" in lines[0]
 
 
