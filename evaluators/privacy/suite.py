@@ -552,6 +552,8 @@ def _positive(kind):
 
 
 def _common(p) -> None:
+    from ..argtypes import knob
+
     p.add_argument("--train", required=True,
                    help="training set (folder, CSV, PATH@SPLIT, 'demo@train') or a reference index folder")
     p.add_argument("--encoder", default=None, help="encoder for the memorisation search (default: best available)")
@@ -566,7 +568,7 @@ def _common(p) -> None:
     p.add_argument("--match", choices=MATCH_MODES, default="aligned",
                    help="copy score: 'aligned' verifies the encoder's candidates by shift/scale-tolerant pixel "
                         "correlation; 'cosine' uses the encoder similarity alone (default: aligned)")
-    p.add_argument("--candidates", type=_positive(int), default=DEFAULT_CANDIDATES,
+    p.add_argument("--candidates", type=knob("candidates"), default=DEFAULT_CANDIDATES,
                    help=f"encoder candidates verified per image with --match aligned (default: {DEFAULT_CANDIDATES})")
     p.add_argument("--device", default=None, help="cuda, mps or cpu (default: best available)")
     add_dtype_argument(p)
@@ -574,6 +576,8 @@ def _common(p) -> None:
 
 def add_cli(subparsers) -> None:
     """``privacy`` (a synthetic set) and ``privacy-protocol`` (a generator, CheXGenBench's protocol)."""
+    from ..argtypes import knob
+
     p = subparsers.add_parser(
         "privacy", help="memorisation search and patient re-identification of a synthetic set",
         description="Search every synthetic image against the whole training set, flag near-copies above a "
@@ -593,7 +597,7 @@ def add_cli(subparsers) -> None:
     q.add_argument("--prompts", type=_positive(int), default=20, help="M, training prompts (default: 20)")
     q.add_argument("--seeds", type=_positive(int), default=len(DEFAULT_SEEDS), help="S, seeds 0..S-1 (default: 3)")
     q.add_argument("--size", type=_positive(int), default=None, help="image side (default: the model's preset)")
-    q.add_argument("--steps", type=_positive(int), default=None, help="sampling steps (default: preset)")
+    q.add_argument("--steps", type=knob("steps"), default=None, help="sampling steps (default: preset)")
     q.add_argument("--batch-size", type=_positive(int), default=4)
     q.add_argument("--prompt-seed", type=int, default=0, help="seed that draws the prompts (default: 0)")
     q.add_argument("--out", required=True, help="JSON results file")
