@@ -1,7 +1,9 @@
 """Command line of the app: ``python app.py [--reference SET] [--public] [--host H] [--port P]``.
 
 Public mode (``--public``, automatic on a Hugging Face Space where SPACE_ID is set) limits uploads and
-the queue; the limits are environment variables, listed in :func:`launch_options`.
+the queue (environment variables, listed in :func:`launch_options`), the work of each job
+(:mod:`evaluators.limits`), its wall-clock time (:mod:`chexgen_ui.jobctl`) and the disk
+(:mod:`chexgen_ui.quotas`), and shows no server path (:mod:`chexgen_ui.public_paths`).
 """
 
 from __future__ import annotations

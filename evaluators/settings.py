@@ -6,6 +6,8 @@
 - ``CHEXGEN_DEVICE``: ``cuda``, ``mps`` or ``cpu`` (default: the best one present).
 - Offline: ``HF_HUB_OFFLINE=1`` (or ``CHEXGEN_OFFLINE=1``) means nothing tries the network; loaders
   use ``local_files_only=True``.
+- The public app's limits (``CHEXGEN_PUBLIC_MAX_*``, quotas, retention): whole numbers read by
+  :func:`int_setting`; the table of work-scaling knobs is :data:`evaluators.limits.KNOBS`.
 """
 
 from __future__ import annotations
