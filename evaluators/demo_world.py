@@ -382,8 +382,6 @@ def ensure_demo_world(patients: int = 600, seed: int = 0, size: int = 128) -> Pa
 
 # ----------------------------------------------------------------------------- CLI
 def add_cli(subparsers: argparse._SubParsersAction) -> None:
-    from .argtypes import int_range
-
     p = subparsers.add_parser(
         "demo-data",
         help="write a synthetic chest X-ray world (PNGs + metadata.csv) for offline demos and tests",
@@ -393,12 +391,12 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
         "then the 14 labels as 1/0/-1/blank). The same seed writes byte-identical files.",
     )
     p.add_argument("--out", required=True, help="output folder (created; existing files are overwritten)")
-    p.add_argument("--patients", type=int_range(1), default=600, help="number of synthetic patients (default: 600)")
+    p.add_argument("--patients", type=int, default=600, help="number of synthetic patients (default: 600)")
     p.add_argument("--seed", type=int, default=0, help="random seed; same seed -> identical files (default: 0)")
-    p.add_argument("--size", type=int_range(32, 1024), default=128, help="image side in pixels, 32-1024 (default: 128)")
-    p.add_argument("--studies-max", type=int_range(1), default=4,
+    p.add_argument("--size", type=int, default=128, help="image side in pixels, 32-1024 (default: 128)")
+    p.add_argument("--studies-max", type=int, default=4,
                    help="most studies per patient; counts are long-tailed from 1 (default: 4)")
-    p.add_argument("--workers", type=int_range(1), default=1,
+    p.add_argument("--workers", type=int, default=1,
                    help="processes to render with; output is identical for any value (default: 1)")
     p.set_defaults(func=_cli)
 
