@@ -135,7 +135,8 @@ def suite(real_set, synth_set, encoder, enc_name: str, *, batch_size: int) -> tu
     t0 = time.perf_counter()
     with contextlib.redirect_stderr(io.StringIO()):  # the cache's progress bars (tables go to stdout)
         res = run_fidelity(real_set, synth_set, encoders=[enc_name], alignment=False, load_encoder=lambda _: encoder,
-                           kid_subsets=100, k=5, seed=0, batch_size=batch_size)
+                           kid_subsets=100, k=5, seed=0, batch_size=batch_size,
+                           preprocess=encoder.preprocess_mode)  # the reference pattern reads the same pixels
     m = res["overall"][enc_name]
     out = {k: float(m[k]) for k in ("FID", "KID", "Precision", "Recall", "Density", "Coverage")}
     if "Inception Score" in res:

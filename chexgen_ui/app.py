@@ -31,6 +31,10 @@ log = logging.getLogger("chexgen_ui")
 GPU_QUEUE = "gpu"  # generation and encoding share one concurrency slot
 GPU_CONCURRENCY = int(os.environ.get("CHEXGEN_GPU_CONCURRENCY", "1"))
 GPU_DURATION = int(os.environ.get("CHEXGEN_GPU_DURATION", "120"))  # seconds per call on ZeroGPU (spaces.GPU)
+PREPROCESS_CHOICES = [("auto (chexgenbench for RadDino/Inception)", "auto"), ("clean", "clean"),
+                      ("chexgenbench (CheXGenBench's chain)", "chexgenbench")]
+PREPROCESS_LABEL = ("Preprocessing: chexgenbench reproduces CheXGenBench's pixels (compare with its table); clean "
+                    "resizes once in float")
 
 
 def _session(request: gr.Request | None) -> str | None:
@@ -316,6 +320,7 @@ def build_app(reference: str = "demo@train", public: bool = False, studio: Studi
                             f_boot = gr.Number(0, precision=0, minimum=0, maximum=limits.maximum("bootstrap", public),
                                                label=f"Bootstrap resamples (0 = no CI; at most {limits.maximum('bootstrap', public)})")
                             f_min = gr.Number(10, precision=0, label="Min images per pathology", elem_id="pp-min")
+                        f_pre = gr.Radio(PREPROCESS_CHOICES, value="auto", label=PREPROCESS_LABEL, elem_id="pp-preprocess")
                         f_btn = gr.Button("Compute per-pathology fidelity", variant="primary", elem_id="pp-run")
                     with gr.Column(scale=2):
                         f_table = gr.Dataframe(label="Per pathology", wrap=False, pinned_columns=1, elem_id="pp-table",
@@ -349,6 +354,8 @@ def build_app(reference: str = "demo@train", public: bool = False, studio: Studi
                             b_boot = gr.Number(0, precision=0, minimum=0, maximum=limits.maximum("bootstrap", public),
                                                label=f"Bootstrap resamples (at most {limits.maximum('bootstrap', public)})")
                             b_min = gr.Number(10, precision=0, label="Min images per pathology", elem_id="batch-min")
+                        b_pre = gr.Radio(PREPROCESS_CHOICES, value="auto", label=PREPROCESS_LABEL,
+                                         elem_id="batch-preprocess")
                         with gr.Row():
                             b_btn = gr.Button("Run", variant="primary", elem_id="batch-run")
                             b_cancel = gr.Button("Cancel", variant="stop", elem_id="batch-cancel")
@@ -511,16 +518,17 @@ def build_app(reference: str = "demo@train", public: bool = False, studio: Studi
         @_user_errors
         @gpu(GPU_DURATION)
         @_job
-        def on_pp(src, files, folder, mdl, n, steps, boot, min_count, progress=gr.Progress(), request: gr.Request = None):  # noqa: B008 - Gradio's idiom
+        def on_pp(src, files, folder, mdl, n, steps, boot, min_count, preprocess="auto", progress=gr.Progress(),  # noqa: B008 - Gradio's idiom
+                  request: gr.Request = None):
             report = _progress(progress)
             synthetic, model = load_set(src, files, folder, mdl, n, steps, report, _session(request))
             run = studio.run_fidelity(synthetic, model=model, per_pathology=True, bootstrap=int(boot or 0),
                                       min_count=int(min_count or 1), session=_session(request),
-                                      progress=report)
+                                      progress=report, preprocess=preprocess or "auto")
             return run.per_pathology, figures.fidelity_bars(run.per_pathology, result=run.result), \
                 figures.counts_figure(run.counts)
 
-        f_btn.click(on_pp, [f_src, f_files, f_folder, f_mdl, f_n, f_steps, f_boot, f_min],
+        f_btn.click(on_pp, [f_src, f_files, f_folder, f_mdl, f_n, f_steps, f_boot, f_min, f_pre],
                     [f_table, f_plot, f_counts], concurrency_id=GPU_QUEUE, concurrency_limit=GPU_CONCURRENCY)
 
         # ---- batch
@@ -528,7 +536,7 @@ def build_app(reference: str = "demo@train", public: bool = False, studio: Studi
         @gpu(GPU_DURATION)
         @_job
         def on_batch(src, files, folder, mdl, n, steps, axes, boot, min_count, u_model, u_epochs, u_size, u_mixed,
-                     progress=gr.Progress(), request: gr.Request = None):  # noqa: B008 - Gradio's idiom
+                     preprocess="auto", progress=gr.Progress(), request: gr.Request = None):  # noqa: B008 - Gradio's idiom
             cancel = cancel_event(request)
             cancel.clear()
             report = _progress(progress, cancel)
@@ -545,12 +553,14 @@ def build_app(reference: str = "demo@train", public: bool = False, studio: Studi
             if "Fidelity" in axes:
                 yield f"Running fidelity on {len(synthetic)} image(s)…", None, None, None, None, None, None
                 run = studio.run_fidelity(synthetic, model=model, per_pathology=True, bootstrap=int(boot or 0),
-                                          min_count=int(min_count or 1), session=session, progress=report)
+                                          min_count=int(min_count or 1), session=session, progress=report,
+                                          preprocess=preprocess or "auto")
                 overall, table = run.overall, run.per_pathology
                 plot = figures.fidelity_bars(run.per_pathology, result=run.result)
                 files_out += [str(run.csv_path), str(run.json_path)]
                 done.append(f"Fidelity done in {run.result.get('wall_time_s', 0):.1f} s: {len(synthetic)} synthetic "
-                            f"vs {run.result['real']['n']} reference images; saved as run #{run.run_id}.")
+                            f"vs {run.result['real']['n']} reference images, {run.result['settings']['preprocess']} "
+                            f"preprocessing; saved as run #{run.run_id}.")
                 yield "\n\n".join(done), overall, table, plot, None, None, files_out
             if "Privacy" in axes:
                 prun = studio.run_privacy(synthetic, model=model, session=session, progress=report)
@@ -573,7 +583,7 @@ def build_app(reference: str = "demo@train", public: bool = False, studio: Studi
             yield "\n\n".join(done), overall, table, plot, priv, util, files_out
 
         batch_ev = b_btn.click(on_batch, [b_src, b_files, b_folder, b_mdl, b_n, b_steps, b_axes, b_boot, b_min,
-                                          u_model, u_epochs, u_size, u_mixed],
+                                          u_model, u_epochs, u_size, u_mixed, b_pre],
                                [b_status, b_overall, b_table, b_plot, b_priv, b_util, b_files_out],
                                concurrency_id=GPU_QUEUE, concurrency_limit=GPU_CONCURRENCY)
 

@@ -320,7 +320,7 @@ class Studio:
 
                 name = self._encoder_name or encoders.default_encoder()
                 try:
-                    self._encoder = encoders.load_encoder(name, device=self.device)
+                    self._encoder = encoders.load_encoder(name, device=self.device, preprocess="auto")
                 except Exception as exc:  # any load failure falls back, with the reason shown
                     if self._encoder_name:
                         raise
@@ -804,8 +804,9 @@ class Studio:
     # ---- fidelity
     def run_fidelity(self, synthetic, *, model: str | None = None, per_pathology: bool = True,
                      bootstrap: int = 0, min_count: int = 10, kid_subsets: int = 100, session: str | None = None,
-                     progress: Progress | None = None) -> FidelityRun:
-        """Fidelity of ``synthetic`` against the reference index; saved to the results store and to files."""
+                     progress: Progress | None = None, preprocess: str = "auto") -> FidelityRun:
+        """Fidelity of ``synthetic`` against the reference index; saved to the results store and to files.
+        ``preprocess``: auto / clean / chexgenbench (:mod:`evaluators.encoders.chexgenbench`)."""
         from evaluators import fidelity
 
         bootstrap = limits.check("bootstrap", bootstrap, self.public)
@@ -815,14 +816,14 @@ class Studio:
             raise InputError(f"Min images per pathology must be at least 1; got {min_count}.")
         self.quota.check(session, 0, "This fidelity job")
         settings = {"per_pathology": per_pathology, "bootstrap": int(bootstrap), "min_count": int(min_count),
-                    "kid_subsets": int(kid_subsets), "k": PRDC_K}
+                    "kid_subsets": int(kid_subsets), "k": PRDC_K, "preprocess": preprocess}
         with self.partial_on_failure("fidelity", synthetic, model=model, session=session, settings=settings):
             # Precision/Recall/Density/Coverage need k + 1 images on each side (k = 5)
             index = self.index(progress)
             result = fidelity.run_fidelity(
                 index, synthetic, encoders=[index.encoder], per_pathology=per_pathology, bootstrap=int(bootstrap),
                 k=PRDC_K, min_count=int(min_count), kid_subsets=int(kid_subsets), device=self.device,
-                progress=progress, load_encoder=self._load_encoder_for(index.encoder),
+                progress=progress, load_encoder=self._load_encoder_for(index.encoder), preprocess=preprocess or "auto",
             )
         out = subdir("runs") / session_folder(session) / f"fidelity-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
         csv_path = fidelity.write_csv(result, out / "fidelity.csv")
@@ -905,7 +906,7 @@ class Studio:
         for r in self.store().runs(kind=kind or None, session=self._visible_session(session)):
             s = r["settings"] or {}
             row = {"id": r["id"], "date": r["created"], "kind": r["kind"], "model": r["model"] or "",
-                   "synthetic": r["synthetic"] or "", "status": r["status"],
+                   "synthetic": r["synthetic"] or "", "status": r["status"], "preprocess": r.get("preprocess") or "",
                    "settings": ", ".join(f"{k}={v}" for k, v in s.items() if not isinstance(v, dict | list))}
             row.update({k: finite(v) for k, v in (r["metrics"] or {}).items()})
             rows.append(row)
@@ -994,7 +995,8 @@ def _tidy(df: pd.DataFrame) -> pd.DataFrame:
 def overall_table(result: dict) -> pd.DataFrame:
     rows = []
     for enc, vals in result.get("overall", {}).items():
-        row = {"encoder": enc, "n_real": vals.get("n_real"), "n_synthetic": vals.get("n_synthetic")}
+        row = {"encoder": enc, "preprocess": (result.get("preprocess") or {}).get(enc, "clean"),
+               "n_real": vals.get("n_real"), "n_synthetic": vals.get("n_synthetic")}
         for m in METRICS:
             row[m] = finite(vals.get(m))
             row[f"{m} 95% CI"] = _fmt_ci(vals.get("ci95"), m)
@@ -1008,7 +1010,8 @@ def per_pathology_table(result: dict) -> pd.DataFrame:
     for r in result.get("per_pathology", []):
         row = {"pathology": r["pathology"], "skipped": _short_skip(r.get("skipped") or "", r["pathology"]),
                "n_real": r["n_real"],
-               "n_synthetic": r["n_synthetic"], "encoder": r["encoder"]}
+               "n_synthetic": r["n_synthetic"], "encoder": r["encoder"],
+               "preprocess": (result.get("preprocess") or {}).get(r["encoder"], "clean")}
         for m in METRICS:
             row[m] = finite(r.get(m))
             row[f"{m} 95% CI"] = _fmt_ci(r.get("ci95"), m)

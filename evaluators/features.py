@@ -1,5 +1,8 @@
 """The feature cache: every image is encoded once per (content hash, encoder, weights, preprocessing).
 
+The preprocessing mode (``clean`` / ``chexgenbench``, :mod:`evaluators.encoders.chexgenbench`) is part of the
+encoder's cache key, so features of one mode are never read for the other.
+
 Features live under ``CHEXGEN_HOME/features/<encoder cache key>/`` as ``.npz`` shards, each holding the
 content hashes of its images and one array per encoder output ("features", "logits", ...). A shard is
 written atomically after every chunk, so a run killed half-way keeps what it finished and a rerun
@@ -189,6 +192,8 @@ class _Images(torch.utils.data.Dataset):
     def __getitem__(self, i: int):
         item = self.items[i]
         try:
+            if getattr(self.preprocess, "reads_source", False):  # e.g. the chexgenbench chain opens files with PIL
+                return i, self.preprocess(item), None
             if isinstance(item, np.ndarray):
                 img = _as_float_gray(item)
             else:

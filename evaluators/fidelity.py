@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from .encoders.base import add_dtype_argument
+from .encoders.chexgenbench import add_preprocess_argument
 from .errors import InputError, UnavailableError
 from .features import Progress, extract_features
 from .metrics import bootstrap_ci, fidelity_metrics, inception_score, multilabel_auc
@@ -170,10 +171,13 @@ def run_fidelity(
     alignment: bool = True,
     progress: Progress | None = None,
     load_encoder: Callable | None = None,
+    preprocess: str = "auto",
 ) -> dict:
     """Every fidelity metric of ``synthetic`` against ``real`` (an ImageSet or a ReferenceIndex).
 
-    Encoders named in ``encoders`` load on ``device`` in ``dtype`` (half precision only on CUDA)."""
+    Encoders named in ``encoders`` load on ``device`` in ``dtype`` (half precision only on CUDA). ``preprocess``:
+    ``auto`` (chexgenbench for raddino and inception, clean for the others), ``clean`` or ``chexgenbench``
+    (:mod:`evaluators.encoders.chexgenbench`); each encoder's mode is in the result."""
     from . import encoders as registry
 
     if match not in MATCH_MODES:
@@ -188,15 +192,19 @@ def run_fidelity(
         if "inception" not in encoders and registry.availability("inception").local:
             encoders.append("inception")
             optional.add("inception")
+    from .encoders.chexgenbench import describe, run_modes, source_notes
+
+    modes, mode_notes = run_modes(preprocess, encoders)
     t0 = time.perf_counter()
     loaded, encoder_notes = {}, []
     for name in encoders:
         try:
-            loaded[name] = load(name)
+            loaded[name] = load(name).with_preprocess(modes[name])
         except (InputError, UnavailableError) as exc:
             if name not in optional:
                 raise
             encoder_notes.append(f"{name} skipped: {exc}")
+    modes = {name: modes[name] for name in loaded}
     kw = {"progress": progress, "batch_size": batch_size, "skip_bad": skip_bad}
     metric_kw = {"k": k, "kid_subsets": kid_subsets, "seed": seed}
 
@@ -213,7 +221,10 @@ def run_fidelity(
             "kid_subsets": kid_subsets,
             "kid_subset_size": "min(n_real, n_synthetic)",
             "seed": seed,
+            "preprocess": describe(modes),
+            "preprocess_requested": preprocess,
         },
+        "preprocess": modes,
         "real": {"name": real_side.name, "n": len(real_side)},
         **({"encoder_notes": encoder_notes} if encoder_notes else {}),
         "synthetic": {
@@ -222,6 +233,12 @@ def run_fidelity(
             "labels_source": getattr(synthetic, "labels_source", ""),
         },
     }
+    if "chexgenbench" in modes.values():
+        real_items = real_side.table["path"].tolist() if real_side.index is not None else list(real_side.image_set.paths)
+        mode_notes += [f"real: {n}" for n in source_notes(real_items)]
+        mode_notes += [f"synthetic: {n}" for n in source_notes(list(synthetic.paths))]
+    if mode_notes:
+        result["preprocess_notes"] = mode_notes
     for name, enc in loaded.items():
         fr, _, _ = real_side.features(enc, **kw)
         fset = extract_features(list(synthetic.paths), enc, **kw)
@@ -232,8 +249,9 @@ def run_fidelity(
         overall = fidelity_metrics(fr, fs, real_stats=real_side.pathology_stats(enc, None), **metric_kw)
         result["overall"][name] = _with_ci(overall, fr, fs, bootstrap, seed, metric_kw)
         if "logits" in fset.outputs and name == "inception":
-            mean, std = inception_score(fset.outputs["logits"], splits=10, seed=seed)
-            result["Inception Score"] = {"mean": mean, "std": std, "splits": 10, "n": len(fs)}
+            splits = min(10, len(fs))  # fewer images than splits would leave empty splits
+            mean, std = inception_score(fset.outputs["logits"], splits=splits, seed=seed)
+            result["Inception Score"] = {"mean": mean, "std": std, "splits": splits, "n": len(fs)}
         if per_pathology:
             need = max(min_count, k + 1)  # PRDC's k-th neighbour needs k + 1 images on each side
             synth_sub = _SubsetView(synthetic, keep_s)
@@ -294,6 +312,18 @@ def _column(metric: str, encoder: str) -> str:
     return metric
 
 
+def _preprocessing_column(result: dict, encoders: list[str]) -> str:
+    """Which chain produced a CSV row's numbers (CheXGenBench's columns are comparable only in chexgenbench mode)."""
+    modes = result.get("preprocess") or {}
+    parts = {e: modes.get(e, "clean") for e in encoders}
+    text = next(iter(parts.values())) if len(set(parts.values())) == 1 else ", ".join(f"{e}: {m}" for e, m in parts.items())
+    chosen = (result.get("settings") or {}).get("preprocess_requested", "auto")
+    if any(m == "clean" and e in ("raddino", "inception") for e, m in parts.items()):
+        text += (f" (--preprocess {chosen}: not CheXGenBench's chain, not comparable with its published table)"
+                 if chosen == "clean" else " (not CheXGenBench's chain, not comparable with its published table)")
+    return text
+
+
 def csv_rows(result: dict) -> list[dict]:
     """One row for all images and one per pathology, with CheXGenBench's column names.
 
@@ -314,6 +344,7 @@ def csv_rows(result: dict) -> list[dict]:
             for key in ("Precision", "Recall", "Density", "Coverage"):
                 row[key] = values_by_enc[prdc_enc][key]
         row["PRDC encoder"] = prdc_enc
+        row["Preprocessing"] = _preprocessing_column(result, list(values_by_enc))
         first = next(iter(values_by_enc.values()))
         row["n_real"], row["n_synthetic"] = first["n_real"], first["n_synthetic"]
         skipped = [v.get("skipped") for v in values_by_enc.values() if v.get("skipped")]
@@ -404,6 +435,7 @@ def add_cli(subparsers) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default=None, help="cuda, mps or cpu (default: best available)")
     add_dtype_argument(p)
+    add_preprocess_argument(p)
     p.add_argument("--batch-size", type=int_range(1), default=64)
     p.add_argument("--skip-bad", action="store_true", help="skip unreadable synthetic images and list them")
     p.add_argument("--no-alignment", action="store_true", help="skip the classifier-based alignment")
@@ -436,6 +468,7 @@ def _cli_fidelity(args) -> int:
         batch_size=args.batch_size,
         skip_bad=args.skip_bad,
         alignment=not args.no_alignment,
+        preprocess=args.preprocess,
     )
     write_json(result, args.out)
     if args.csv:
@@ -453,26 +486,31 @@ def _cli_fidelity(args) -> int:
 
 def format_summary(result: dict) -> str:
     lines = [f"note: {n}" for n in result.get("encoder_notes", [])]
+    modes = result.get("preprocess") or {}
     for enc, m in result["overall"].items():
         lines.append(
-            f"[{enc}] FID {m['FID']:.3f}  KID {m['KID']:.5f}±{m['KID_std']:.5f}  P {m['Precision']:.3f}  "
+            f"[{enc}, {modes.get(enc, 'clean')} preprocessing] FID {m['FID']:.3f}  KID {m['KID']:.5f}±{m['KID_std']:.5f}  P {m['Precision']:.3f}  "
             f"R {m['Recall']:.3f}  D {m['Density']:.3f}  C {m['Coverage']:.3f}  "
             f"(n_real {m['n_real']}, n_synthetic {m['n_synthetic']})"
         )
     if "Inception Score" in result:
-        lines.append(f"Inception Score {result['Inception Score']['mean']:.3f} ± {result['Inception Score']['std']:.3f}")
+        lines.append(f"Inception Score {result['Inception Score']['mean']:.3f} ± {result['Inception Score']['std']:.3f}"
+                     f" ({modes.get('inception', 'clean')} preprocessing)")
     al = result.get("alignment") or {}
     if al.get("available"):
         auc = al["macro_AUC"]
         lines.append(f"alignment ({al['classifier']} classifier): macro AUC "
                      + (f"{auc:.3f}" if auc is not None else
                         "n/a (no label has both positive and negative synthetic images; AUC needs both)"))
+    for note in result.get("preprocess_notes") or []:
+        lines.append(f"note: {note}")
     for row in result["per_pathology"]:
         if "skipped" in row:
-            lines.append(f"  {row['pathology']:<27} [{row['encoder']}] skipped: {row['skipped']}")
+            lines.append(f"  {row['pathology']:<27} [{row['encoder']}, {modes.get(row['encoder'], 'clean')}] "
+                         f"skipped: {row['skipped']}")
         else:
             lines.append(
-                f"  {row['pathology']:<27} [{row['encoder']}] FID {row['FID']:.3f}  KID {row['KID']:.5f}  "
+                f"  {row['pathology']:<27} [{row['encoder']}, {modes.get(row['encoder'], 'clean')}] FID {row['FID']:.3f}  KID {row['KID']:.5f}  "
                 f"P {row['Precision']:.3f} R {row['Recall']:.3f} D {row['Density']:.3f} C {row['Coverage']:.3f}  "
                 f"n {row['n_real']}/{row['n_synthetic']}"
             )

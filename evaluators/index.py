@@ -30,6 +30,7 @@ import numpy as np
 import pandas as pd
 
 from .encoders.base import add_dtype_argument
+from .encoders.chexgenbench import add_preprocess_argument
 from .errors import InputError
 from .features import Progress, extract_features
 from .pathologies import INDEX as LABEL_INDEX
@@ -396,6 +397,7 @@ def add_cli(subparsers) -> None:
     p.add_argument("--workers", type=int_range(0), default=None, help="DataLoader workers (default: up to 4 for large sets)")
     p.add_argument("--device", default=None, help="cuda, mps or cpu (default: best available)")
     add_dtype_argument(p)
+    add_preprocess_argument(p)
     p.add_argument("--skip-bad", action="store_true", help="skip unreadable images and list them instead of stopping")
     p.add_argument("--seed", type=int, default=0, help="seed for UMAP and IVF training (default 0)")
     p.set_defaults(func=_cli_index)
@@ -408,7 +410,8 @@ def _cli_index(args) -> int:
 
     image_set = load_image_set(args.reference, images_root=args.images_root, skip_bad=args.skip_bad)
     name = args.encoder or default_encoder()
-    encoder = load_encoder(name, weights=args.weights, device=select_device(args.device), dtype=args.encoder_dtype)
+    encoder = load_encoder(name, weights=args.weights, device=select_device(args.device), dtype=args.encoder_dtype,
+                           preprocess=args.preprocess)
     index = build_index(
         image_set,
         encoder,
@@ -423,7 +426,8 @@ def _cli_index(args) -> int:
     if index is not None:
         t = index.info["timings_s"]
         print(
-            f"indexed {len(index)} images with {name} ({index.info['dim']}-d) -> {index.dir}\n"
+            f"indexed {len(index)} images with {name} ({index.info['dim']}-d, {encoder.preprocess_mode} "
+            f"preprocessing) -> {index.dir}\n"
             f"encoder passes: {index.info['forward_images']} images; features {t['features']} s, "
             f"UMAP {t['umap']} s, total {t['total']} s"
         )

@@ -57,12 +57,15 @@ def finite(obj):
 def flatten_metrics(result: dict) -> dict[str, float]:
     """The headline numbers of a run as {column: value} (what the leaderboard shows and sorts)."""
     flat: dict[str, float] = {}
+    modes = result.get("preprocess") or {}
     for enc, vals in (result.get("overall") or {}).items():
+        tag = enc if modes.get(enc, "clean") == "clean" else f"{enc}, {modes[enc]}"  # modes never share a column
         for key, value in vals.items():
             if isinstance(value, int | float) and not key.startswith("n_"):
-                flat[f"{key} ({enc})"] = finite(float(value))
+                flat[f"{key} ({tag})"] = finite(float(value))
     if "Inception Score" in result:
-        flat["Inception Score"] = result["Inception Score"]["mean"]
+        mode = modes.get("inception", "clean")
+        flat["Inception Score" if mode == "clean" else f"Inception Score ({mode})"] = result["Inception Score"]["mean"]
     al = result.get("alignment") or {}
     if al.get("macro_AUC") is not None:
         flat["Alignment AUC"] = al["macro_AUC"]
@@ -75,12 +78,32 @@ def flatten_metrics(result: dict) -> dict[str, float]:
     return flat
 
 
+def preprocess_of(result: dict) -> str | None:
+    """The run's preprocessing mode(s) (``chexgenbench``, ``clean`` or ``raddino: chexgenbench, demo: clean``), or
+    None for runs without encoders."""
+    modes = result.get("preprocess")
+    encoder = result.get("encoder")
+    if not isinstance(modes, dict) and isinstance(encoder, dict) and encoder.get("preprocess"):
+        modes = {encoder.get("name", "encoder"): encoder["preprocess"]}  # privacy runs: one encoder's metadata
+    if not isinstance(modes, dict) or not modes:
+        return None
+    values = set(modes.values())
+    return values.pop() if len(values) == 1 else ", ".join(f"{k}: {v}" for k, v in modes.items())
+
+
 class ResultsStore:
     def __init__(self, path: str | Path | None = None):
         self.path = Path(path) if path else default_path()
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with closing(self._connect()) as con, con:
             con.executescript(SCHEMA)
+            columns = {r[1] for r in con.execute("PRAGMA table_info(runs)")}
+            if "preprocess" not in columns:  # stores written before preprocessing modes existed
+                try:
+                    con.execute("ALTER TABLE runs ADD COLUMN preprocess TEXT")
+                except sqlite3.OperationalError as exc:  # another process added it first
+                    if "duplicate column" not in str(exc):
+                        raise
 
     def _connect(self) -> sqlite3.Connection:
         con = sqlite3.connect(self.path, timeout=30.0)
@@ -115,6 +138,7 @@ class ResultsStore:
             "settings": json.dumps(settings if settings is not None else result.get("settings", {}), default=str),
             "metrics": json.dumps(flatten_metrics(result)),
             "result": json.dumps(result, default=str),
+            "preprocess": preprocess_of(result),
         }
         with closing(self._connect()) as con, con:
             if run_id is None:
@@ -129,7 +153,8 @@ class ResultsStore:
 
     def runs(self, kind: str | None = None, session: str | None = None) -> list[dict]:
         """All runs, newest first, with metrics decoded (the result JSON is left out; see :meth:`get`)."""
-        q = "SELECT id, created, kind, model, synthetic, reference, status, session, settings, metrics FROM runs"
+        q = ("SELECT id, created, kind, model, synthetic, reference, status, session, settings, metrics, preprocess "
+             "FROM runs")
         cond, args = [], []
         if kind:
             cond.append("kind = ?")

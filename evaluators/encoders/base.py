@@ -9,6 +9,7 @@ device and dtype, so the feature cache and the metrics never see half precision.
 from __future__ import annotations
 
 import contextlib
+import copy
 import hashlib
 import json
 import os
@@ -236,6 +237,8 @@ class Encoder:
     foldable: bool = False
     """True where ``_forward`` runs only ``self.net`` on 4-D images: the loaded conv net is then replaced, for
     inference, by :func:`inference_graph` (``self.model`` stays the module as loaded)."""
+    preprocess_mode: str = "clean"
+    """``clean`` (the encoder's own preprocessing) or ``chexgenbench`` (:mod:`.chexgenbench`); see :meth:`with_preprocess`."""
 
     def __init__(self, model: torch.nn.Module | None, preprocess: Callable[[np.ndarray], torch.Tensor], *,
                  device: str = "cpu", dtype: str | torch.dtype = "float32", weights_path: str | Path | None = None,
@@ -243,6 +246,7 @@ class Encoder:
         self.device = str(device)
         self.dtype = parse_dtype(dtype, self.device)
         self.preprocess = preprocess
+        self._clean_preprocess = preprocess
         self.weights_path = str(weights_path) if weights_path else ""
         self._weights_files = [Path(p) for p in weights_files]
         self._sha: str | None = None
@@ -284,6 +288,26 @@ class Encoder:
     def extra_metadata(self) -> dict:
         return {}
 
+    def reference_preprocess(self):
+        """The ``chexgenbench`` preprocessing object (encoders that have one override this)."""
+        from .chexgenbench import resolve_mode
+
+        resolve_mode("chexgenbench", self.name)  # raises the explanation
+        raise NotImplementedError
+
+    def with_preprocess(self, mode: str) -> Encoder:
+        """This encoder with preprocessing ``mode`` (``clean``, ``chexgenbench`` or ``auto``): ``self`` when it already
+        has it, else a shallow copy sharing the network. The mode is in :meth:`metadata` and the cache key."""
+        from .chexgenbench import resolve_mode
+
+        mode = resolve_mode(mode, self.name)
+        if mode == self.preprocess_mode:
+            return self
+        twin = copy.copy(self)
+        twin.preprocess = self._clean_preprocess if mode == "clean" else self.reference_preprocess()
+        twin.preprocess_mode = mode
+        return twin
+
     def libraries(self) -> dict[str, str]:
         return library_versions()
 
@@ -305,11 +329,16 @@ class Encoder:
             "library_versions": self.libraries(),
         }
         meta.update(self.extra_metadata())
+        meta["preprocess"] = self.preprocess_mode
+        if self.preprocess_mode != "clean":
+            meta["preprocessing"] = self.preprocess.describe()
         return meta
 
     def cache_key(self) -> str:
         """Stable hash of the metadata without volatile fields: the folder name of the feature cache."""
         stable = {k: v for k, v in self.metadata().items() if k not in VOLATILE_KEYS}
+        if stable.get("preprocess") == "clean":  # the historical chain keeps its key: caches and indexes stay valid
+            del stable["preprocess"]
         digest = hashlib.sha256(json.dumps(stable, sort_keys=True, default=str).encode()).hexdigest()[:16]
         return f"{self.name}-{digest}"
 

@@ -118,6 +118,12 @@ class InceptionEncoder(Encoder):
         pool, logits = self.net(batch)
         return {"features": pool, "logits": logits}
 
+    def reference_preprocess(self):
+        """chexgenbench mode: the reference's uint8 299 px tensor (PIL RGB, bilinear, truncation)."""
+        from .chexgenbench import InceptionReference
+
+        return InceptionReference()
+
     def extra_metadata(self) -> dict:
         return {"official_weights": self.weights_sha256().startswith(SHA256_PREFIX),
                 "preprocessing": "PIL bicubic (float) to 299x299, uint8, gray->RGB"}

@@ -140,6 +140,13 @@ class RadDinoEncoder(Encoder):
         self.input_size = preprocess.crop[0] if preprocess.crop else int(preprocess.resize_to.get("shortest_edge", 0))
         self.normalisation = f"(x - {self._pre['mean']}) / {self._pre['std']}"
         self.weights_id = weights_id
+        self._folder = folder
+
+    def reference_preprocess(self):
+        """chexgenbench mode: the 299 px uint8 chain, then this snapshot's processor on PIL (as the reference)."""
+        from .chexgenbench import RadDinoReference, raddino_processor
+
+        return RadDinoReference(raddino_processor(self._folder))
 
     def _forward(self, batch: torch.Tensor) -> dict[str, torch.Tensor]:
         return {"features": self.model(pixel_values=batch).pooler_output}

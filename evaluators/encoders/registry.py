@@ -129,13 +129,18 @@ def list_encoders() -> list[dict]:
 
 
 def load_encoder(name: str, *, weights: str | Path | None = None, device: str = "cpu",
-                 dtype: str = "float32") -> Encoder:
-    """The named encoder, loaded from local weights; :class:`UnavailableError` (reason + fix) otherwise."""
+                 dtype: str = "float32", preprocess: str = "clean") -> Encoder:
+    """The named encoder, loaded from local weights; :class:`UnavailableError` (reason + fix) otherwise.
+
+    ``preprocess``: ``clean``, ``chexgenbench`` or ``auto`` (:mod:`.chexgenbench`)."""
+    from .chexgenbench import resolve_mode
+
     spec = get_spec(name)
+    resolve_mode(preprocess, spec.name)  # a bad mode fails before any weights load
     av = availability(spec.name, weights)
     if not av.available:
         raise UnavailableError(f"Encoder {spec.name!r} is unavailable: {av.reason}. {av.how_to_provide}".strip())
-    return spec.loader(weights=weights, device=device, dtype=dtype)
+    return spec.loader(weights=weights, device=device, dtype=dtype).with_preprocess(preprocess)
 
 
 def default_encoder() -> str:

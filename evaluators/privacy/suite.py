@@ -46,7 +46,10 @@ def _encoder(encoder, device: str, dtype: str, index=None):
     if encoder is None:
         encoder = index.encoder if index is not None else default_encoder()
     if isinstance(encoder, str):
-        return load_encoder(encoder, device=device, dtype=dtype)
+        mode = "clean"
+        if index is not None and encoder == index.encoder:  # the index's preprocessing mode, so its features match
+            mode = (index.info.get("encoder") or {}).get("preprocess", "clean")
+        return load_encoder(encoder, device=device, dtype=dtype, preprocess=mode)
     return encoder
 
 
