@@ -357,3 +357,42 @@ def test_store_keeps_modes_apart(tmp_path):
     rows = store.runs()
     assert [r["preprocess"] for r in rows] == [None, "chexgenbench"]
     assert store.get(rows[1]["id"])["preprocess"] == "chexgenbench"
+
+
+def test_cli_records_the_mode_everywhere(sets, tmp_path, monkeypatch, capsys):
+    import csv
+    import json
+
+    from evaluators.cli import main
+    from evaluators.store import ResultsStore
+
+    real, synth = (s[:6] for s in sets)
+    folders = []
+    for name, paths in (("r", real), ("s", synth)):
+        (tmp_path / name).mkdir()
+        for p in paths:
+            (tmp_path / name / p.name).write_bytes(p.read_bytes())
+        folders.append(str(tmp_path / name))
+    monkeypatch.setenv("CHEXGEN_RADDINO", str(T.make_tiny_raddino(tmp_path / "rd")))  # 56 px: fast
+    monkeypatch.setenv("CHEXGEN_HOME", str(tmp_path / "home"))
+    common = ["fidelity", "--real", folders[0], "--synthetic", folders[1], "--encoder", "raddino", "--no-alignment",
+              "--kid-subsets", "5"]
+    assert main([*common, "--out", str(tmp_path / "a.json"), "--csv", str(tmp_path / "a.csv")]) == 0  # auto
+    out = capsys.readouterr().out
+    assert "[raddino, chexgenbench preprocessing]" in out and "note: real: 2 image(s) are 16-bit" in out
+    res = json.loads((tmp_path / "a.json").read_text())
+    assert res["preprocess"] == {"raddino": "chexgenbench"} and res["settings"]["preprocess_requested"] == "auto"
+    with open(tmp_path / "a.csv") as fh:
+        assert next(csv.DictReader(fh))["Preprocessing"] == "chexgenbench"
+    assert main([*common, "--preprocess", "clean", "--out", str(tmp_path / "b.json"), "--csv", str(tmp_path / "b.csv")]) == 0
+    assert "[raddino, clean preprocessing]" in capsys.readouterr().out
+    with open(tmp_path / "b.csv") as fh:
+        assert "not comparable with its published table" in next(csv.DictReader(fh))["Preprocessing"]
+    b = json.loads((tmp_path / "b.json").read_text())
+    assert b["overall"]["raddino"]["FID"] != res["overall"]["raddino"]["FID"]
+    runs = ResultsStore().runs()
+    assert [r["preprocess"] for r in runs] == ["clean", "chexgenbench"]
+    assert "FID (raddino)" in runs[0]["metrics"] and "FID (raddino, chexgenbench)" in runs[1]["metrics"]
+    assert main(["fidelity", "--real", folders[0], "--synthetic", folders[1], "--encoder", "pixels", "--no-alignment",
+                 "--preprocess", "chexgenbench", "--out", str(tmp_path / "c.json")]) == 2
+    assert "raddino and inception only" in capsys.readouterr().err

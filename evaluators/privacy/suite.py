@@ -38,16 +38,16 @@ CHUNK = 256  # images read and embedded at a time by the re-ID model
 # Inputs
 
 
-def _encoder(encoder, device: str, dtype: str, index=None):
+def _encoder(encoder, device: str, dtype: str, index=None, preprocess: str | None = None):
     """An Encoder object from a name (loaded on ``device`` in ``dtype``), an object, or (None) the index's encoder
-    or the best available."""
+    or the best available. ``preprocess``: the mode for an encoder loaded by name (default: the index's, else auto)."""
     from ..encoders import default_encoder, load_encoder
 
     if encoder is None:
         encoder = index.encoder if index is not None else default_encoder()
     if isinstance(encoder, str):
-        mode = "clean"
-        if index is not None and encoder == index.encoder:  # the index's preprocessing mode, so its features match
+        mode = preprocess or "auto"
+        if preprocess is None and index is not None and encoder == index.encoder:  # the index's mode: features match
             mode = (index.info.get("encoder") or {}).get("preprocess", "clean")
         return load_encoder(encoder, device=device, dtype=dtype, preprocess=mode)
     return encoder
@@ -87,7 +87,7 @@ def reference_index(image_set, encoder, *, progress: Progress | None = None):
     return build_index(image_set, encoder, folder, umap=False, show_progress=False, progress=progress)
 
 
-def _train_source(train, encoder, progress, device: str, dtype: str):
+def _train_source(train, encoder, progress, device: str, dtype: str, preprocess: str | None = None):
     """(index, train ImageSet or None, spec string or None, encoder object)."""
     from ..imagesets import ImageSet
     from ..index import ReferenceIndex
@@ -95,17 +95,19 @@ def _train_source(train, encoder, progress, device: str, dtype: str):
     spec = str(train) if isinstance(train, str | os.PathLike) else None
     if isinstance(train, ReferenceIndex) or _is_index_dir(train):
         index = train if isinstance(train, ReferenceIndex) else ReferenceIndex(str(train))
-        enc = _encoder(encoder, device, dtype, index)
+        enc = _encoder(encoder, device, dtype, index, preprocess)
         if enc.cache_key() != index.encoder_key:
             raise InputError(
-                f"The reference index at {index.dir} was built with encoder {index.encoder!r}, not {enc.name!r}; "
-                f"leave out the encoder or rebuild the index with {enc.name!r}."
+                f"The reference index at {index.dir} was built with encoder {index.encoder!r} "
+                f"({(index.info.get('encoder') or {}).get('preprocess', 'clean')} preprocessing), not {enc.name!r} "
+                f"({getattr(enc, 'preprocess_mode', 'clean')}); leave out the encoder and --preprocess, or rebuild "
+                f"the index with {enc.name!r}."
             )
         return index, None, spec, enc
     image_set = train if isinstance(train, ImageSet) else load_set(train, "training")
     if len(image_set) == 0:
         raise InputError(f"The training set {image_set.name!r} has no images.")
-    enc = _encoder(encoder, device, dtype)
+    enc = _encoder(encoder, device, dtype, preprocess=preprocess)
     return reference_index(image_set, enc, progress=progress), image_set, spec, enc
 
 
@@ -234,6 +236,7 @@ def run_privacy(
     search: MemorisationSearch | None = None,
     device: str | None = None,
     encoder_dtype: str = "float32",
+    encoder_preprocess: str | None = None,
     progress: Progress | None = None,
 ) -> dict:
     """Memorisation search + re-ID of a synthetic set against a training set (ImageSet, spec or index).
@@ -263,7 +266,7 @@ def run_privacy(
     if len(syn) == 0:
         raise InputError(f"The synthetic set {syn.name!r} has no images.")
     if search is None:
-        index, train_set, spec, enc = _train_source(train, encoder, progress, device, encoder_dtype)
+        index, train_set, spec, enc = _train_source(train, encoder, progress, device, encoder_dtype, encoder_preprocess)
         search = MemorisationSearch(index, enc, train_set=train_set, spec=spec, heldout=heldout,
                                     percentile=percentile, match=match, candidates=candidates, k=k)
     index, enc = search.index, search.encoder
@@ -368,6 +371,7 @@ def run_privacy_protocol(
     batch_size: int = 4,
     device: str | None = None,
     encoder_dtype: str = "float32",
+    encoder_preprocess: str | None = None,
     progress: Progress | None = None,
 ) -> dict:
     """CheXGenBench's privacy protocol for a generator (name or Generator) on a training set.
@@ -410,7 +414,7 @@ def run_privacy_protocol(
     generated = [images[i * S : (i + 1) * S] for i in range(len(prompts))]
     real = [train_set.image(int(r)) for r in rows]
 
-    index, _, _, enc = _train_source(train_set, encoder, progress, device, encoder_dtype)
+    index, _, _, enc = _train_source(train_set, encoder, progress, device, encoder_dtype, encoder_preprocess)
     spec = str(train) if isinstance(train, str | os.PathLike) else None
     search = MemorisationSearch(index, enc, train_set=train_set, spec=spec, heldout=heldout,
                                 percentile=percentile, match=match, candidates=candidates, k=k)
@@ -519,6 +523,7 @@ def _cli_privacy(args) -> int:
     result = run_privacy(args.train, args.synthetic, encoder=args.encoder, reid=_reid_arg(args.reid), k=args.k,
                          percentile=args.percentile, heldout=args.heldout, match=args.match,
                          candidates=args.candidates, device=args.device, encoder_dtype=args.encoder_dtype,
+                         encoder_preprocess=args.preprocess,
                          progress=_progress)
     run_id = _save(result, args.out, model=None, synthetic=args.synthetic, reference=args.train)
     print(format_summary(result))
@@ -532,7 +537,8 @@ def _cli_protocol(args) -> int:
                                   percentile=args.percentile, heldout=args.heldout, match=args.match,
                                   candidates=args.candidates, prompt_seed=args.prompt_seed,
                                   steps=args.steps, batch_size=args.batch_size, device=args.device,
-                                  encoder_dtype=args.encoder_dtype, progress=_progress)
+                                  encoder_dtype=args.encoder_dtype, encoder_preprocess=args.preprocess,
+                                  progress=_progress)
     run_id = _save(result, args.out, model=args.model, synthetic=None, reference=args.train)
     print(format_summary(result))
     print(f"results: {args.out} (store run {run_id})")
@@ -575,6 +581,8 @@ def _common(p) -> None:
                    help=f"encoder candidates verified per image with --match aligned (default: {DEFAULT_CANDIDATES})")
     p.add_argument("--device", default=None, help="cuda, mps or cpu (default: best available)")
     add_dtype_argument(p)
+    p.add_argument("--preprocess", default=None, choices=("auto", "clean", "chexgenbench"),
+                   help="encoder preprocessing (see `fidelity --help`); default: the reference index's mode, else auto")
 
 
 def add_cli(subparsers) -> None:
