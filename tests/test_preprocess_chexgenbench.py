@@ -396,3 +396,26 @@ def test_cli_records_the_mode_everywhere(sets, tmp_path, monkeypatch, capsys):
     assert main(["fidelity", "--real", folders[0], "--synthetic", folders[1], "--encoder", "pixels", "--no-alignment",
                  "--preprocess", "chexgenbench", "--out", str(tmp_path / "c.json")]) == 2
     assert "raddino and inception only" in capsys.readouterr().err
+
+
+def test_app_service_runs_the_chosen_mode_and_lists_it(tmp_path, monkeypatch):
+    from chexgen_ui.services import Studio
+    from evaluators.imagesets import load_image_set
+    from tests.ui_world import make_world
+
+    world = make_world(tmp_path / "world", patients=30, size=64)
+    monkeypatch.setenv("CHEXGEN_RADDINO", str(T.make_tiny_raddino(tmp_path / "rd")))
+    monkeypatch.setenv("CHEXGEN_HOME", str(tmp_path / "home"))
+    studio = Studio(f"{world}@train", encoder="raddino", device="cpu", umap=False, store_path=tmp_path / "r.sqlite")
+    assert studio.encoder().preprocess_mode == "chexgenbench"  # the index is built as fidelity's default reads it
+    syn = load_image_set(f"{world}@test")
+    auto = studio.run_fidelity(syn, model="m", per_pathology=False, kid_subsets=5)
+    clean = studio.run_fidelity(syn, model="m", per_pathology=False, kid_subsets=5, preprocess="clean")
+    assert auto.result["preprocess"] == {"raddino": "chexgenbench"} and clean.result["preprocess"] == {"raddino": "clean"}
+    assert auto.overall["preprocess"].tolist() == ["chexgenbench"] and clean.overall["preprocess"].tolist() == ["clean"]
+    board = studio.leaderboard().set_index("id")
+    assert board.loc[auto.run_id, "preprocess"] == "chexgenbench" and board.loc[clean.run_id, "preprocess"] == "clean"
+    assert np.isnan(board.loc[auto.run_id, "FID (raddino)"]) and np.isnan(board.loc[clean.run_id, "FID (raddino, chexgenbench)"])
+    pixels = Studio(f"{world}@train", encoder="pixels", device="cpu", umap=False, store_path=tmp_path / "r.sqlite")
+    with pytest.raises(InputError, match="raddino and inception only"):
+        pixels.run_fidelity(syn, per_pathology=False, kid_subsets=5, preprocess="chexgenbench")
