@@ -77,10 +77,25 @@ def _gray_levels(encoder, x) -> np.ndarray:
 
 
 def _per_image_ms(fn, items) -> float:
+    fn(items[0])  # imports and first-call set-up are not per-image costs
     t0 = time.perf_counter()
     for it in items:
         fn(it)
     return 1000 * (time.perf_counter() - t0) / len(items)
+
+
+def _costs(enc_name, set_name, real, clean, cgb, rows, costs) -> None:
+    """The two modes' network inputs compared in gray levels, and each mode's preprocessing ms per image."""
+    from evaluators.imageio import read_image
+
+    sample = real[: min(16, len(real))]
+    diff = np.concatenate([_gray_levels(clean, clean.preprocess(read_image(p)))
+                           - _gray_levels(clean, cgb.preprocess(p)) for p in sample]).ravel()
+    rows.append([enc_name, set_name, "network input, |clean - chexgenbench| in gray levels (mean / 99th pct)",
+                 "", "", f"{np.abs(diff).mean():.2f} / {np.percentile(np.abs(diff), 99):.1f}"])
+    pre_clean = _per_image_ms(lambda p, e=clean: e.preprocess(read_image(p)), sample)
+    pre_cgb = _per_image_ms(cgb.preprocess, sample)
+    costs.append([enc_name, set_name, pre_clean, pre_cgb])
 
 
 def main() -> int:
@@ -93,6 +108,7 @@ def main() -> int:
     ap.add_argument("--raddino-arch", choices=("full", "small"), default="full",
                     help="random RadDino for the metric differences: full ViT-B/14 (default) or a small Dinov2")
     ap.add_argument("--cost-images", type=int, default=4, help="images for the full-size forward timing (default 4)")
+    ap.add_argument("--costs-only", action="store_true", help="skip the metrics: input differences and costs only")
     args = ap.parse_args()
     print_header("Preprocessing modes: clean vs chexgenbench")
 
@@ -109,6 +125,9 @@ def main() -> int:
         cgb = clean.with_preprocess("chexgenbench")
         print(f"- {enc_name}: {note}")
         for set_name, (real, synth) in sets.items():
+            if args.costs_only:
+                _costs(enc_name, set_name, real, clean, cgb, rows, costs)
+                continue
             with tempfile.TemporaryDirectory() as store:  # a cold cache: every image encoded in both modes
                 feats = {}
                 for mode, enc in (("clean", clean), ("chexgenbench", cgb)):
@@ -124,14 +143,7 @@ def main() -> int:
                 rows.append([enc_name, set_name, key, c, g, f"{100 * rel:.1f}%"])
             rows.append([enc_name, set_name, "feature cosine clean vs chexgenbench (real images, mean)", "", "",
                          f"{cos:.4f}"])
-            sample = real[: min(16, len(real))]
-            diff = np.concatenate([_gray_levels(clean, clean.preprocess(read_image(p)))
-                                   - _gray_levels(clean, cgb.preprocess(p)) for p in sample]).ravel()
-            rows.append([enc_name, set_name, "network input, |clean - chexgenbench| in gray levels (mean / 99th pct)",
-                         "", "", f"{np.abs(diff).mean():.2f} / {np.percentile(np.abs(diff), 99):.1f}"])
-            pre_clean = _per_image_ms(lambda p, e=clean: e.preprocess(read_image(p)), sample)
-            pre_cgb = _per_image_ms(cgb.preprocess, sample)
-            costs.append([enc_name, set_name, pre_clean, pre_cgb])
+            _costs(enc_name, set_name, real, clean, cgb, rows, costs)
         full = clean if (enc_name != "raddino" or args.raddino_arch == "full") else _encoder(enc_name, args, workdir, full=True)[0]
         import torch
 

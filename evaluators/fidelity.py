@@ -317,10 +317,8 @@ def _preprocessing_column(result: dict, encoders: list[str]) -> str:
     modes = result.get("preprocess") or {}
     parts = {e: modes.get(e, "clean") for e in encoders}
     text = next(iter(parts.values())) if len(set(parts.values())) == 1 else ", ".join(f"{e}: {m}" for e, m in parts.items())
-    chosen = (result.get("settings") or {}).get("preprocess_requested", "auto")
     if any(m == "clean" and e in ("raddino", "inception") for e, m in parts.items()):
-        text += (f" (--preprocess {chosen}: not CheXGenBench's chain, not comparable with its published table)"
-                 if chosen == "clean" else " (not CheXGenBench's chain, not comparable with its published table)")
+        text += " (not CheXGenBench's chain: not comparable with its published table)"
     return text
 
 

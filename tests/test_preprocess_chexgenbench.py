@@ -283,11 +283,12 @@ def test_uint8_tensor_is_the_reference_one_for_every_file_kind(sets, tmp_path):
     batches = torch.cat(_reference_batches(real + synth, batch_size=16))
     ours = torch.stack([reference_uint8(p) for p in real + synth])
     assert ours.dtype == torch.uint8 and torch.equal(ours, batches)
-    # truncation, not rounding: some pixels sit one level below a rounding of the float chain
+    # ToTensor -> * 255 -> truncation is the identity on uint8 values in float32 (what to_uint8_299 relies on)
     from torchvision import transforms
 
-    x = transforms.ToTensor()(transforms.Resize((299, 299))(Image.open(real[1]).convert("RGB")))
-    assert torch.equal(ours[1], (x * 255).to(torch.uint8))
+    every = np.repeat(np.arange(256, dtype=np.uint8), 3).reshape(16, 16, 3)  # all 256 values in each channel
+    back = (transforms.ToTensor()(Image.fromarray(every)) * 255).to(torch.uint8)
+    assert torch.equal(back, torch.from_numpy(every).permute(2, 0, 1))
     # a 16-bit PNG: PIL clips at 255, so the full-range one is nearly white (what the reference sees)
     assert (ours[3] == 255).float().mean() > 0.9
     notes = source_notes(real)

@@ -173,17 +173,22 @@ def open_rgb(source):
     return _open_file_rgb(source)
 
 
-_TO_299 = None
+_RESIZE = None
 
 
 def to_uint8_299(rgb) -> torch.Tensor:
-    """torchvision ``Resize((299, 299))`` -> ``ToTensor()`` -> ``(x * 255).to(torch.uint8)``: uint8 [3, 299, 299]."""
-    global _TO_299
-    if _TO_299 is None:
+    """torchvision ``Resize((299, 299))`` -> ``ToTensor()`` -> ``(x * 255).to(torch.uint8)``: uint8 [3, 299, 299].
+
+    After ``convert("RGB")`` the resized image is uint8, and in float32 ``(v / 255) * 255 == v`` for all 256 values
+    (checked in the tests against torch's own ops), so ToTensor, the multiplication and the truncation return the
+    resized bytes unchanged: they are done as that identity here (no float pass, no torch threads per image)."""
+    global _RESIZE
+    if _RESIZE is None:
         from torchvision import transforms
 
-        _TO_299 = transforms.Compose([transforms.Resize((SIZE, SIZE)), transforms.ToTensor()])
-    return (_TO_299(rgb) * 255).to(torch.uint8)
+        _RESIZE = transforms.Resize((SIZE, SIZE))  # on a PIL image: PIL's bilinear resize, as in the reference
+    arr = np.asarray(_RESIZE(rgb), dtype=np.uint8)
+    return torch.from_numpy(np.ascontiguousarray(arr.transpose(2, 0, 1)))
 
 
 def reference_uint8(source) -> torch.Tensor:

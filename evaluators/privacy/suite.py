@@ -487,6 +487,8 @@ def format_summary(result: dict) -> str:
         f"(expected for new images: {f(s['expected_fraction_flagged'])})",
         f"threshold: {cal['match']} copy score {f(cal['threshold'])} = {cal['percentile']:g}th percentile of {cal['n']} held-out "
         f"images ({cal['source']})",
+        f"encoder: {(result.get('encoder') or {}).get('name', '?')}, "
+        f"{(result.get('encoder') or {}).get('preprocess', 'clean')} preprocessing",
     ]
     if s["reid_available"]:
         lines.append(f"re-ID: mean {f(s['mean_reid'])}  max {f(s['max_reid'])}  "
