@@ -10,7 +10,6 @@ from vendi_score import vendi
 from evaluators.errors import InputError
 from evaluators.metrics import diversity as V
 
-
 # ---------------------------------------------------------------- Vendi
 
 

@@ -62,21 +62,23 @@ def nearest_neighbours(queries: ArrayLike, reference: ArrayLike, *, exclude_self
     if exclude_self and r.shape[0] < 2:
         raise InputError("Nearest other neighbour: needs at least 2 samples.")
     # centre on the reference mean: smaller norms, less float32 cancellation in |a|^2 - 2ab + |b|^2
-    centre = r.mean(axis=0, dtype=np.float64)
-    qt = torch.from_numpy(np.ascontiguousarray(q - centre, dtype=np.float32))
-    rt = torch.from_numpy(np.ascontiguousarray(r - centre, dtype=np.float32))
+    centre = r.mean(axis=0, dtype=np.float64).astype(np.float32)
+    qt = torch.from_numpy(np.ascontiguousarray(q.astype(np.float32, copy=False) - centre))
+    rt = torch.from_numpy(np.ascontiguousarray(r.astype(np.float32, copy=False) - centre))
     q_sq, r_sq = (qt * qt).sum(1), (rt * rt).sum(1)
     n = qt.shape[0]
     idx = np.empty(n, dtype=np.int64)
+    dist = np.empty(n, dtype=np.float64)
     step = block_rows or max(1, _BLOCK_ELEMENTS // max(1, rt.shape[0]))
     for s in range(0, n, step):
         d2 = torch.addmm(r_sq[None, :], qt[s:s + step], rt.T, alpha=-2).add_(q_sq[s:s + step, None])
         if exclude_self:
             rows = torch.arange(s, min(s + step, n))
             d2[rows - s, rows] = float("inf")
-        idx[s:s + step] = torch.argmin(d2, dim=1).numpy()
-    diff = q.astype(np.float64, copy=False) - r[idx].astype(np.float64, copy=False)
-    dist = np.sqrt(np.einsum("ij,ij->i", diff, diff))
+        best = torch.argmin(d2, dim=1).numpy()
+        idx[s:s + step] = best
+        diff = q[s:s + step].astype(np.float64) - r[best].astype(np.float64)  # exact, in float64
+        dist[s:s + step] = np.sqrt(np.einsum("ij,ij->i", diff, diff))
     return dist, idx
 
 

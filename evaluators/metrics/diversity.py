@@ -152,7 +152,7 @@ def intra_prompt_ms_ssim(groups: Mapping[str, Sequence[Any]] | Sequence[Sequence
         x = torch.from_numpy(np.stack(arr))[:, None]
         vals = ms_ssim(x[i], x[j], data_range=1.0, kernel_size=MS_SSIM_KERNEL, sigma=1.5, betas=used,
                        reduction="none")
-        per_prompt.append({"prompt": key, "n_images": len(arr), "n_pairs": int(len(i)),
+        per_prompt.append({"prompt": key, "n_images": len(arr), "n_pairs": len(i),
                            "MS_SSIM": float(vals.double().mean())})
     return {"MS_SSIM": float(np.mean([p["MS_SSIM"] for p in per_prompt])), "per_prompt": per_prompt,
             "n_prompts": len(per_prompt), "scales": len(used), "betas": list(used)}
