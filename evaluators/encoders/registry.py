@@ -188,7 +188,7 @@ def add_cli(subparsers) -> None:
 # The reserved "demo" entry: the demo world's module registers the real loader over it
 
 
-PLUGIN_MODULES = ("evaluators.demo_encoder",)
+PLUGIN_MODULES = ("evaluators.demo_encoder", "evaluators.encoders.radiomics_features")
 DEMO_WEIGHTS = "demo_encoder.safetensors"
 
 
