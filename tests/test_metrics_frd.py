@@ -73,3 +73,20 @@ def test_frd_normalisation_and_bad_input():
     assert out["FRD"] == pytest.approx(np.log(out["FRD_raw"]))
     with pytest.raises(InputError, match="same radiomics"):
         frd(r, s[:, :3])
+
+
+def test_radiomics_encoder_features_and_cache_key(tmp_path):
+    from evaluators.encoders.radiomics_features import extract
+    from evaluators.encoders.registry import load_encoder
+    from evaluators.features import extract_features
+
+    rng = np.random.default_rng(0)
+    imgs = [np.clip(rng.normal(0.5, 0.15, size=(48, 48)), 0, 1).astype(np.float32) for _ in range(2)]
+    enc = load_encoder("radiomics")
+    fs = extract_features(imgs, enc, store_root=tmp_path, show_progress=False).features
+    assert fs.shape == (2, enc.dim) and enc.dim == len(enc.feature_names) > 300
+    direct = extract(enc.ext, imgs[1] * np.float32(255.0))
+    np.testing.assert_allclose(fs[1], np.float32([direct[k] for k in enc.feature_names]), rtol=1e-6)
+    meta = enc.metadata()
+    assert meta["radiomics_settings_sha256"] and meta["feature_names"] == enc.feature_names
+    assert enc.cache_key().startswith("radiomics-")
