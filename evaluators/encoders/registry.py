@@ -188,6 +188,7 @@ def add_cli(subparsers) -> None:
 # The reserved "demo" entry: the demo world's module registers the real loader over it
 
 
+# modules that register encoders on import: the demo encoder (first), FRD's radiomic features (needs PyRadiomics)
 PLUGIN_MODULES = ("evaluators.demo_encoder", "evaluators.encoders.radiomics_features")
 DEMO_WEIGHTS = "demo_encoder.safetensors"
 
@@ -209,12 +210,12 @@ def _demo_check(weights: str | Path | None) -> Availability:
     errors = "; ".join(f"{m}: {e}" for m, e in _PLUGIN_ERRORS.items())
     return Availability(False, f"weights present at {path} but no demo encoder loader is registered"
                         + (f" ({errors})" if errors else ""),
-                        f"install the module that defines it ({', '.join(PLUGIN_MODULES)})")
+                        f"install the module that defines it ({PLUGIN_MODULES[0]})")
 
 
 def _demo_loader(**_kwargs) -> Encoder:
     raise UnavailableError("The demo encoder's loader is not registered (module "
-                           f"{', '.join(PLUGIN_MODULES)} is missing).")
+                           f"{PLUGIN_MODULES[0]} is missing).")
 
 
 DEMO_SPEC = EncoderSpec(
