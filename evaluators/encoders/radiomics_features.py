@@ -140,7 +140,7 @@ SPEC = EncoderSpec(
     description="FRD v1 radiomic features (PyRadiomics: first order + texture on original, LoG and wavelet "
                 "images; no weights; ~0.2 s per image on one core)",
     loader=load,
-    dim=0,  # known once loaded (features + numeric diagnostics of the installed PyRadiomics)
+    dim=398,  # with pyradiomics-bhklab 3.1.4 (features + numeric diagnostics); the loaded encoder counts its own
     check=check,
 )
 
