@@ -232,7 +232,7 @@ def test_perturbations_are_light_and_reproducible(kind):
     uint8 = perturb((img * 255).astype(np.uint8), kind, 3)
     assert uint8.dtype == np.float32 and uint8.max() <= 1.0
     with pytest.raises(InputError, match="Unknown perturbation"):
-        perturb(img, "rotate", rng)
+        perturb(img, "flip", rng)
 
 
 def test_perturb_chain():

@@ -293,3 +293,58 @@ def privacy_summary(
             columns=["pathology", "n", "mean_reid", "max_reid", "fraction_reidentified", "fraction_flagged"],
         )
     return {"overall": overall, "per_pathology": table}
+
+
+# --------------------------------------------------------------------------------------------------
+# Finite-sample (conformal) calibration
+
+
+def smallest_level(n: int) -> float:
+    """The smallest false-flag level that ``n`` calibration scores can support: 1 / (n + 1)."""
+    return 1.0 / (int(n) + 1)
+
+
+def conformal_threshold(scores: object, level: float) -> float:
+    """The ``ceil((n + 1)(1 - level))``-th smallest of ``n`` calibration scores.
+
+    A new image exchangeable with the calibration images scores above it with probability at most
+    ``level`` (the split-conformal guarantee, Vovk et al.; Angelopoulos & Bates 2021, sec. 1). A level
+    below ``1 / (n + 1)`` would need a rank beyond ``n``: refused with the level ``n`` can support.
+    """
+    s = np.sort(np.asarray(scores, dtype=np.float64).ravel())
+    if s.size == 0 or not np.all(np.isfinite(s)):
+        raise InputError("Calibration needs at least one finite score.")
+    if not 0 < float(level) < 1:
+        raise InputError(f"The false-flag level must be in (0, 1), got {level}.")
+    k = int(np.ceil((s.size + 1) * (1 - float(level)) - 1e-9))
+    if k > s.size:
+        lo = smallest_level(s.size)
+        raise InputError(
+            f"A false-flag level of {level:g} needs at least {int(np.ceil(1 / level - 1 - 1e-9))} calibration "
+            f"images; {s.size} support levels down to {lo:.4g} (percentile {100 * (1 - lo):.4g}). Use a higher "
+            "level (a lower --percentile) or a larger training / held-out set."
+        )
+    return float(s[max(k, 1) - 1])
+
+
+def p_values(calibration_scores: object, scores: object) -> np.ndarray:
+    """Empirical (conformal) p-value of each score: ``(1 + #{calibration >= score}) / (n + 1)``.
+
+    Small means "higher than almost every image of a new patient". ``p <= level`` exactly when the score
+    is above :func:`conformal_threshold` (for scores not tied with a calibration score).
+    """
+    cal = np.sort(np.asarray(calibration_scores, dtype=np.float64).ravel())
+    s = np.asarray(scores, dtype=np.float64).ravel()
+    n_ge = cal.size - np.searchsorted(cal, s, side="left")
+    return (1.0 + n_ge) / (cal.size + 1.0)
+
+
+def realised_rate_bound(n: int, level: float, q: float = 0.9) -> float:
+    """With ``n`` calibration scores, the rate at which new patients' images are flagged is itself random
+    (Beta(n + 1 - k, k) with k = ceil((n + 1)(1 - level))); its ``q`` quantile (Angelopoulos & Bates, sec. 3.2)."""
+    from scipy.stats import beta
+
+    k = int(np.ceil((int(n) + 1) * (1 - float(level)) - 1e-9))
+    if k > n or k < 1:
+        return float("nan")
+    return float(beta.ppf(q, n + 1 - k, k))

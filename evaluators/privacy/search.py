@@ -1,15 +1,26 @@
 """The memorisation search: is a synthetic image a (near) copy of any training image?
 
 One object, :class:`MemorisationSearch`, holds everything the check needs for one reference index: the
-encoder that proposes candidates, the :class:`AlignedMatcher` that verifies them, and the threshold
-calibrated on held-out patients (computed once, then cached as JSON next to the index). The CLI
-(``privacy``, ``privacy-protocol``) and the app's Generate and Batch tabs all ask it, so a verdict in
-the browser is the verdict in ``privacy.json``.
+encoder that proposes candidates, the copy matcher that re-ranks them (:class:`.matcher.CopyMatcher`
+by default: registered, contrast-invariant, multi-scale; the older shift/crop :class:`AlignedMatcher`
+and the bare encoder cosine stay selectable), and the threshold calibrated on images of patients
+the index does not hold (computed once, then cached as JSON next to the index). The CLI (``privacy``,
+``privacy-protocol``) and the app's Generate and Batch tabs all ask it, so a verdict in the browser is
+the verdict in ``privacy.json``.
 
-Held-out patients come from, in order: ``heldout=`` when given; the training set's sibling splits
-(valid/test rows of the same folder or CSV, e.g. ``DIR@train`` -> ``DIR``'s valid and test rows),
-minus any image of a training patient; else a patient-disjoint hold-out of the training set itself
-(10% of its patients, at least 1 image each side), searched against the remaining patients only.
+Calibration (:func:`calibrate`): by default leave-one-out over the index itself: every training image
+(up to ``max_queries`` of them, drawn at random) is a query against the *other* training images,
+with the very search and matcher that judge synthetic images. A query's own patient is excluded from
+its candidates when the training set has patient ids; without ids, its *near-duplicate studies* are
+excluded instead: training images whose copy score against it is at least ``DUPLICATE_SCORE`` (as
+close as a planted copy: the same radiograph exported twice, or a follow-up of the same patient
+taken so alike that no matcher could tell it from a copy). Other studies of the same patient that
+score lower stay in and make the threshold more conservative; this is said in the calibration's
+notes. ``heldout=`` gives a set of other patients to calibrate on instead.
+
+The threshold is the finite-sample (conformal) quantile of the calibration scores at the level
+``1 - percentile/100``, and every synthetic image gets its empirical p-value. A level the number of
+calibration images cannot support is refused with the level it can.
 """
 
 from __future__ import annotations
@@ -26,12 +37,28 @@ import numpy as np
 
 from .. import jobs
 from ..errors import InputError
-from .memorisation import DEFAULT_PERCENTILE, calibration, nearest_train
+from .memorisation import (
+    DEFAULT_PERCENTILE,
+    conformal_threshold,
+    p_values,
+    realised_rate_bound,
+    smallest_level,
+)
 
 HOLDOUT_FRACTION = 0.1
-"""Share of training patients held out for calibration when no sibling split exists."""
-CALIBRATION_VERSION = 1
-"""Bump when the matcher or the calibration recipe changes: cached thresholds are then recomputed."""
+"""Share of training patients held out for calibration when no sibling split exists (no longer the default)."""
+CALIBRATION_VERSION = 2
+"""Bump when the matcher or the calibration recipe changes: cached thresholds are then recomputed.
+2: leave-one-out over the index, conformal quantile, p-values, the registered matcher."""
+DEFAULT_CALIBRATION_QUERIES = 1000
+"""Leave-one-out queries at most (drawn at random when the index is larger); 0 or None: every image."""
+DUPLICATE_SCORE = 0.9
+"""Without patient ids, a training image scoring at least this against a calibration query is taken as a
+near-duplicate study of it and left out of its candidates (see the module docstring)."""
+NO_IDS_NOTE = ("The training set has no patient ids: leave-one-out calibration cannot leave out a query's other "
+               "studies of the same patient; near-duplicate studies (copy score >= {dup:g}) were excluded, "
+               "others stay in and make the threshold conservative (fewer flags, lower recall). Add a patient_id "
+               "column to calibrate exactly.")
 
 
 def image_array(item) -> np.ndarray:
@@ -189,19 +216,68 @@ class AlignedMatcher:
         return float(scores[j]), rows[j]
 
 
-MATCH_MODES = ("aligned", "cosine")
+MATCH_MODES = ("registered", "aligned", "cosine")
+DEFAULT_MATCH = "registered"
 DEFAULT_CANDIDATES = 50
 
 
-def copy_scores(items: Sequence, sims: np.ndarray, rows: np.ndarray, match: str, matcher) -> tuple[np.ndarray,
-                                                                                                 np.ndarray]:
+def make_matcher(match: str, train_paths: Sequence):
+    """The copy matcher of a match mode (None for ``cosine``, which needs none)."""
+    if match == "registered":
+        from .matcher import CopyMatcher
+
+        return CopyMatcher(train_paths)
+    if match == "aligned":
+        return AlignedMatcher(train_paths)
+    return None
+
+
+def _map(fn, items: Sequence, workers: int, desc: str | None = None) -> list:
+    """``[fn(x) for x in items]``, on ``workers`` threads when more than 1 (OpenCV and numpy release the GIL).
+
+    With ``desc``, progress and the job's stop check (:func:`evaluators.jobs.tick`) run in the calling thread
+    between items; a stop cancels the items not yet started."""
+    n = len(items)
+    if workers <= 1 or n < 2:
+        out = []
+        for done, x in enumerate(items):
+            if desc:
+                jobs.tick(done, n, desc)
+            out.append(fn(x))
+        return out
+    from concurrent.futures import ThreadPoolExecutor
+
+    pool = ThreadPoolExecutor(max_workers=workers)
+    try:
+        futures = [pool.submit(fn, x) for x in items]
+        out = []
+        for done, fut in enumerate(futures):
+            if desc:
+                jobs.tick(done, n, desc)
+            out.append(fut.result())
+        return out
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def default_workers() -> int:
+    """Threads for the copy matcher: ``CHEXGEN_MATCH_WORKERS`` when set, else the CPUs this process may use."""
+    env = os.environ.get("CHEXGEN_MATCH_WORKERS", "").strip()
+    if env.isdigit() and int(env) > 0:
+        return int(env)
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def copy_scores(items: Sequence, sims: np.ndarray, rows: np.ndarray, match: str, matcher, *,
+                workers: int = 1) -> tuple[np.ndarray, np.ndarray]:
     """Each query's memorisation score and matched training row, from its encoder candidates."""
     if match == "cosine":
         return sims[:, 0].astype(np.float64), rows[:, 0].astype(np.int64)
-    out = []
-    for done, (it, r) in enumerate(zip(items, rows)):
-        jobs.tick(done, len(items), "memorisation search: pixel re-check")
-        out.append(matcher.best(it, r.tolist()))
+    out = _map(lambda pair: matcher.best(pair[0], pair[1].tolist()), list(zip(items, rows)), workers,
+               "memorisation search: pixel re-check")
     return np.array([o[0] for o in out], dtype=np.float64), np.array([o[1] for o in out], dtype=np.int64)
 
 
@@ -221,13 +297,81 @@ def find_heldout(index, train_set=None, spec: str | None = None, heldout=None):
     return held, "sibling splits of the training set"
 
 
-def calibrate(index, held, source: str, enc, percentile: float, match: str, matcher, n_cand: int) -> dict:
-    """The memorisation threshold from held-out patients (see the module docstring)."""
+def n_loo_queries(n_train: int, max_queries: int | None) -> int:
+    """How many leave-one-out calibration queries an index of ``n_train`` images gets."""
+    return int(n_train) if not max_queries or n_train <= int(max_queries) else int(max_queries)
+
+
+def loo_scores(index, match: str, matcher, n_cand: int, *, max_queries: int | None = DEFAULT_CALIBRATION_QUERIES,
+               duplicate_score: float = DUPLICATE_SCORE, seed: int = 0, workers: int = 1) -> dict:
+    """Leave-one-out copy scores over the index (see the module docstring).
+
+    Returns ``scores`` (one per query), ``rows`` (the query rows), ``patient_ids_used`` and
+    ``n_near_duplicates`` (candidates excluded as near-duplicate studies when there are no ids).
+    """
+    x = np.asarray(index.features, dtype=np.float32)
+    n = len(x)
+    if n < 2:
+        raise InputError("Calibration needs at least 2 training images (or a held-out set: --heldout).")
+    pids = patient_ids(index.meta)
+    rng = np.random.default_rng(seed)
+    m = n_loo_queries(n, max_queries)
+    q_rows = np.arange(n) if m == n else np.sort(rng.choice(n, size=m, replace=False))
+    group = np.zeros(n, dtype=np.int64)
+    extra = 1
+    if pids is not None:
+        _, group, counts = np.unique(np.asarray(pids), return_inverse=True, return_counts=True)
+        extra = int(counts.max())
+        if len(counts) < 2:
+            raise InputError("Leave-one-out calibration needs at least 2 training patients (or --heldout).")
+    sims, rows = index.search(x[q_rows], min(n, n_cand + extra))
+    cands = []
+    for q, srow, rrow in zip(q_rows, sims, rows):
+        ok = (rrow >= 0) & (rrow != q)
+        if pids is not None:
+            ok &= group[np.clip(rrow, 0, None)] != group[q]
+        cands.append((srow[ok][:n_cand], rrow[ok][:n_cand]))
+    paths = index.meta["path"].astype(str).to_numpy()
+
+    def one(job) -> tuple[float, int]:
+        q, (srow, rrow) = job
+        if len(rrow) == 0:
+            return -1.0, 0
+        if match == "cosine":
+            keep = srow < 0.9999 if pids is None else np.ones(len(srow), bool)  # exact duplicates only
+            return (float(srow[keep][0]) if keep.any() else -1.0), int((~keep).sum())
+        item = matcher.prepare_query(paths[q]) if hasattr(matcher, "prepare_query") else paths[q]
+        cand = [int(r) for r in rrow]
+        dropped = 0
+        while cand:
+            score, row = matcher.best(item, cand)
+            if pids is not None or score < duplicate_score:
+                return score, dropped
+            cand.remove(row)  # a near-duplicate study of the query: look past it
+            dropped += 1
+        return -1.0, dropped
+
+    out = _map(one, list(zip(q_rows.tolist(), cands)), workers)
+    return {"scores": np.array([o[0] for o in out], dtype=np.float64), "rows": q_rows,
+            "patient_ids_used": pids is not None, "n_near_duplicates": int(sum(o[1] for o in out))}
+
+
+def calibrate(index, held, source: str, enc, percentile: float, match: str, matcher, n_cand: int, *,
+              max_queries: int | None = DEFAULT_CALIBRATION_QUERIES, workers: int = 1) -> dict:
+    """The memorisation threshold and the scores behind it (see the module docstring).
+
+    ``held``: an ImageSet of other patients to calibrate on (``source`` says where it came from), or
+    None for leave-one-out over the index.
+    """
+    import time
+
     from ..features import extract_features
 
+    t0 = time.perf_counter()
+    level = 1 - float(percentile) / 100
     train_pids = patient_ids(index.meta)
     notes: list[str] = []
-    base = {"percentile": percentile, "match": match}
+    base = {"percentile": float(percentile), "level": level, "match": match}
     if held is not None and len(held) > 0:
         feats = extract_features(list(held.paths), enc, show_progress=False)
         held_pids = patient_ids(held.table.iloc[feats.index])
@@ -240,43 +384,46 @@ def calibrate(index, held, source: str, enc, percentile: float, match: str, matc
                     f"Every image of the held-out set {held.name!r} belongs to a training patient; calibration "
                     "needs held-out patients (a patient-disjoint split), e.g. --heldout OTHER_SET."
                 )
+        _check_level(int(keep.sum()), level)
         sims, rows = index.search(feats.features[keep], n_cand)
         paths = [held.paths[int(i)] for i in feats.index[keep]]
-        scores, _ = copy_scores(paths, sims, rows, match, matcher)
-        if held_pids is None or train_pids is None:
+        scores, _ = copy_scores(paths, sims, rows, match, matcher, workers=workers)
+        ids_used = held_pids is not None and train_pids is not None
+        if not ids_used:
             notes.append("Patient ids are missing: the held-out images are assumed to be of other patients.")
         dropped = int((~keep).sum())
         if dropped:
             notes.append(f"{dropped} held-out image(s) belong to training patients and were left out of calibration.")
-        cal = calibration(scores, percentile)
-        return {**base, "threshold": cal.threshold, "n": cal.n_used, "source": source, "heldout_set": held.name,
-                "n_dropped_same_patient": dropped, "notes": notes + cal.notes}
-    # No held-out images: hold out a share of the training patients, search the others.
-    x = np.asarray(index.features, dtype=np.float32)
-    if len(x) < 2:
-        raise InputError("Calibration needs at least 2 training images (or a held-out set: --heldout).")
-    rng = np.random.default_rng(0)
-    if train_pids is None:
-        notes.append("The training set has no patient ids: images were held out one by one, so a held-out image "
-                     "may share a patient with the searched images and raise the threshold.")
-        groups = np.arange(len(x)).astype(str)
+        extra = {"source": source, "heldout_set": held.name, "n_dropped_same_patient": dropped,
+                 "patient_ids_used": ids_used, "n_near_duplicates_excluded": 0}
     else:
-        groups = np.asarray(train_pids)
-    uniq = np.unique(groups)
-    if len(uniq) < 2:
-        raise InputError("Calibration needs at least 2 training patients (or a held-out set: --heldout).")
-    n_hold = min(len(uniq) - 1, max(1, round(HOLDOUT_FRACTION * len(uniq))))
-    hold = set(rng.choice(uniq, size=n_hold, replace=False).tolist())
-    is_hold = np.array([g in hold for g in groups])
-    others = np.flatnonzero(~is_hold)
-    sims, idx = nearest_train(x[is_hold], x[others], k=n_cand)
-    paths = index.meta["path"].astype(str).to_numpy()[is_hold].tolist()
-    scores, _ = copy_scores(paths, sims, others[idx], match, matcher)
-    cal = calibration(scores, percentile)
-    return {**base, "threshold": cal.threshold, "n": cal.n_used,
-            "source": f"patient-disjoint hold-out of the training set ({n_hold} of {len(uniq)} patients, "
-                      "searched against the other patients)",
-            "heldout_set": None, "n_dropped_same_patient": 0, "notes": notes + cal.notes}
+        m = n_loo_queries(len(index), max_queries)
+        _check_level(m, level)
+        loo = loo_scores(index, match, matcher, n_cand, max_queries=max_queries, workers=workers)
+        scores = loo["scores"]
+        if not loo["patient_ids_used"]:
+            notes.append(NO_IDS_NOTE.format(dup=DUPLICATE_SCORE))
+        capped = f", {m} drawn at random (max_queries={max_queries})" if m < len(index) else ""
+        extra = {"source": f"leave-one-out over the training index: each of {m} training images{capped} searched "
+                           "against the others" + (", its own patient excluded" if loo["patient_ids_used"] else ""),
+                 "heldout_set": None, "n_dropped_same_patient": 0, "patient_ids_used": loo["patient_ids_used"],
+                 "n_near_duplicates_excluded": loo["n_near_duplicates"]}
+    n = int(scores.size)
+    thr = conformal_threshold(scores, level)
+    bound = realised_rate_bound(n, level)
+    if np.isfinite(bound) and bound > 2 * level:
+        notes.append(f"With {n} calibration images the rate at which new patients are flagged varies from run to "
+                     f"run: up to {bound:.3f} (90% bound) for a nominal {level:g}; more calibration images narrow it.")
+    return {**base, "threshold": thr, "n": n, "n_queries": n, "smallest_level": smallest_level(n),
+            "max_queries": max_queries, "n_train": len(index), "rate_bound_90": bound, **extra,
+            "duplicate_score": None if extra["patient_ids_used"] else DUPLICATE_SCORE, "notes": notes,
+            "seconds": round(time.perf_counter() - t0, 2), "scores": np.sort(scores).tolist()}
+
+
+def _check_level(n: int, level: float) -> None:
+    """Refuse a level ``n`` calibration images cannot support, before any work."""
+    if level < smallest_level(n) - 1e-12:
+        conformal_threshold(np.zeros(max(n, 1)), level)  # raises with the supported level
 
 
 def _files_key(paths: Sequence[str]) -> str:
@@ -297,8 +444,9 @@ class SearchResult:
     neighbours: list  # list of lists of evaluators.index.Neighbour
     copy_score: np.ndarray  # [N] aligned-match (or cosine) score against the best candidate
     match_row: np.ndarray  # [N] training row of that best candidate (-1: none)
-    flagged: np.ndarray  # [N] copy_score > threshold
+    flagged: np.ndarray  # [N] copy_score > threshold (equivalently p_values <= level)
     threshold: float
+    p_values: np.ndarray | None = None  # [N] empirical p-value of copy_score among the calibration scores
 
     @property
     def top1(self) -> np.ndarray:
@@ -310,15 +458,19 @@ class SearchResult:
 class MemorisationSearch:
     """The memorisation check against one reference index (see the module docstring).
 
-    ``match="aligned"`` (default): the ``candidates`` nearest training images by encoder cosine are
-    verified by :class:`AlignedMatcher`, whose best score is the copy score; ``"cosine"``: the copy
-    score is the top-1 encoder cosine. Either way the threshold is calibrated on the same score, from
-    held-out patients, once per (index, held-out images, settings), and cached in the index folder.
+    ``match="registered"`` (default): the ``candidates`` nearest training images by encoder cosine are
+    re-ranked by :class:`.matcher.CopyMatcher`, whose best score is the copy score; ``"aligned"``: the
+    older shift/crop :class:`AlignedMatcher`; ``"cosine"``: the copy score is the top-1 encoder cosine.
+    Either way the threshold is calibrated on the same score (leave-one-out over the index, or
+    ``heldout``), once per (index, held-out images, settings), and cached in the index folder.
+    ``max_queries`` caps the leave-one-out queries (None: every training image); ``workers`` threads
+    run the matcher (default: :func:`default_workers`).
     """
 
     def __init__(self, index, encoder, *, train_set=None, spec: str | None = None, heldout=None,
-                 percentile: float = DEFAULT_PERCENTILE, match: str = "aligned",
-                 candidates: int = DEFAULT_CANDIDATES, k: int = 5, cache: bool = True):
+                 percentile: float = DEFAULT_PERCENTILE, match: str = DEFAULT_MATCH,
+                 candidates: int = DEFAULT_CANDIDATES, k: int = 5, cache: bool = True,
+                 max_queries: int | None = DEFAULT_CALIBRATION_QUERIES, workers: int | None = None):
         if match not in MATCH_MODES:
             raise InputError(f"match must be one of {', '.join(MATCH_MODES)} (got {match!r}).")
         self.index, self.encoder = index, encoder
@@ -326,14 +478,17 @@ class MemorisationSearch:
         self.percentile, self.match, self.k, self.cache = float(percentile), match, int(k), cache
         self.n_cand = min(len(index), max(int(k), int(candidates)))
         self.train_paths = index.meta["path"].astype(str).to_numpy()
-        self.matcher = AlignedMatcher(self.train_paths)
+        self.matcher = make_matcher(match, self.train_paths)
+        self.max_queries = None if not max_queries else int(max_queries)
+        self.workers = default_workers() if workers is None else max(1, int(workers))
         self._calibration: dict | None = None
 
     @property
     def calibration(self) -> dict:
         """The calibrated threshold and what it was computed from (``threshold``, ``n``, ``source``...)."""
         if self._calibration is None:
-            held, source = find_heldout(self.index, self.train_set, self.spec, self.heldout)
+            held = load_set(self.heldout, "held-out") if self.heldout is not None else None
+            source = "given held-out set"
             path = self._cache_path(held)
             if path is not None and path.is_file():
                 try:
@@ -342,7 +497,7 @@ class MemorisationSearch:
                 except (OSError, ValueError):  # a damaged cache file is recomputed
                     pass
             cal = calibrate(self.index, held, source, self.encoder, self.percentile, self.match, self.matcher,
-                            self.n_cand)
+                            self.n_cand, max_queries=self.max_queries, workers=self.workers)
             cal["candidates"] = self.n_cand
             self._calibration = cal
             if path is not None:
@@ -354,7 +509,8 @@ class MemorisationSearch:
         if not self.cache:
             return None
         key = json.dumps([CALIBRATION_VERSION, self.percentile, self.match, self.n_cand, self.encoder.cache_key(),
-                          len(self.index), _files_key(list(held.paths)) if held is not None else None])
+                          len(self.index), _files_key(list(held.paths)) if held is not None else None,
+                          self.max_queries, DUPLICATE_SCORE, str(self.index.dir)])
         return Path(self.index.dir) / f"calibration-{hashlib.sha256(key.encode()).hexdigest()[:16]}.json"
 
     @property
@@ -367,5 +523,6 @@ class MemorisationSearch:
         thr = self.threshold
         sims, rows = self.index.search(features, max(k, self.n_cand))
         neighbours = self.index.neighbours_from(sims[:, :k], rows[:, :k])
-        scores, best = copy_scores(items, sims, rows, self.match, self.matcher)
-        return SearchResult(neighbours, scores, best, scores > thr, thr)
+        scores, best = copy_scores(items, sims, rows, self.match, self.matcher, workers=self.workers)
+        pv = p_values(self.calibration["scores"], scores)
+        return SearchResult(neighbours, scores, best, scores > thr, thr, pv)

@@ -26,7 +26,16 @@ from ..errors import InputError, UnavailableError
 from ..settings import select_device
 from . import REID_THRESHOLD
 from .memorisation import DEFAULT_PERCENTILE, privacy_summary
-from .search import DEFAULT_CANDIDATES, MATCH_MODES, MemorisationSearch, image_array, load_set, patient_ids
+from .search import (
+    DEFAULT_CALIBRATION_QUERIES,
+    DEFAULT_CANDIDATES,
+    DEFAULT_MATCH,
+    MATCH_MODES,
+    MemorisationSearch,
+    image_array,
+    load_set,
+    patient_ids,
+)
 
 Progress = Callable[[int, int, str], None]
 
@@ -231,8 +240,9 @@ def run_privacy(
     k: int = 5,
     percentile: float = DEFAULT_PERCENTILE,
     heldout=None,
-    match: str = "aligned",
+    match: str = DEFAULT_MATCH,
     candidates: int = DEFAULT_CANDIDATES,
+    calibration_queries: int | None = DEFAULT_CALIBRATION_QUERIES,
     search: MemorisationSearch | None = None,
     device: str | None = None,
     encoder_dtype: str = "float32",
@@ -245,9 +255,11 @@ def run_privacy(
     holds synthetic image i's path, its k nearest training images, its re-ID score against the
     nearest one (None without a re-ID model) and its memorisation flag.
 
-    ``match="aligned"`` (default): the ``candidates`` nearest training images by encoder cosine are
-    verified by :class:`AlignedMatcher`, whose best score is the copy score; ``"cosine"``: the copy
-    score is the top-1 encoder cosine. Either way the threshold is calibrated on the same score.
+    ``match="registered"`` (default): the ``candidates`` nearest training images by encoder cosine are
+    re-ranked by :class:`.matcher.CopyMatcher` (registered, contrast-invariant), whose best score is the
+    copy score; ``"aligned"``: the older shift/crop matcher; ``"cosine"``: the top-1 encoder cosine.
+    Either way the threshold is calibrated on the same score (leave-one-out over the training index, at
+    most ``calibration_queries`` queries, or ``heldout``) and each image gets its p-value.
     ``search``: a ready :class:`MemorisationSearch` (the app keeps one); it replaces ``train``'s index,
     ``encoder``, ``percentile``, ``heldout``, ``match``, ``candidates`` and ``k``. ``device``: where encoders and
     re-ID models given by name run (default: the best present), ``encoder_dtype`` the encoder's precision
@@ -268,7 +280,8 @@ def run_privacy(
     if search is None:
         index, train_set, spec, enc = _train_source(train, encoder, progress, device, encoder_dtype, encoder_preprocess)
         search = MemorisationSearch(index, enc, train_set=train_set, spec=spec, heldout=heldout,
-                                    percentile=percentile, match=match, candidates=candidates, k=k)
+                                    percentile=percentile, match=match, candidates=candidates, k=k,
+                                    max_queries=calibration_queries)
     index, enc = search.index, search.encoder
     cal = search.calibration
     feats = extract_features(list(syn.paths), enc, show_progress=False, progress=progress)
@@ -294,6 +307,7 @@ def run_privacy(
             "match": {"path": str(train_paths[rows[i]]), "copy_score": float(copy[i])} if rows[i] >= 0 else None,
             "reid_score": None if scores is None else float(scores[i]),
             "flagged": bool(flags[i]),
+            "copy_p_value": float(found.p_values[i]),
         }
         for i, (path, nb) in enumerate(zip(syn_paths, neighbours))
     ]
@@ -303,6 +317,7 @@ def run_privacy(
         "samples": samples,
         "calibration": cal,
         "settings": {"k": int(k), "percentile": float(percentile), "match": match, "candidates": n_cand,
+                     "calibration_queries": search.max_queries,
                      "reid": _reid_name(reid, model),
                      "reid_threshold": REID_THRESHOLD, "train": _describe(train, index),
                      "synthetic": syn.name, "n_train": len(index), "n_synthetic": len(syn),
@@ -363,8 +378,9 @@ def run_privacy_protocol(
     k: int = 5,
     percentile: float = DEFAULT_PERCENTILE,
     heldout=None,
-    match: str = "aligned",
+    match: str = DEFAULT_MATCH,
     candidates: int = DEFAULT_CANDIDATES,
+    calibration_queries: int | None = DEFAULT_CALIBRATION_QUERIES,
     prompt_seed: int = 0,
     steps: int | None = None,
     guidance: float | None = None,
@@ -417,7 +433,8 @@ def run_privacy_protocol(
     index, _, _, enc = _train_source(train_set, encoder, progress, device, encoder_dtype, encoder_preprocess)
     spec = str(train) if isinstance(train, str | os.PathLike) else None
     search = MemorisationSearch(index, enc, train_set=train_set, spec=spec, heldout=heldout,
-                                percentile=percentile, match=match, candidates=candidates, k=k)
+                                percentile=percentile, match=match, candidates=candidates, k=k,
+                                max_queries=calibration_queries)
     cal, n_cand = search.calibration, search.n_cand
     f_gen = extract_features(images, enc, show_progress=False).features
     f_real = extract_features(real, enc, show_progress=False).features
@@ -439,6 +456,7 @@ def run_privacy_protocol(
         table["Reidentified_fraction"] = (per > REID_THRESHOLD).mean(axis=1)
     flag_per = flags.reshape(len(prompts), S)
     table["Flagged_fraction"] = flag_per.mean(axis=1)
+    table["Min_copy_p_value"] = found.p_values.reshape(len(prompts), S).min(axis=1)
     table["train_path"] = [train_set.paths[int(r)] for r in rows]
     table["train_patient_id"] = [train_set.patient_ids[int(r)] for r in rows]
 
@@ -485,11 +503,13 @@ def format_summary(result: dict) -> str:
     lines = [
         f"images: {s['n']}  flagged as memorised: {f(s['fraction_flagged'])} "
         f"(expected for new images: {f(s['expected_fraction_flagged'])})",
-        f"threshold: {cal['match']} copy score {f(cal['threshold'])} = {cal['percentile']:g}th percentile of {cal['n']} held-out "
-        f"images ({cal['source']})",
+        f"threshold: {cal['match']} copy score {f(cal['threshold'])} = conformal {cal['percentile']:g}th percentile of "
+        f"{cal['n']} calibration images ({cal['source']}); smallest supported level {cal.get('smallest_level', 0):.4g}",
         f"encoder: {(result.get('encoder') or {}).get('name', '?')}, "
         f"{(result.get('encoder') or {}).get('preprocess', 'clean')} preprocessing",
     ]
+    if cal.get("patient_ids_used") is False:
+        lines.append("NOTE: the training set has no patient ids; see the calibration notes in the JSON.")
     if s["reid_available"]:
         lines.append(f"re-ID: mean {f(s['mean_reid'])}  max {f(s['max_reid'])}  "
                      f"re-identified (> {REID_THRESHOLD}) {f(s['fraction_reidentified'])}")
@@ -526,7 +546,7 @@ def _cli_privacy(args) -> int:
                          percentile=args.percentile, heldout=args.heldout, match=args.match,
                          candidates=args.candidates, device=args.device, encoder_dtype=args.encoder_dtype,
                          encoder_preprocess=args.preprocess,
-                         progress=_progress)
+                         calibration_queries=args.calibration_queries or None, progress=_progress)
     run_id = _save(result, args.out, model=None, synthetic=args.synthetic, reference=args.train)
     print(format_summary(result))
     print(f"results: {args.out} (store run {run_id})")
@@ -538,6 +558,7 @@ def _cli_protocol(args) -> int:
                                   encoder=args.encoder, reid=_reid_arg(args.reid), size=args.size, k=args.k,
                                   percentile=args.percentile, heldout=args.heldout, match=args.match,
                                   candidates=args.candidates, prompt_seed=args.prompt_seed,
+                                  calibration_queries=args.calibration_queries or None,
                                   steps=args.steps, batch_size=args.batch_size, device=args.device,
                                   encoder_dtype=args.encoder_dtype, encoder_preprocess=args.preprocess,
                                   progress=_progress)
@@ -563,7 +584,7 @@ def _positive(kind):
 
 
 def _common(p) -> None:
-    from ..argtypes import knob
+    from ..argtypes import int_range, knob
 
     p.add_argument("--train", required=True,
                    help="training set (folder, CSV, PATH@SPLIT, 'demo@train') or a reference index folder")
@@ -572,13 +593,19 @@ def _common(p) -> None:
                    help="re-ID model: 'demo', 'chexgenbench', a weights file, or 'none' (default: demo)")
     p.add_argument("--k", type=_positive(int), default=5, help="training neighbours listed per image (default: 5)")
     p.add_argument("--percentile", type=_positive(float), default=DEFAULT_PERCENTILE,
-                   help="calibration percentile of held-out patients' similarity (default: 99)")
+                   help="calibration percentile of new patients' copy scores: flags at level 1 - P/100 "
+                        "(default: 99)")
     p.add_argument("--heldout", default=None,
-                   help="held-out real set for calibration (default: the training set's valid/test splits, "
-                        "else 10%% of its patients)")
-    p.add_argument("--match", choices=MATCH_MODES, default="aligned",
-                   help="copy score: 'aligned' verifies the encoder's candidates by shift/scale-tolerant pixel "
-                        "correlation; 'cosine' uses the encoder similarity alone (default: aligned)")
+                   help="real images of other patients to calibrate on (default: leave-one-out over the "
+                        "training set itself)")
+    p.add_argument("--match", choices=MATCH_MODES, default=DEFAULT_MATCH,
+                   help="copy score: 'registered' re-ranks the encoder's candidates after registering them "
+                        "(rotation, scale, shift) on contrast-invariant fine detail; 'aligned' the older "
+                        "shift/crop-tolerant correlation; 'cosine' the encoder similarity alone "
+                        f"(default: {DEFAULT_MATCH})")
+    p.add_argument("--calibration-queries", type=int_range(1, zero=True), default=DEFAULT_CALIBRATION_QUERIES,
+                   help="leave-one-out calibration queries at most, drawn from the training images "
+                        f"(0: every image; default: {DEFAULT_CALIBRATION_QUERIES})")
     p.add_argument("--candidates", type=knob("candidates"), default=DEFAULT_CANDIDATES,
                    help=f"encoder candidates verified per image with --match aligned (default: {DEFAULT_CANDIDATES})")
     p.add_argument("--device", default=None, help="cuda, mps or cpu (default: best available)")
