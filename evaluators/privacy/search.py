@@ -357,7 +357,8 @@ def loo_scores(index, match: str, matcher, n_cand: int, *, max_queries: int | No
 
 
 def calibrate(index, held, source: str, enc, percentile: float, match: str, matcher, n_cand: int, *,
-              max_queries: int | None = DEFAULT_CALIBRATION_QUERIES, workers: int = 1) -> dict:
+              max_queries: int | None = DEFAULT_CALIBRATION_QUERIES, workers: int = 1,
+              duplicate_score: float = DUPLICATE_SCORE) -> dict:
     """The memorisation threshold and the scores behind it (see the module docstring).
 
     ``held``: an ImageSet of other patients to calibrate on (``source`` says where it came from), or
@@ -399,10 +400,11 @@ def calibrate(index, held, source: str, enc, percentile: float, match: str, matc
     else:
         m = n_loo_queries(len(index), max_queries)
         _check_level(m, level)
-        loo = loo_scores(index, match, matcher, n_cand, max_queries=max_queries, workers=workers)
+        loo = loo_scores(index, match, matcher, n_cand, max_queries=max_queries, workers=workers,
+                         duplicate_score=duplicate_score)
         scores = loo["scores"]
         if not loo["patient_ids_used"]:
-            notes.append(NO_IDS_NOTE.format(dup=DUPLICATE_SCORE))
+            notes.append(NO_IDS_NOTE.format(dup=duplicate_score))
         capped = f", {m} drawn at random (max_queries={max_queries})" if m < len(index) else ""
         extra = {"source": f"leave-one-out over the training index: each of {m} training images{capped} searched "
                            "against the others" + (", its own patient excluded" if loo["patient_ids_used"] else ""),
@@ -416,7 +418,7 @@ def calibrate(index, held, source: str, enc, percentile: float, match: str, matc
                      f"run: up to {bound:.3f} (90% bound) for a nominal {level:g}; more calibration images narrow it.")
     return {**base, "threshold": thr, "n": n, "n_queries": n, "smallest_level": smallest_level(n),
             "max_queries": max_queries, "n_train": len(index), "rate_bound_90": bound, **extra,
-            "duplicate_score": None if extra["patient_ids_used"] else DUPLICATE_SCORE, "notes": notes,
+            "duplicate_score": None if extra["patient_ids_used"] else duplicate_score, "notes": notes,
             "seconds": round(time.perf_counter() - t0, 2), "scores": np.sort(scores).tolist()}
 
 
@@ -470,7 +472,8 @@ class MemorisationSearch:
     def __init__(self, index, encoder, *, train_set=None, spec: str | None = None, heldout=None,
                  percentile: float = DEFAULT_PERCENTILE, match: str = DEFAULT_MATCH,
                  candidates: int = DEFAULT_CANDIDATES, k: int = 5, cache: bool = True,
-                 max_queries: int | None = DEFAULT_CALIBRATION_QUERIES, workers: int | None = None):
+                 max_queries: int | None = DEFAULT_CALIBRATION_QUERIES, workers: int | None = None,
+                 duplicate_score: float = DUPLICATE_SCORE):
         if match not in MATCH_MODES:
             raise InputError(f"match must be one of {', '.join(MATCH_MODES)} (got {match!r}).")
         self.index, self.encoder = index, encoder
@@ -481,6 +484,7 @@ class MemorisationSearch:
         self.matcher = make_matcher(match, self.train_paths)
         self.max_queries = None if not max_queries else int(max_queries)
         self.workers = default_workers() if workers is None else max(1, int(workers))
+        self.duplicate_score = float(duplicate_score)
         self._calibration: dict | None = None
 
     @property
@@ -497,7 +501,8 @@ class MemorisationSearch:
                 except (OSError, ValueError):  # a damaged cache file is recomputed
                     pass
             cal = calibrate(self.index, held, source, self.encoder, self.percentile, self.match, self.matcher,
-                            self.n_cand, max_queries=self.max_queries, workers=self.workers)
+                            self.n_cand, max_queries=self.max_queries, workers=self.workers,
+                            duplicate_score=self.duplicate_score)
             cal["candidates"] = self.n_cand
             self._calibration = cal
             if path is not None:
@@ -510,7 +515,7 @@ class MemorisationSearch:
             return None
         key = json.dumps([CALIBRATION_VERSION, self.percentile, self.match, self.n_cand, self.encoder.cache_key(),
                           len(self.index), _files_key(list(held.paths)) if held is not None else None,
-                          self.max_queries, DUPLICATE_SCORE, str(self.index.dir)])
+                          self.max_queries, self.duplicate_score, str(self.index.dir)])
         return Path(self.index.dir) / f"calibration-{hashlib.sha256(key.encode()).hexdigest()[:16]}.json"
 
     @property

@@ -1,0 +1,201 @@
+"""The memorisation check on planted near copies: recall per kind, false flags, and the matcher's cost per pair.
+
+For each data set, the patients are split in two halves (``--seeds`` draws the split; a second seed is a
+held-out check that nothing was tuned to one split): the first half is the training set, less one study of
+each patient who has several (those studies are "other studies of training patients"); the second half
+supplies "new patients". Near copies of training images are planted for every kind of
+``evaluators.privacy.perturb.KINDS``. The search is the engine's own (:class:`MemorisationSearch`: encoder
+top-k candidates re-ranked by the copy matcher, threshold from leave-one-out calibration over the
+training index), calibrated twice: with the patient ids, and with them removed (as for a folder of
+training images without ids). Printed: recall per kind, the false-flag rate of new patients' images
+against the nominal level (with the calibration size), the rate for other studies of training patients,
+and the matcher's cost per (synthetic, candidate) pair at 64/128/256 px on one thread.
+
+    python benchmarks/privacy_matcher.py [--encoder demo] [--copies-per-kind 20] [--seeds 0 1] [--skip-demo]
+
+Data: the shared NIH ChestX-ray14 sample (64 px, real) and the demo world at 128 px (600 patients).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import numpy as np
+from _common import REPO, chexgen_home, markdown_table, print_header
+
+NIH = REPO.parent / "shared" / "data" / "nih-cxr14-sample"
+
+
+def split_world(full, seed: int):
+    """(train ImageSet, other-study rows of training patients, new-patient rows) of a set with patient ids."""
+    pids = np.asarray(full.patient_ids)
+    rng = np.random.default_rng(seed)
+    uniq = np.unique(pids)
+    rng.shuffle(uniq)
+    in_a = np.isin(pids, uniq[: len(uniq) // 2])
+    train, same = [], []
+    for p in uniq[: len(uniq) // 2]:
+        rows = np.flatnonzero(pids == p)
+        rng.shuffle(rows)
+        if len(rows) > 1:
+            same.append(int(rows[0]))
+            rows = rows[1:]
+        train += rows.tolist()
+    train = np.sort(np.asarray(train))
+    return full.subset(train, name=f"{full.name}@train{seed}"), np.asarray(same), np.flatnonzero(~in_a)
+
+
+def searches(train, enc, work: Path, workers: int):
+    """Two MemorisationSearch objects on the same training images: with patient ids and with them blanked."""
+    from evaluators.index import build_index
+    from evaluators.privacy.search import MemorisationSearch
+
+    out = {}
+    for mode in ("ids", "no ids"):
+        s = train if mode == "ids" else train.subset(np.arange(len(train)), name=f"{train.name} (no ids)")
+        if mode == "no ids":
+            s.table["patient_id"] = None
+        index = build_index(s, enc, work / f"{train.name}-{mode.replace(' ', '')}", umap=False, show_progress=False)
+        t0 = time.perf_counter()
+        search = MemorisationSearch(index, enc, cache=False, workers=workers)
+        cal = search.calibration
+        out[mode] = (search, cal, time.perf_counter() - t0)
+    return out
+
+
+def experiment(name: str, full, enc, seed: int, per_kind: int, work: Path, workers: int) -> list[list]:
+    from evaluators.features import extract_features
+    from evaluators.privacy.perturb import KINDS, perturb
+
+    train, same_rows, new_rows = split_world(full, seed)
+    both = searches(train, enc, work, workers)
+    rng = np.random.default_rng(100 + seed)
+    items, groups = [], []
+    for kind in KINDS:
+        for i in rng.choice(len(train), size=min(per_kind, len(train)), replace=False):
+            items.append(perturb(train.image(int(i)), kind, rng))
+            groups.append(kind)
+    for r in new_rows:
+        items.append(full.image(int(r)))
+        groups.append("new patients")
+    for r in same_rows:
+        items.append(full.image(int(r)))
+        groups.append("other studies of training patients")
+    feats = extract_features(items, enc, show_progress=False).features
+    search = both["ids"][0]
+    t0 = time.perf_counter()
+    found = search.check(items, feats)
+    t_query = (time.perf_counter() - t0) / len(items)
+    groups = np.asarray(groups)
+    rows = []
+    for mode, (_, cal, secs) in both.items():
+        flags = found.copy_score > cal["threshold"]
+        lvl = cal["level"]
+        rows.append([name, seed, mode, len(train), cal["n_queries"], f"{secs:.1f} s", round(cal["threshold"], 3),
+                     *(round(float(flags[groups == k].mean()), 3) for k in KINDS),
+                     f"{flags[groups == 'new patients'].mean():.3f} (nominal {lvl:g}; n={int((groups == 'new patients').sum())})",
+                     f"{flags[groups == 'other studies of training patients'].mean():.3f} "
+                     f"(n={int((groups == 'other studies of training patients').sum())})"])
+    print(f"{name} seed {seed}: {t_query * 1000:.0f} ms per query ({search.n_cand} candidates, {workers} thread(s)); "
+          f"new patients' copy score p50 {np.median(found.copy_score[groups == 'new patients']):.3f}, "
+          f"max {found.copy_score[groups == 'new patients'].max():.3f}; lowest planted copy "
+          f"{found.copy_score[np.isin(groups, KINDS)].min():.3f}", flush=True)
+    return rows
+
+
+def pair_costs(images: list[np.ndarray], sizes=(64, 128, 256), k: int = 50, n_queries: int = 6) -> list[list]:
+    """Per (synthetic, candidate) pair, one thread: the cascade over k candidates (cold: every image prepared
+    from its full-size array; warm: training images already prepared), and one full registration + score."""
+    import cv2
+
+    from evaluators.privacy.distances import resize_to
+    from evaluators.privacy.matcher import CopyMatcher, full_score, prepare
+    from evaluators.privacy.perturb import perturb
+
+    cv2.setNumThreads(1)
+    rows = []
+    for size in sizes:
+        train = [resize_to(im, size) for im in images[: k + n_queries]]
+        queries = [perturb(train[i], "combined", i) for i in range(n_queries)]
+        m = CopyMatcher(train[:k])
+        t0 = time.perf_counter()
+        for q in queries:
+            m.best(q, range(k))
+            m._prep.clear()
+        cold = (time.perf_counter() - t0) / (n_queries * k)
+        for r in range(k):
+            m.prepared(r)
+        t0 = time.perf_counter()
+        for q in queries:
+            m.best(q, range(k))
+        warm = (time.perf_counter() - t0) / (n_queries * k)
+        pq, pc = prepare(queries[0]), [prepare(t) for t in train[:k]]
+        t0 = time.perf_counter()
+        for c in pc:
+            full_score(pq, c)
+        full = (time.perf_counter() - t0) / k
+        rows.append([size, round(cold * 1000, 2), round(warm * 1000, 2), round(full * 1000, 2)])
+    return rows
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--encoder", default="demo", help="encoder proposing candidates (default: demo)")
+    ap.add_argument("--copies-per-kind", type=int, default=20)
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
+    ap.add_argument("--workers", type=int, default=1, help="matcher threads (default: 1, the per-core figure)")
+    ap.add_argument("--skip-demo", action="store_true")
+    ap.add_argument("--skip-nih", action="store_true")
+    args = ap.parse_args()
+    import torch
+
+    torch.set_num_threads(1)
+    print_header("Copy matcher: planted near copies, new patients, other studies, cost per pair")
+    from evaluators.encoders import load_encoder
+    from evaluators.imagesets import load_image_set
+    from evaluators.privacy.perturb import KINDS
+
+    headers = ["data", "split seed", "patient ids", "train images", "calibration queries", "calibration time",
+               "threshold", *KINDS, "new patients flagged", "other studies of training patients flagged"]
+    rows: list[list] = []
+    with tempfile.TemporaryDirectory(prefix="privacy_matcher_") as tmp, chexgen_home(Path(tmp) / "home"):
+        work = Path(tmp)
+        enc = load_encoder(args.encoder)
+        nih = None
+        if not args.skip_nih and (NIH / "labels.csv").is_file():
+            nih = load_image_set(NIH)
+            for seed in args.seeds:
+                rows += experiment("NIH sample (64 px)", nih, enc, seed, args.copies_per_kind, work, args.workers)
+        if not args.skip_demo:
+            from evaluators.demo_world import generate_demo_world
+
+            world = load_image_set(generate_demo_world(work / "demo", patients=600, seed=0, size=128))
+            rows += experiment("demo world (128 px)", world, enc, args.seeds[0], args.copies_per_kind, work,
+                               args.workers)
+        print()
+        print(markdown_table(headers, rows))
+        imgs = [nih.image(i) for i in range(60)] if nih is not None else None
+        if imgs is None:
+            from evaluators.demo_world import generate_demo_world
+
+            w = load_image_set(work / "demo") if (work / "demo").is_dir() else load_image_set(
+                generate_demo_world(work / "demo", patients=40, seed=0, size=128))
+            imgs = [w.image(i) for i in range(60)]
+        print()
+        print("Matcher cost per (synthetic, candidate) pair, one thread, 50 candidates (images upsampled from the "
+              "source to each size):")
+        print(markdown_table(["size px", "cascade ms/pair (cold)", "cascade ms/pair (warm)", "full registration ms"],
+                             pair_costs(imgs)))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
