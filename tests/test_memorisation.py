@@ -240,3 +240,34 @@ def test_perturb_chain():
     img = _study(rng, _field(rng, 32, 4))
     out = perturb_chain(img, ("shift", "jpeg"), 1)
     assert out.shape == img.shape and 0 < pixel_distance(img, out) < 0.15
+
+
+# --------------------------------------------------------------------------------------------------
+# Conformal calibration
+
+
+def test_conformal_threshold_p_values_and_refused_levels():
+    from evaluators.privacy.memorisation import (
+        conformal_threshold,
+        p_values,
+        realised_rate_bound,
+        smallest_level,
+    )
+
+    cal = np.arange(1, 100) / 100.0  # 99 scores 0.01 .. 0.99
+    assert conformal_threshold(cal, 0.01) == pytest.approx(0.99)  # rank ceil(100 * 0.99) = 99
+    assert conformal_threshold(cal, 0.05) == pytest.approx(0.95)
+    test = np.array([0.995, 0.99, 0.5, 0.0])
+    np.testing.assert_allclose(p_values(cal, test), [1 / 100, 2 / 100, 51 / 100, 1.0])
+    # the flag (score above the threshold) is exactly p <= level
+    rng = np.random.default_rng(0)
+    s = rng.random(500)
+    for level in (0.01, 0.05, 0.2):
+        np.testing.assert_array_equal(s > conformal_threshold(cal, level), p_values(cal, s) <= level)
+    assert smallest_level(99) == pytest.approx(0.01)
+    with pytest.raises(InputError, match=r"support levels down to 0\.02"):
+        conformal_threshold(cal[:49], 0.01)
+    # exchangeable new scores are flagged at about the level (the split-conformal guarantee, on average)
+    rates = [np.mean(rng.random(2000) > conformal_threshold(rng.random(199), 0.05)) for _ in range(200)]
+    assert abs(np.mean(rates) - 0.05) < 0.006
+    assert 0.05 < realised_rate_bound(199, 0.05) < 0.08  # its run-to-run spread

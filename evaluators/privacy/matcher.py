@@ -38,6 +38,7 @@ COARSE = 32
 BAND_SIGMA = 2.0  # fine band = rank image - Gaussian(BAND_SIGMA) at SIDE (half of it at COARSE)
 CANDIDATE_BLURS = (0.0, 1.0, 2.0)  # the candidate is also compared blurred by these (VAE smoothing)
 SMOOTH = 1.5  # Gaussian smoothing of the ranks that ECC registers
+QUICK_BAND = 2.0  # the quick stage's band at COARSE px: coarser than the full score's, so a rescale ranks right
 BORDER = 4  # pixels at each edge left out of the correlation at SIDE
 MAX_SCALE = 1.25  # a registration implying a larger zoom (or its inverse) is replaced by the identity
 MAX_SHIFT = 0.2  # ... or a larger shift, as a fraction of the side
@@ -135,30 +136,85 @@ def _half(x: np.ndarray) -> np.ndarray:
     return cv2.resize(x, (COARSE, COARSE), interpolation=cv2.INTER_AREA)
 
 
-def _phase_shift(q: np.ndarray, c: np.ndarray) -> np.ndarray:
-    """The translation-only warp that phase correlation finds (``c(x + t) ~ q(x)``), as a 2 x 3 matrix."""
-    cv2 = _cv2()
-    (dx, dy), _ = cv2.phaseCorrelate(_band(q, 2.0).astype(np.float64), _band(c, 2.0).astype(np.float64))
-    w = np.eye(2, 3, dtype=np.float32)
-    if abs(dx) < MAX_SHIFT * q.shape[1] and abs(dy) < MAX_SHIFT * q.shape[0]:
-        w[0, 2], w[1, 2] = dx, dy
-    return w
+def _gauss_ft(sigma: float, n: int = COARSE) -> np.ndarray:
+    """The real-FFT transform of a Gaussian blur of ``sigma`` px on an n x n periodic grid."""
+    fy, fx = np.fft.fftfreq(n), np.fft.rfftfreq(n)
+    f2 = fy[:, None] ** 2 + fx[None, :] ** 2
+    return np.exp(-2.0 * np.pi**2 * sigma**2 * f2).astype(np.float32)
 
 
-def quick_score(q32: np.ndarray, c32: np.ndarray) -> tuple[float, np.ndarray]:
-    """(coarse score, coarse warp): the fine-band score at 32 px after a phase-correlation shift (the cascade's
-    cheap stage; its shift starts the full registration)."""
-    w = _phase_shift(q32, c32)
-    cw, valid = _warp(c32, w)
-    f = COARSE / SIDE
-    return _band_score(q32, cw, valid, BAND_SIGMA * f, max(1, round(BORDER * f)),
-                       tuple(b * f for b in CANDIDATE_BLURS)), w
+_FILTERS: dict[str, np.ndarray] = {}
+
+
+def _filters() -> dict[str, np.ndarray]:
+    """Fourier-domain filters of the quick stage at COARSE px (built once)."""
+    if not _FILTERS:
+        f = COARSE / SIDE
+        band = 1.0 - _gauss_ft(QUICK_BAND)
+        _FILTERS["phase"] = 1.0 - _gauss_ft(2.0)
+        _FILTERS["query"] = band
+        _FILTERS["cands"] = np.stack([_gauss_ft(b * f) * band for b in CANDIDATE_BLURS])
+        _FILTERS["fy"], _FILTERS["fx"] = np.fft.fftfreq(COARSE)[:, None], np.fft.rfftfreq(COARSE)[None, :]
+    return _FILTERS
+
+
+def quick_scores(q32: np.ndarray, c32: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The cascade's cheap stage for m candidates at once: (scores [m], shifts [m, 2] as (dx, dy) px at COARSE).
+
+    Each candidate is shifted by the integer translation phase correlation finds (of the images'
+    coarse high-pass), then the query's fine band (as in :func:`full_score`, at 32 px) is correlated
+    with the candidate's, blurred by each of CANDIDATE_BLURS (the best counts), over the pixels both
+    cover minus a border. Filtering is done in the Fourier domain (periodic borders), all candidates
+    in one batch.
+    """
+    flt = _filters()
+    n = COARSE
+    fq = np.fft.rfft2(q32.astype(np.float32))
+    fc = np.fft.rfft2(np.asarray(c32, dtype=np.float32), axes=(-2, -1))
+    cross = (fq * flt["phase"])[None] * np.conj(fc * flt["phase"])
+    cross /= np.abs(cross) + 1e-12
+    corr = np.fft.irfft2(cross, s=(n, n), axes=(-2, -1))
+    m = len(c32)
+    peak = corr.reshape(m, -1).argmax(axis=1)
+    py, px = peak // n, peak % n
+    k = np.arange(m)
+
+    def sub(lo, mid, hi):  # parabolic sub-pixel offset of a peak
+        den = lo - 2 * mid + hi
+        return np.where(np.abs(den) > 1e-9, np.clip(0.5 * (lo - hi) / np.where(den == 0, 1, den), -0.5, 0.5), 0.0)
+
+    c0 = corr[k, py, px]
+    oy = sub(corr[k, (py - 1) % n, px], c0, corr[k, (py + 1) % n, px])
+    ox = sub(corr[k, py, (px - 1) % n], c0, corr[k, py, (px + 1) % n])
+    dy = np.where(py > n // 2, py - n, py) + oy
+    dx = np.where(px > n // 2, px - n, px) + ox
+    lim = MAX_SHIFT * n
+    far = (np.abs(dy) >= lim) | (np.abs(dx) >= lim)
+    dy, dx = np.where(far, 0.0, -dy), np.where(far, 0.0, -dx)  # c(x + t) ~ q(x)
+    ramp = np.exp(2j * np.pi * (flt["fy"][None] * dy[:, None, None] + flt["fx"][None] * dx[:, None, None]))
+    cb = np.fft.irfft2((fc * ramp.astype(np.complex64))[:, None] * flt["cands"][None], s=(n, n), axes=(-2, -1))
+    qb = np.fft.irfft2(fq * flt["query"], s=(n, n))  # cb: [m, blurs, n, n]
+    b = max(1, round(BORDER * COARSE / SIDE))
+    ys, iy, ix = np.arange(n), np.round(dy)[:, None], np.round(dx)[:, None]
+    vy = (ys[None] >= b) & (ys[None] < n - b) & (ys[None] + iy >= 0) & (ys[None] + iy < n)
+    vx = (ys[None] >= b) & (ys[None] < n - b) & (ys[None] + ix >= 0) & (ys[None] + ix < n)
+    mask = (vy[:, :, None] & vx[:, None, :]).astype(np.float32)[:, None]  # [m, 1, n, n]
+    cnt = np.maximum(mask.sum(axis=(-2, -1)), 1.0)
+    qm = (qb[None, None] * mask).sum(axis=(-2, -1)) / cnt
+    cm = (cb * mask).sum(axis=(-2, -1)) / cnt
+    qc = (qb[None, None] - qm[..., None, None]) * mask
+    cc = (cb - cm[..., None, None]) * mask
+    num = (qc * cc).sum(axis=(-2, -1))
+    den = np.sqrt((qc * qc).sum(axis=(-2, -1)) * (cc * cc).sum(axis=(-2, -1)))
+    ncc = np.where(den > 1e-12, num / np.maximum(den, 1e-12), 0.0)
+    return ncc.max(axis=1), np.stack([dx, dy], axis=1).astype(np.float32)
 
 
 def full_score(q: np.ndarray, c: np.ndarray, coarse_warp: np.ndarray | None = None) -> float:
     """The copy score of prepared images ``q`` (synthetic) and ``c`` (candidate), in [-1, 1]."""
     if coarse_warp is None:
-        coarse_warp = register(_half(q), _half(c))
+        coarse_warp = np.eye(2, 3, dtype=np.float32)
+        coarse_warp[:, 2] = quick_scores(_half(q), _half(c)[None])[1][0]
     init = coarse_warp.copy()
     init[:, 2] *= SIDE / COARSE
     w = register(q, c, init)
@@ -176,7 +232,7 @@ class CopyMatcher:
 
     ``best(img, rows)`` -> (score, row) of the best candidate: the quick score on every candidate, the
     full score for the ``refine`` best of them and the first ``keep_encoder`` rows as given (the
-    encoder's nearest), the best full score wins. Prepared training images are kept (4 KiB each).
+    encoder's nearest), the best full score wins. Prepared training images are kept (12 KiB each).
     """
 
     REFINE = 4
@@ -189,10 +245,11 @@ class CopyMatcher:
         self._prep: dict[int, tuple[np.ndarray, np.ndarray]] = {}
 
     def prepared(self, row: int) -> tuple[np.ndarray, np.ndarray]:
-        """(64 px ranks, 32 px ranks) of training row ``row``."""
+        """(64 px ranks as float16, 32 px ranks) of training row ``row``."""
         row = int(row)
         if row not in self._prep:
-            self._prep[row] = self.prepare_query(self.paths[row])
+            p, p32 = self.prepare_query(self.paths[row])
+            self._prep[row] = (p.astype(np.float16), p32)
         return self._prep[row]
 
     @staticmethod
@@ -208,17 +265,14 @@ class CopyMatcher:
         (below every full score, in the quick score's order)."""
         q, q32 = img if isinstance(img, tuple) else self.prepare_query(img)
         rows = [int(r) for r in rows]
-        quick, warps = [], []
-        for r in rows:
-            s, w = quick_score(q32, self.prepared(r)[1])
-            quick.append(s)
-            warps.append(w)
-        quick = np.asarray(quick)
+        quick, shifts = quick_scores(q32, np.stack([self.prepared(r)[1] for r in rows]))
         out = -1.0 + quick / 10.0
         pick = set(np.argsort(-quick, kind="stable")[: self.refine].tolist()) | set(range(min(self.keep_encoder,
                                                                                              len(rows))))
         for j in sorted(pick):
-            out[j] = full_score(q, self.prepared(rows[j])[0], warps[j])
+            w = np.eye(2, 3, dtype=np.float32)
+            w[:, 2] = shifts[j]
+            out[j] = full_score(q, self.prepared(rows[j])[0].astype(np.float32), w)
         return out
 
     def best(self, img, rows: Sequence[int]) -> tuple[float, int]:

@@ -52,7 +52,7 @@ CALIBRATION_VERSION = 2
 2: leave-one-out over the index, conformal quantile, p-values, the registered matcher."""
 DEFAULT_CALIBRATION_QUERIES = 1000
 """Leave-one-out queries at most (drawn at random when the index is larger); 0 or None: every image."""
-DUPLICATE_SCORE = 0.9
+DUPLICATE_SCORE = 0.75
 """Without patient ids, a training image scoring at least this against a calibration query is taken as a
 near-duplicate study of it and left out of its candidates (see the module docstring)."""
 NO_IDS_NOTE = ("The training set has no patient ids: leave-one-out calibration cannot leave out a query's other "
@@ -405,6 +405,9 @@ def calibrate(index, held, source: str, enc, percentile: float, match: str, matc
         scores = loo["scores"]
         if not loo["patient_ids_used"]:
             notes.append(NO_IDS_NOTE.format(dup=duplicate_score))
+            if loo["n_near_duplicates"]:
+                notes.append(f"{loo['n_near_duplicates']} candidate(s) scoring >= {duplicate_score:g} against their "
+                             "query were excluded as near-duplicate studies.")
         capped = f", {m} drawn at random (max_queries={max_queries})" if m < len(index) else ""
         extra = {"source": f"leave-one-out over the training index: each of {m} training images{capped} searched "
                            "against the others" + (", its own patient excluded" if loo["patient_ids_used"] else ""),
@@ -412,6 +415,9 @@ def calibrate(index, held, source: str, enc, percentile: float, match: str, matc
                  "n_near_duplicates_excluded": loo["n_near_duplicates"]}
     n = int(scores.size)
     thr = conformal_threshold(scores, level)
+    if not extra["patient_ids_used"] and held is None and thr >= duplicate_score - 0.02:
+        notes.append(f"The threshold ({thr:.3f}) sits at the near-duplicate level ({duplicate_score:g}): many training "
+                     "images have look-alike studies, so the level, not the data, set it. Patient ids would make it exact.")
     bound = realised_rate_bound(n, level)
     if np.isfinite(bound) and bound > 2 * level:
         notes.append(f"With {n} calibration images the rate at which new patients are flagged varies from run to "
