@@ -52,7 +52,7 @@ def app_url(tmp_path_factory):
         pytest.skip(f"{CHROMIUM} is absent (apt-get install chromium)")
     pytest.importorskip("playwright.sync_api")
     root = tmp_path_factory.mktemp("ui_browser")
-    csv = make_world(root / "world", patients=30, size=64)
+    csv = make_world(root / "world", patients=85, size=64)  # 102 training images: the copy check calibrates at 1%
     port = _free_port()
     env = dict(os.environ, CHEXGEN_HOME=str(root / "home"), HF_HUB_OFFLINE="1", GRADIO_ANALYTICS_ENABLED="False",
                CHEXGEN_DEVICE="cpu", CHEXGEN_APP_ENCODER="pixels", PYTHONPATH=str(REPO))

@@ -1,6 +1,6 @@
 """The app's services and callbacks on a tiny world (fast; no browser).
 
-The world is tests/ui_world.py's 30-patient, 64-pixel set with a patient-disjoint split; the model is a
+The world is tests/ui_world.py's 85-patient (102 training images: enough to calibrate the copy check at 1%), 64-pixel set with a patient-disjoint split; the model is a
 copier that returns training images, so memorisation checks must flag every image it makes.
 """
 
@@ -26,7 +26,7 @@ from tests.ui_world import COPIER, copier_world
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
-    return copier_world(tmp_path_factory.mktemp("ui_world"))
+    return copier_world(tmp_path_factory.mktemp("ui_world"), patients=85)
 
 
 @pytest.fixture(scope="module")
@@ -155,12 +155,12 @@ def test_generated_copies_are_flagged_and_neighbours_are_the_copied_patients(stu
     assert "re-ID" in studio.verdict(generated, 0)
 
 
-def test_calibration_uses_held_out_patients_and_is_cached(studio):
+def test_calibration_is_leave_one_out_over_the_training_patients_and_is_cached(studio):
     cal = studio.calibration()
     cached = list(studio.index().dir.glob("calibration-*.json"))
     assert len(cached) == 1 and json.loads(cached[0].read_text())["threshold"] == cal["threshold"]
-    assert cal["n"] == 24 and cal["n_dropped_same_patient"] == 0  # 12 patients x 2 studies, valid + test
-    assert cal["source"] == "sibling splits of the training set" and cal["match"] == "aligned"
+    assert cal["n"] == cal["n_queries"] == 102 and cal["patient_ids_used"] is True  # 51 patients x 2 studies
+    assert cal["source"].startswith("leave-one-out over the training index") and cal["match"] == "registered"
     fresh = Studio(studio.reference, encoder="pixels", device="cpu", umap=False)
     mtime = cached[0].stat().st_mtime_ns
     assert fresh.calibration()["threshold"] == cal["threshold"] and cached[0].stat().st_mtime_ns == mtime
@@ -204,7 +204,7 @@ def test_map_points_and_figure(world):
     generated = studio.generate(COPIER, "Small left pleural effusion.", n=3, seed=5)
     assert generated.umap.shape == (3, 2)
     pts = studio.map_points()
-    assert len(pts) == len(studio.index()) == 36
+    assert len(pts) == len(studio.index()) == 102
     # a copy lands on the map next to the training image it copies
     own = pts.loc[5, ["x", "y"]].to_numpy(float)
     spread = np.ptp(pts[["x", "y"]].to_numpy(float), axis=0).max()
@@ -213,7 +213,7 @@ def test_map_points_and_figure(world):
     gen_trace = [t for t in fig.data if t.name.startswith("generated")]
     assert len(gen_trace) == 1 and list(gen_trace[0].customdata) == ["gen:0", "gen:1", "gen:2"]
     ref_keys = [k for t in fig.data if not t.name.startswith("generated") for k in t.customdata]
-    assert sorted(int(k.split(":")[1]) for k in ref_keys) == list(range(36))  # every reference row once
+    assert sorted(int(k.split(":")[1]) for k in ref_keys) == list(range(102))  # every reference row once
     img, caption = studio.reference_image(3)
     assert img.dtype == np.uint8 and "patient" in caption
     with pytest.raises(InputError, match="out of range"):

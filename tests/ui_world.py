@@ -86,8 +86,10 @@ def register_copier(csv: str | Path) -> None:
                      notes="returns training images: a memorising model for tests")
 
 
-def copier_world(root: str | Path) -> Path:
-    """The app tests' world (30 patients, 64 px) under ``root``, with ``ui-test-copier`` registered on it."""
-    csv = make_world(root, patients=30, size=64)
+def copier_world(root: str | Path, patients: int = 30) -> Path:
+    """The app tests' world (30 patients, 64 px) under ``root``, with ``ui-test-copier`` registered on it.
+
+    The memorisation check calibrates at 1% only with at least 99 training images: 85 patients (102)."""
+    csv = make_world(root, patients=patients, size=64)
     register_copier(csv)
     return csv
