@@ -12,10 +12,15 @@ Calibration (:func:`calibrate`): by default leave-one-out over the index itself:
 (up to ``max_queries`` of them, drawn at random) is a query against the *other* training images,
 with the very search and matcher that judge synthetic images. A query's own patient is excluded from
 its candidates when the training set has patient ids; without ids, its *near-duplicate studies* are
-excluded instead: training images whose copy score against it is at least ``DUPLICATE_SCORE`` (as
-close as a planted copy: the same radiograph exported twice, or a follow-up of the same patient
-taken so alike that no matcher could tell it from a copy). Other studies of the same patient that
-score lower stay in and make the threshold more conservative; this is said in the calibration's
+excluded instead. Without ids "near-duplicate study" can only mean "as close as a copy": a training
+image whose copy score against the query reaches the near-duplicate level (the same radiograph
+exported twice, or a follow-up of the same patient so alike that no matcher tells it from a copy).
+That level is ``DUPLICATE_SCORE`` (0.75; new patients' images of the NIH sample reach 0.64-0.69) or,
+when higher, the conformal quantile of every query's *second-best* score: a query's second-best
+candidate is mostly another patient even when its best is its own patient's other study, so pairs of
+strangers on data whose images all look alike (e.g. the demo phantoms) are not excluded, which would
+pull the threshold below new patients' scores. Other studies of the same patient that score lower
+stay in and make the threshold more conservative (fewer flags, lower recall); this is said in the calibration's
 notes. ``heldout=`` gives a set of other patients to calibrate on instead.
 
 The threshold is the finite-sample (conformal) quantile of the calibration scores at the level
@@ -56,7 +61,7 @@ DUPLICATE_SCORE = 0.75
 """Without patient ids, a training image scoring at least this against a calibration query is taken as a
 near-duplicate study of it and left out of its candidates (see the module docstring)."""
 NO_IDS_NOTE = ("The training set has no patient ids: leave-one-out calibration cannot leave out a query's other "
-               "studies of the same patient; near-duplicate studies (copy score >= {dup:g}) were excluded, "
+               "studies of the same patient; near-duplicate studies (copy score >= {dup:.3f}) were excluded, "
                "others stay in and make the threshold conservative (fewer flags, lower recall). Add a patient_id "
                "column to calibrate exactly.")
 
@@ -303,11 +308,12 @@ def n_loo_queries(n_train: int, max_queries: int | None) -> int:
 
 
 def loo_scores(index, match: str, matcher, n_cand: int, *, max_queries: int | None = DEFAULT_CALIBRATION_QUERIES,
-               duplicate_score: float = DUPLICATE_SCORE, seed: int = 0, workers: int = 1) -> dict:
+               duplicate_score: float = DUPLICATE_SCORE, level: float = 0.01, seed: int = 0,
+               workers: int = 1) -> dict:
     """Leave-one-out copy scores over the index (see the module docstring).
 
-    Returns ``scores`` (one per query), ``rows`` (the query rows), ``patient_ids_used`` and
-    ``n_near_duplicates`` (candidates excluded as near-duplicate studies when there are no ids).
+    Returns ``scores`` (one per query), ``rows`` (the query rows), ``patient_ids_used``, and without ids
+    ``duplicate_level`` (the near-duplicate level used) and ``n_near_duplicates`` (candidates excluded).
     """
     x = np.asarray(index.features, dtype=np.float32)
     n = len(x)
@@ -333,27 +339,61 @@ def loo_scores(index, match: str, matcher, n_cand: int, *, max_queries: int | No
         cands.append((srow[ok][:n_cand], rrow[ok][:n_cand]))
     paths = index.meta["path"].astype(str).to_numpy()
 
-    def one(job) -> tuple[float, int]:
+    def item_of(q: int):
+        return matcher.prepare_query(paths[q]) if hasattr(matcher, "prepare_query") else paths[q]
+
+    def top2(job) -> tuple[float, int, float]:
+        """(best score, its row, second-best score) of a query among its candidates."""
         q, (srow, rrow) = job
         if len(rrow) == 0:
-            return -1.0, 0
+            return -1.0, -1, -1.0
         if match == "cosine":
             keep = srow < 0.9999 if pids is None else np.ones(len(srow), bool)  # exact duplicates only
-            return (float(srow[keep][0]) if keep.any() else -1.0), int((~keep).sum())
-        item = matcher.prepare_query(paths[q]) if hasattr(matcher, "prepare_query") else paths[q]
-        cand = [int(r) for r in rrow]
-        dropped = 0
+            kept = srow[keep]
+            return (float(kept[0]) if kept.size else -1.0), -1, (float(kept[1]) if kept.size > 1 else -1.0)
+        item, cand = item_of(q), [int(r) for r in rrow]
+        if pids is not None:
+            score, row = matcher.best(item, cand)
+            return score, row, -1.0
+        if hasattr(matcher, "scores"):
+            sc = matcher.scores(item, cand)
+            o = np.argsort(-sc)
+            return float(sc[o[0]]), cand[o[0]], (float(sc[o[1]]) if len(o) > 1 else -1.0)
+        score, row = matcher.best(item, cand)
+        rest = [r for r in cand if r != row]
+        return score, row, (matcher.best(item, rest)[0] if rest else -1.0)
+
+    jobs = list(zip(q_rows.tolist(), cands))
+    first = _map(top2, jobs, workers)
+    s1 = np.array([f[0] for f in first], dtype=np.float64)
+    if pids is not None or match == "cosine":
+        return {"scores": s1, "rows": q_rows, "patient_ids_used": pids is not None, "duplicate_level": None,
+                "n_near_duplicates": 0}
+    # No ids: a query's best candidate may be another study of its own patient. Its second best mostly is not,
+    # so the level at which a pair counts as a near-duplicate study is never below the calibration quantile of
+    # the second-best scores (nor below duplicate_score).
+    s2 = np.array([f[2] for f in first], dtype=np.float64)
+    dup = max(float(duplicate_score), conformal_threshold(s2, level) if len(s2) else -1.0)
+
+    def again(k: int) -> tuple[float, int]:
+        q, (_, rrow) = jobs[k]
+        cand, dropped = [int(r) for r in rrow if int(r) != first[k][1]], 1
+        item = item_of(q)
         while cand:
             score, row = matcher.best(item, cand)
-            if pids is not None or score < duplicate_score:
+            if score < dup:
                 return score, dropped
-            cand.remove(row)  # a near-duplicate study of the query: look past it
+            cand.remove(row)  # another near-duplicate study of the query: look past it
             dropped += 1
         return -1.0, dropped
 
-    out = _map(one, list(zip(q_rows.tolist(), cands)), workers)
-    return {"scores": np.array([o[0] for o in out], dtype=np.float64), "rows": q_rows,
-            "patient_ids_used": pids is not None, "n_near_duplicates": int(sum(o[1] for o in out))}
+    redo = [k for k in range(len(jobs)) if s1[k] >= dup]
+    n_dup = 0
+    for k, (score, dropped) in zip(redo, _map(again, redo, workers)):
+        s1[k] = score
+        n_dup += dropped
+    return {"scores": s1, "rows": q_rows, "patient_ids_used": False, "duplicate_level": dup,
+            "n_near_duplicates": n_dup}
 
 
 def calibrate(index, held, source: str, enc, percentile: float, match: str, matcher, n_cand: int, *,
@@ -401,12 +441,14 @@ def calibrate(index, held, source: str, enc, percentile: float, match: str, matc
         m = n_loo_queries(len(index), max_queries)
         _check_level(m, level)
         loo = loo_scores(index, match, matcher, n_cand, max_queries=max_queries, workers=workers,
-                         duplicate_score=duplicate_score)
+                         duplicate_score=duplicate_score, level=level)
+        if loo["duplicate_level"] is not None:
+            duplicate_score = loo["duplicate_level"]
         scores = loo["scores"]
         if not loo["patient_ids_used"]:
             notes.append(NO_IDS_NOTE.format(dup=duplicate_score))
             if loo["n_near_duplicates"]:
-                notes.append(f"{loo['n_near_duplicates']} candidate(s) scoring >= {duplicate_score:g} against their "
+                notes.append(f"{loo['n_near_duplicates']} candidate(s) scoring >= {duplicate_score:.3f} against their "
                              "query were excluded as near-duplicate studies.")
         capped = f", {m} drawn at random (max_queries={max_queries})" if m < len(index) else ""
         extra = {"source": f"leave-one-out over the training index: each of {m} training images{capped} searched "
@@ -416,7 +458,7 @@ def calibrate(index, held, source: str, enc, percentile: float, match: str, matc
     n = int(scores.size)
     thr = conformal_threshold(scores, level)
     if not extra["patient_ids_used"] and held is None and thr >= duplicate_score - 0.02:
-        notes.append(f"The threshold ({thr:.3f}) sits at the near-duplicate level ({duplicate_score:g}): many training "
+        notes.append(f"The threshold ({thr:.3f}) sits at the near-duplicate level ({duplicate_score:.3f}): many training "
                      "images have look-alike studies, so the level, not the data, set it. Patient ids would make it exact.")
     bound = realised_rate_bound(n, level)
     if np.isfinite(bound) and bound > 2 * level:
