@@ -363,8 +363,8 @@ def loo_scores(index, match: str, matcher, n_cand: int, *, max_queries: int | No
         rest = [r for r in cand if r != row]
         return score, row, (matcher.best(item, rest)[0] if rest else -1.0)
 
-    jobs = list(zip(q_rows.tolist(), cands))
-    first = _map(top2, jobs, workers)
+    work = list(zip(q_rows.tolist(), cands))
+    first = _map(top2, work, workers, "memorisation calibration: leave-one-out")
     s1 = np.array([f[0] for f in first], dtype=np.float64)
     if pids is not None or match == "cosine":
         return {"scores": s1, "rows": q_rows, "patient_ids_used": pids is not None, "duplicate_level": None,
@@ -376,7 +376,7 @@ def loo_scores(index, match: str, matcher, n_cand: int, *, max_queries: int | No
     dup = max(float(duplicate_score), conformal_threshold(s2, level) if len(s2) else -1.0)
 
     def again(k: int) -> tuple[float, int]:
-        q, (_, rrow) = jobs[k]
+        q, (_, rrow) = work[k]
         cand, dropped = [int(r) for r in rrow if int(r) != first[k][1]], 1
         item = item_of(q)
         while cand:
@@ -387,7 +387,7 @@ def loo_scores(index, match: str, matcher, n_cand: int, *, max_queries: int | No
             dropped += 1
         return -1.0, dropped
 
-    redo = [k for k in range(len(jobs)) if s1[k] >= dup]
+    redo = [k for k in range(len(work)) if s1[k] >= dup]
     n_dup = 0
     for k, (score, dropped) in zip(redo, _map(again, redo, workers)):
         s1[k] = score
