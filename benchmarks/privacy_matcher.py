@@ -12,6 +12,7 @@ against the nominal level (with the calibration size), the rate for other studie
 and the matcher's cost per (synthetic, candidate) pair at 64/128/256 px on one thread.
 
     python benchmarks/privacy_matcher.py [--encoder demo] [--copies-per-kind 20] [--seeds 0 1] [--skip-demo]
+        [--skip-nih] [--demo-patients 600] [--percentile 99] [--workers 1]
 
 Data: the shared NIH ChestX-ray14 sample (64 px, real) and the demo world at 128 px (600 patients).
 """
@@ -53,7 +54,7 @@ def split_world(full, seed: int):
     return full.subset(train, name=f"{full.name}@train{seed}"), np.asarray(same), np.flatnonzero(~in_a)
 
 
-def searches(train, enc, work: Path, workers: int):
+def searches(train, enc, work: Path, workers: int, percentile: float):
     """Two MemorisationSearch objects on the same training images: with patient ids and with them blanked."""
     from evaluators.index import build_index
     from evaluators.privacy.search import MemorisationSearch
@@ -65,18 +66,19 @@ def searches(train, enc, work: Path, workers: int):
             s.table["patient_id"] = None
         index = build_index(s, enc, work / f"{train.name}-{mode.replace(' ', '')}", umap=False, show_progress=False)
         t0 = time.perf_counter()
-        search = MemorisationSearch(index, enc, cache=False, workers=workers)
+        search = MemorisationSearch(index, enc, cache=False, workers=workers, percentile=percentile)
         cal = search.calibration
         out[mode] = (search, cal, time.perf_counter() - t0)
     return out
 
 
-def experiment(name: str, full, enc, seed: int, per_kind: int, work: Path, workers: int) -> list[list]:
+def experiment(name: str, full, enc, seed: int, per_kind: int, work: Path, workers: int,
+               percentile: float) -> list[list]:
     from evaluators.features import extract_features
     from evaluators.privacy.perturb import KINDS, perturb
 
     train, same_rows, new_rows = split_world(full, seed)
-    both = searches(train, enc, work, workers)
+    both = searches(train, enc, work, workers, percentile)
     rng = np.random.default_rng(100 + seed)
     items, groups = [], []
     for kind in KINDS:
@@ -152,6 +154,8 @@ def main() -> int:
     ap.add_argument("--copies-per-kind", type=int, default=20)
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     ap.add_argument("--workers", type=int, default=1, help="matcher threads (default: 1, the per-core figure)")
+    ap.add_argument("--percentile", type=float, default=99.0, help="calibration percentile (default: 99)")
+    ap.add_argument("--demo-patients", type=int, default=600)
     ap.add_argument("--skip-demo", action="store_true")
     ap.add_argument("--skip-nih", action="store_true")
     args = ap.parse_args()
@@ -173,13 +177,14 @@ def main() -> int:
         if not args.skip_nih and (NIH / "labels.csv").is_file():
             nih = load_image_set(NIH)
             for seed in args.seeds:
-                rows += experiment("NIH sample (64 px)", nih, enc, seed, args.copies_per_kind, work, args.workers)
+                rows += experiment("NIH sample (64 px)", nih, enc, seed, args.copies_per_kind, work, args.workers,
+                                   args.percentile)
         if not args.skip_demo:
             from evaluators.demo_world import generate_demo_world
 
-            world = load_image_set(generate_demo_world(work / "demo", patients=600, seed=0, size=128))
+            world = load_image_set(generate_demo_world(work / "demo", patients=args.demo_patients, seed=0, size=128))
             rows += experiment("demo world (128 px)", world, enc, args.seeds[0], args.copies_per_kind, work,
-                               args.workers)
+                               args.workers, args.percentile)
         print()
         print(markdown_table(headers, rows))
         imgs = [nih.image(i) for i in range(60)] if nih is not None else None

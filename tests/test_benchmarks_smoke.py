@@ -126,3 +126,10 @@ def test_random_sd15_builder_registers_through_the_entry_file(tmp_path, monkeypa
 def test_labeler_speed_tiny(bench_env):
     out = _run("labeler_speed.py", "--n", "300", "--repeats", "1", env=bench_env)
     assert re.search(r"\| 300 \| \d+ \| [\d.]+ s \| [\d.]+ s \| [\d.]+ ms \| (met|NOT met)", out), out
+
+
+def test_privacy_matcher_tiny(bench_env):
+    out = _run("privacy_matcher.py", "--skip-nih", "--demo-patients", "120", "--copies-per-kind", "2",
+               "--percentile", "95", "--encoder", "pixels", env=bench_env)
+    assert re.search(r"\| demo world \(128 px\) \| 0 \| ids \|", out) and "| no ids |" in out
+    assert re.search(r"\| 256 \| [\d.]+ \| [\d.]+ \| [\d.]+ \|", out)  # cost per pair at 256 px
