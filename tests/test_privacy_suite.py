@@ -327,3 +327,19 @@ def test_device_reaches_the_encoder_and_the_reid_model(world, monkeypatch):
     if not torch.cuda.is_available():
         with pytest.raises(InputError, match="CUDA is not available"):
             run_privacy(train, world["small"], encoder=ENCODER, reid="demo", device="cuda")
+
+
+def test_reference_index_follows_the_patient_ids(world):
+    """The index's table decides the patient-disjoint calibration: the same files with and without a patient_id
+    column get different indexes (the features come from the cache)."""
+    from evaluators.encoders import load_encoder
+    from evaluators.privacy.search import patient_ids
+    from evaluators.privacy.suite import reference_index
+
+    enc = load_encoder(ENCODER)
+    with_ids = reference_index(world["train"], enc)
+    blank = world["train"].subset(np.arange(len(world["train"])))
+    blank.table["patient_id"] = None
+    without = reference_index(blank, enc)
+    assert with_ids.dir != without.dir
+    assert patient_ids(with_ids.meta) == world["train"].patient_ids and patient_ids(without.meta) is None

@@ -409,7 +409,7 @@ def calibrate(index, held, source: str, enc, percentile: float, match: str, matc
     from ..features import extract_features
 
     t0 = time.perf_counter()
-    level = 1 - float(percentile) / 100
+    level = round(1 - float(percentile) / 100, 12)
     train_pids = patient_ids(index.meta)
     notes: list[str] = []
     base = {"percentile": float(percentile), "level": level, "match": match}

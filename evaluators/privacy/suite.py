@@ -72,7 +72,9 @@ def _is_index_dir(spec) -> bool:
 
 
 def _index_key(image_set, encoder) -> str:
-    """A cache key: encoder + every training path with its size and modification time."""
+    """A cache key: encoder + every training path with its size and modification time (+ the patient ids when
+    any are given: the index's table decides the patient-disjoint calibration, so a CSV that gains a patient_id
+    column gets a fresh index; its features come from the feature cache)."""
     h = hashlib.sha256(encoder.cache_key().encode())
     for p in image_set.paths:
         try:
@@ -80,6 +82,9 @@ def _index_key(image_set, encoder) -> str:
             h.update(f"{p}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
         except OSError:
             h.update(f"{p}\0missing\n".encode())
+    pids = image_set.patient_ids
+    if any(p is not None for p in pids):
+        h.update(("patients\0" + "\0".join("" if p is None else p for p in pids)).encode())
     return f"privacy-{encoder.name}-{h.hexdigest()[:16]}"
 
 
@@ -91,8 +96,8 @@ def reference_index(image_set, encoder, *, progress: Progress | None = None):
     folder = subdir("indexes") / _index_key(image_set, encoder)
     if (folder / "index.json").is_file():
         index = ReferenceIndex(folder)
-        if len(index) == len(image_set):
-            return index
+        if len(index) == len(image_set) and patient_ids(index.meta) == patient_ids(image_set.table):
+            return index  # (an index cached before the key held the ids may hold other ids: rebuilt)
     return build_index(image_set, encoder, folder, umap=False, show_progress=False, progress=progress)
 
 
