@@ -25,6 +25,7 @@ COMMAND_MODULES = (
     "evaluators.privacy",
     "evaluators.privacy.reid",
     "evaluators.utility",
+    "evaluators.readerstudy",
 )
 
 
