@@ -164,3 +164,12 @@ def test_cli_create_status_results_and_store(sets, tmp_path, capsys):
     assert main(["reader-study", "status", "nope-nope"]) == 2
     assert Path(tmp_path / "res" / "results.json").stat().st_size > 0
     assert np.isfinite(runs[0]["metrics"]["Reader AUC"])
+
+
+def test_center_square_keeps_proportions():
+    from evaluators.readerstudy.study import center_square
+
+    img = np.arange(6 * 10, dtype=np.float32).reshape(6, 10)
+    sq = center_square(img)
+    assert sq.shape == (6, 6) and (sq == img[:, 2:8]).all()
+    assert center_square(img.T).shape == (6, 6) and (center_square(img.T) == img.T[2:8, :]).all()

@@ -5,7 +5,7 @@ answer, updated field by field as the reader answers, so a closed tab or a resta
 and ``<study id>/<opaque id>.png``, the re-encoded images.
 
 Blinding: every image of a study is read, resampled (bicubic, :func:`evaluators.imageio.resize`) to one
-``size x size`` for real and synthetic alike, and written as an 8-bit gray PNG with no text, time or EXIF
+``size x size`` for real and synthetic alike (non-square images cut to their central square first), and written as an 8-bit gray PNG with no text, time or EXIF
 chunk under a random opaque id (``secrets.token_urlsafe``). The truth (source set, path, labels, native
 size) is kept in the database and never reaches a reader; a reader's code opens only their own study and
 their own answers (:class:`Reader`).
@@ -109,6 +109,15 @@ def _draw(image_set, n: int, mix: dict[str, float], rng: np.random.Generator, wh
     return [int(i) for i in chosen]
 
 
+def center_square(img: np.ndarray) -> np.ndarray:
+    """The central square of an image (its shorter side): non-square sources must not stand out by shape,
+    and stretching would distort anatomy."""
+    h, w = img.shape
+    k = min(h, w)
+    top, left = (h - k) // 2, (w - k) // 2
+    return img[top:top + k, left:left + k]
+
+
 def png_bytes(img: np.ndarray) -> bytes:
     """8-bit gray PNG with no ancillary chunks (PIL writes none unless given pnginfo/exif)."""
     from PIL import Image
@@ -126,7 +135,7 @@ def create_study(reference, synthetic: list, *, n_images: int = 40, readers: int
     """Draw a balanced, shuffled, blinded sample and register readers; returns the study with reader codes.
 
     ``n_images`` (even): half real images from ``reference``, half synthetic split as evenly as possible over the
-    ``synthetic`` sets. ``mix`` applies to each side. ``size``: the one served size (default: the largest native
+    ``synthetic`` sets. ``mix`` applies to each side. ``size``: the one served size (default: the largest square
     side in the sample, so no image is shrunk below another's detail). ``models``: a model name per synthetic
     set (default: the set's name), used for the results-store row. Each reader sees the images in their own
     seeded order.
@@ -161,12 +170,13 @@ def create_study(reference, synthetic: list, *, n_images: int = 40, readers: int
         picks += [("synthetic", s, s.name, model, i) for i in _draw(s, k, mixd, rng, "synthetic")]
     images = [(truth, s, src, model, i, s.image(i)) for truth, s, src, model, i in picks]
     natives = {(img.shape[1], img.shape[0]) for *_, img in images}
-    side = int(size) if size else max(max(w, h) for w, h in natives)
+    side = int(size) if size else max(min(w, h) for w, h in natives)
     study_id = secrets.token_urlsafe(9)
     folder = studies_dir() / study_id
     folder.mkdir(parents=True, exist_ok=False)
     notes = [f"Every image is served at {side}x{side} px (bicubic resample of both real and synthetic images; "
-             f"native sizes in this sample: {', '.join(f'{w}x{h}' for w, h in sorted(natives))}), as an 8-bit gray "
+             f"native sizes in this sample: {', '.join(f'{w}x{h}' for w, h in sorted(natives))}; non-square images "
+             "are cut to their central square first), as an 8-bit gray "
              "PNG without text or EXIF chunks, under a random id."]
     if len(natives) > 1:
         notes.append("Native sizes differ between images: the resample hides size, but up-sampled images can look "
@@ -174,7 +184,7 @@ def create_study(reference, synthetic: list, *, n_images: int = 40, readers: int
     rows = []
     for truth, s, src, model, i, img in images:
         item = secrets.token_urlsafe(12)
-        (folder / f"{item}.png").write_bytes(png_bytes(resize(img, side)))
+        (folder / f"{item}.png").write_bytes(png_bytes(resize(center_square(img), side)))
         lab = {p: (None if np.isnan(v) else int(v)) for p, v in zip(PATHOLOGIES, s.labels[i].tolist(), strict=True)}
         rows.append((study_id, item, truth, src, model, s.paths[i], json.dumps(lab), img.shape[1], img.shape[0]))
     settings = {"reference": str(reference), "synthetic": [str(s) for s in synthetic], "models": models,
