@@ -173,3 +173,10 @@ def test_center_square_keeps_proportions():
     sq = center_square(img)
     assert sq.shape == (6, 6) and (sq == img[:, 2:8]).all()
     assert center_square(img.T).shape == (6, 6) and (center_square(img.T) == img.T[2:8, :]).all()
+
+
+def test_two_synthetic_sets_share_the_synthetic_half_and_stay_apart(sets):
+    s = create_study(sets["real"], [sets["synthetic"], sets["synthetic"]], n_images=10, readers=1, seed=4)
+    rows = sqlite3.connect(studies_dir() / "studies.sqlite").execute(
+        "SELECT source, model FROM items WHERE study_id = ? AND truth = 'synthetic'", (s["study_id"],)).fetchall()
+    assert sorted(r[0] for r in rows) == ["synthetic (1)"] * 3 + ["synthetic (2)"] * 2

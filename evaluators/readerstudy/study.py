@@ -17,6 +17,7 @@ import io
 import json
 import re
 import secrets
+import shutil
 import sqlite3
 import time
 from contextlib import closing
@@ -165,9 +166,11 @@ def create_study(reference, synthetic: list, *, n_images: int = 40, readers: int
     half = n_images // 2
     picks = [("real", ref, ref.name, None, i) for i in _draw(ref, half, mixd, rng, "reference")]
     shares = [half // len(syn_sets) + (j < half % len(syn_sets)) for j in range(len(syn_sets))]
+    src_names = [s.name if [t.name for t in syn_sets].count(s.name) == 1 else f"{s.name} ({j + 1})"
+                 for j, s in enumerate(syn_sets)]  # two sets both called 'images' stay apart in the results
     for j, (s, k) in enumerate(zip(syn_sets, shares, strict=True)):
-        model = models[j] if models else s.name
-        picks += [("synthetic", s, s.name, model, i) for i in _draw(s, k, mixd, rng, "synthetic")]
+        model = models[j] if models else src_names[j]
+        picks += [("synthetic", s, src_names[j], model, i) for i in _draw(s, k, mixd, rng, "synthetic")]
     images = [(truth, s, src, model, i, s.image(i)) for truth, s, src, model, i in picks]
     natives = {(img.shape[1], img.shape[0]) for *_, img in images}
     side = int(size) if size else max(min(w, h) for w, h in natives)
@@ -182,11 +185,15 @@ def create_study(reference, synthetic: list, *, n_images: int = 40, readers: int
         notes.append("Native sizes differ between images: the resample hides size, but up-sampled images can look "
                       "softer than native ones; compare accuracy per source.")
     rows = []
-    for truth, s, src, model, i, img in images:
-        item = secrets.token_urlsafe(12)
-        (folder / f"{item}.png").write_bytes(png_bytes(resize(center_square(img), side)))
-        lab = {p: (None if np.isnan(v) else int(v)) for p, v in zip(PATHOLOGIES, s.labels[i].tolist(), strict=True)}
-        rows.append((study_id, item, truth, src, model, s.paths[i], json.dumps(lab), img.shape[1], img.shape[0]))
+    try:
+        for truth, s, src, model, i, img in images:
+            item = secrets.token_urlsafe(12)
+            (folder / f"{item}.png").write_bytes(png_bytes(resize(center_square(img), side)))
+            lab = {p: (None if np.isnan(v) else int(v)) for p, v in zip(PATHOLOGIES, s.labels[i].tolist(), strict=True)}
+            rows.append((study_id, item, truth, src, model, s.paths[i], json.dumps(lab), img.shape[1], img.shape[0]))
+    except BaseException:
+        shutil.rmtree(folder, ignore_errors=True)  # no half-written study left behind
+        raise
     settings = {"reference": str(reference), "synthetic": [str(s) for s in synthetic], "models": models,
                 "n_images": n_images, "mix": mixd, "questions": list(questions), "size": side, "seed": seed}
     study_name = name or f"study {time.strftime('%Y-%m-%d %H:%M')}"
