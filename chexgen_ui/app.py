@@ -12,6 +12,7 @@ import logging
 import os
 import shutil
 import threading
+from collections import Counter
 from pathlib import Path
 
 import gradio as gr
@@ -25,7 +26,7 @@ from evaluators.space import gpu
 
 from . import figures, public_paths, utility_service
 from .jobctl import JobControl
-from .services import Generated, Studio, to_uint8, window_level
+from .services import Generated, Studio, fidelity_note_line, privacy_verdict_line, to_uint8, window_level
 
 log = logging.getLogger("chexgen_ui")
 GPU_QUEUE = "gpu"  # generation and encoding share one concurrency slot
@@ -253,6 +254,9 @@ def build_app(reference: str = "demo@train", public: bool = False, studio: Studi
                                 nn_gallery = gr.Gallery(label="Nearest real training images", columns=3,
                                                         height=340, elem_id="neighbours", allow_preview=True)
                         verdict_md = gr.Markdown(elem_id="verdict", elem_classes=["chexgen-verdict"])
+                        evidence_img = gr.Image(label="Evidence: synthetic | matched training image, aligned | overlay "
+                                                "(green synthetic, magenta training) | difference x4",
+                                                type="numpy", interactive=False, elem_id="evidence", height=200)
                         nn_table = gr.Dataframe(label="Nearest training images", wrap=True, elem_id="nn-table",
                                                 interactive=False)
                         sel_idx = gr.Number(value=-1, visible=False)
@@ -365,6 +369,9 @@ def build_app(reference: str = "demo@train", public: bool = False, studio: Studi
                         b_table = gr.Dataframe(label="Per pathology", wrap=False, pinned_columns=1, elem_id="batch-table",
                                                interactive=False)
                         b_plot = gr.Plot(label="Per-pathology metrics")
+                        b_priv_img = gr.Dataframe(label="Privacy per image: one verdict each (memorised / same patient "
+                                                  "/ new) with its evidence", elem_id="batch-privacy-images",
+                                                  interactive=False, wrap=True)
                         b_priv = gr.Dataframe(label="Privacy per pathology (memorisation flag and re-ID rates)",
                                               elem_id="batch-privacy", interactive=False)
                         b_util = gr.Dataframe(label="Utility: trained on real vs synthetic, tested on real images",
@@ -391,7 +398,17 @@ def build_app(reference: str = "demo@train", public: bool = False, studio: Studi
             # ------------------------------------------------------------------ 6. Setup
             with gr.Tab("Setup", id="setup") as setup_tab:
                 setup_ref = gr.Markdown()
-                setup_reid = gr.Markdown()
+                setup_reid = gr.Markdown(elem_id="setup-reid")
+                with gr.Accordion("Train a re-ID model on the reference set's patients", open=False):
+                    gr.Markdown("Needs patient ids with two or more studies for some patients. The model is saved "
+                                "where the privacy checks look for one trained on this set (used when no preferred "
+                                "model is present: the demo model on the demo world, CheXGenBench's checkpoint "
+                                "elsewhere); its AUC on held-out patients is shown with every re-ID score. A stopped "
+                                "run continues from its last finished epoch (same settings).")
+                    with gr.Row():
+                        reid_epochs = gr.Slider(1, 30, value=5, step=1, label="Epochs", elem_id="reid-epochs")
+                        reid_btn = gr.Button("Train re-ID model", elem_id="reid-train")
+                    reid_out = gr.Markdown(elem_id="reid-train-status")
                 gr.Markdown("### Generators")
                 setup_models = gr.Dataframe(interactive=False, wrap=True)
                 gr.Markdown("### Encoders")
@@ -441,11 +458,16 @@ def build_app(reference: str = "demo@train", public: bool = False, studio: Studi
             gen = studio.generate(model, prompt, int(n), int(seed or 0), int(steps), float(guidance),
                                   session=_session(request), progress=_progress(progress))
             flagged = int(gen.flags.sum()) if gen.flags is not None else 0
-            status = (f"{len(gen)} image(s) from **{model}**; {flagged} flagged as possible memorisation"
-                      + (f" (threshold {gen.threshold:.4f})" if gen.threshold is not None else "")
-                      + ". " + studio.reid_status(short=True) + ". Select an image to inspect it.")
-            if gen.notes:
-                status += "\n\n" + "\n".join(f"- {n}" for n in gen.notes)
+            counts = Counter(studio.image_verdict(gen, i).decision for i in range(len(gen)))
+            status = (f"{len(gen)} image(s) from **{model}**; verdicts: "
+                      + ", ".join(f"{counts[d]} {d}" for d in ("memorised", "same patient", "new", "unknown")
+                                  if counts[d] or d != "unknown")
+                      + f" ({flagged} above the copy threshold"
+                      + (f" {gen.threshold:.4f}" if gen.threshold is not None else "")
+                      + "). " + studio.reid_status(short=True) + ". Select an image to inspect it.")
+            notes = list(gen.notes) + studio.domain_notes()
+            if notes:
+                status += "\n\n" + "\n".join(f"- {n}" for n in notes)
             map_value = _map_json(gen) if studio.index().has_umap else gr.update()  # an index built without a map
             return gen, _gallery_items(gen), status, str(studio.export_zip(gen)), map_value
 
@@ -465,10 +487,10 @@ def build_app(reference: str = "demo@train", public: bool = False, studio: Studi
                 raise InputError("Generate images first.")
             i = int(evt.index)
             return (i, window_level(gen.images[i], level, width, zoom), studio.neighbour_images(gen, i),
-                    studio.neighbour_table(gen, i), studio.verdict(gen, i))
+                    studio.neighbour_table(gen, i), studio.verdict(gen, i), studio.evidence_image(gen, i))
 
         gallery.select(on_select, [gen_state, level_sl, width_sl, zoom_sl],
-                       [sel_idx, view_img, nn_gallery, nn_table, verdict_md])
+                       [sel_idx, view_img, nn_gallery, nn_table, verdict_md, evidence_img])
 
         def on_window(gen, i, level, width, zoom):
             if gen is None or i is None or int(i) < 0:
@@ -542,16 +564,16 @@ def build_app(reference: str = "demo@train", public: bool = False, studio: Studi
             report = _progress(progress, cancel)
             axes = list(axes or [])
             if not axes:
-                yield "Choose at least one axis.", None, None, None, None, None, None
+                yield "Choose at least one axis.", None, None, None, None, None, None, None
                 return
-            yield "Loading the synthetic set…", None, None, None, None, None, None
+            yield "Loading the synthetic set…", None, None, None, None, None, None, None
             session = _session(request)
             synthetic, model = load_set(src, files, folder, mdl, n, steps, report, session)
-            overall = table = plot = priv = util = None
+            overall = table = plot = priv = priv_img = util = None
             files_out: list[str] = []
             done = []
             if "Fidelity" in axes:
-                yield f"Running fidelity on {len(synthetic)} image(s)…", None, None, None, None, None, None
+                yield f"Running fidelity on {len(synthetic)} image(s)…", None, None, None, None, None, None, None
                 run = studio.run_fidelity(synthetic, model=model, per_pathology=True, bootstrap=int(boot or 0),
                                           min_count=int(min_count or 1), session=session, progress=report,
                                           preprocess=preprocess or "auto")
@@ -560,31 +582,32 @@ def build_app(reference: str = "demo@train", public: bool = False, studio: Studi
                 files_out += [str(run.csv_path), str(run.json_path)]
                 done.append(f"Fidelity done in {run.result.get('wall_time_s', 0):.1f} s: {len(synthetic)} synthetic "
                             f"vs {run.result['real']['n']} reference images, {run.result['settings']['preprocess']} "
-                            f"preprocessing; saved as run #{run.run_id}.")
-                yield "\n\n".join(done), overall, table, plot, None, None, files_out
+                            f"preprocessing; saved as run #{run.run_id}." + fidelity_note_line(run.result))
+                yield "\n\n".join(done), overall, table, plot, None, None, None, files_out
             if "Privacy" in axes:
                 prun = studio.run_privacy(synthetic, model=model, session=session, progress=report)
                 mem = prun.result["memorisation"]
-                priv = prun.per_pathology
+                priv, priv_img = prun.per_pathology, prun.top
                 files_out.append(str(prun.json_path))
                 done.append(f"Privacy: {mem['n_flagged']} of {mem['n']} image(s) flagged as possible memorisation "
                             f"(threshold {mem['threshold']:.4f}; about {100 * mem.get('expected_fraction', 0.01):.0f}% "
-                            f"expected from new images); {studio.reid_status(short=True)}; saved as run #{prun.run_id}.")
-                yield "\n\n".join(done), overall, table, plot, priv, None, files_out
+                            f"expected from new images); {studio.reid_status(short=True)}; saved as run #{prun.run_id}."
+                            + privacy_verdict_line(prun.result))
+                yield "\n\n".join(done), overall, table, plot, priv, priv_img, None, files_out
             if "Utility" in axes:
                 yield ("\n\n".join([*done, f"Utility: training classifiers on {len(synthetic)} synthetic image(s)…"]),
-                       overall, table, plot, priv, None, files_out)
+                       overall, table, plot, priv, priv_img, None, files_out)
                 urun = utility_service.run_utility_job(
                     studio, synthetic, model=u_model, epochs=int(u_epochs or 0), image_size=int(u_size or 0),
                     mixed=bool(u_mixed), session=session, source=model, progress=report)
                 util = urun.table
                 files_out.append(str(urun.json_path))
                 done.append(utility_service.summary(urun))
-            yield "\n\n".join(done), overall, table, plot, priv, util, files_out
+            yield "\n\n".join(done), overall, table, plot, priv, priv_img, util, files_out
 
         batch_ev = b_btn.click(on_batch, [b_src, b_files, b_folder, b_mdl, b_n, b_steps, b_axes, b_boot, b_min,
                                           u_model, u_epochs, u_size, u_mixed, b_pre],
-                               [b_status, b_overall, b_table, b_plot, b_priv, b_util, b_files_out],
+                               [b_status, b_overall, b_table, b_plot, b_priv, b_priv_img, b_util, b_files_out],
                                concurrency_id=GPU_QUEUE, concurrency_limit=GPU_CONCURRENCY)
 
         def on_cancel(request: gr.Request = None):
@@ -615,9 +638,23 @@ def build_app(reference: str = "demo@train", public: bool = False, studio: Studi
         lb_cmp.click(on_compare, [lb_a, lb_b], lb_side)
 
         # ---- setup
+        def _reid_markdown() -> str:
+            return "\n\n".join(["### Re-identification", studio.reid_status(), *studio.domain_notes()])
+
         def on_setup():
-            return (studio.reference_summary(), studio.reid_status(), studio.models_table(),
+            return (studio.reference_summary(), _reid_markdown(), studio.models_table(),
                     studio.encoders_table())
+
+        @_user_errors
+        @gpu(GPU_DURATION)
+        def on_train_reid(epochs, progress=gr.Progress()):  # noqa: B008 - Gradio's idiom
+            r = studio.train_reid(epochs=int(epochs or 1), progress=_progress(progress))
+            resumed = f" (resumed after epoch {r['resumed_from_epoch']})" if r.get("resumed_from_epoch") else ""
+            return (f"Trained {r['architecture']} for {r['epochs']} epoch(s){resumed} in {r['seconds']} s on "
+                    f"{r['train_patients']} patients: verification AUC **{r['val_auc']:.3f}** on {r['val_patients']} "
+                    f"held-out patients. Saved to `{r['out']}`."), _reid_markdown()
+
+        reid_btn.click(on_train_reid, reid_epochs, [reid_out, setup_reid], concurrency_id=GPU_QUEUE)
 
         setup_tab.select(on_setup, None, [setup_ref, setup_reid, setup_models, setup_enc])
 

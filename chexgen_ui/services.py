@@ -116,6 +116,7 @@ class Generated:
     match_row: np.ndarray | None = None  # the training row it matched (index row), -1 for none
     threshold: float | None = None
     flags: np.ndarray | None = None
+    copy_p_value: np.ndarray | None = None  # the search's p-value per image, when the engine gives one
     umap: np.ndarray | None = None  # [N, 2] map positions, or None when the index has no map
     reid: list[float | None] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
@@ -147,6 +148,47 @@ class PrivacyRun:
     top: pd.DataFrame
     json_path: Path
     run_id: int | None
+
+
+def privacy_verdict_line(result: dict) -> str:
+    """The privacy run's verdict counts and comparability note, as markdown to append to a status line."""
+    summ = result.get("summary") or {}
+    counts = summ.get("verdicts") or {}
+    out = ""
+    if counts:
+        out += "\n\nVerdicts (one per image): " + ", ".join(f"{v} {k}" for k, v in counts.items()
+                                                              if v or k != "unknown") + "."
+    if summ.get("encoder_note"):
+        out += f"\n\nEncoder note: results {summ['encoder_note']}."
+    return out
+
+
+def fidelity_note_line(result: dict) -> str:
+    """The fidelity run's comparability notes (the demo encoder on images that are not the demo world)."""
+    notes = result.get("encoder_notes") or {}
+    return "".join(f"\n\nEncoder note ({name}): results {note}." for name, note in notes.items())
+
+
+def privacy_image_table(result: dict, limit: int = 50) -> pd.DataFrame:
+    """One row per synthetic image with its one verdict and the evidence (from the engine's privacy JSON):
+    memorised first, then same patient, then by copy score; at most ``limit`` rows."""
+    order = {"memorised": 0, "same patient": 1, "new": 2, "unknown": 3}
+    rows = []
+    for smp in result["samples"]:
+        match = smp.get("match") or {}
+        v = smp.get("verdict") or {}
+        row = {"synthetic": Path(str(smp["synthetic"])).name, "verdict": v.get("decision", ""),
+               "copy_score": match.get("copy_score")}
+        if smp.get("copy_p_value") is not None:
+            row["copy p-value"] = smp["copy_p_value"]
+        row["matched training image"] = Path(str(match.get("path", ""))).name
+        row["reid_score"] = smp.get("reid_score")
+        if smp.get("reid_score") is not None:
+            row["re-ID model (AUC)"] = f"{smp.get('reid_model')} ({smp.get('reid_auc_text', 'unknown')})"
+        row["why"] = v.get("reason", "")
+        rows.append(row)
+    rows.sort(key=lambda r: (order.get(r["verdict"], 9), -(r["copy_score"] if r["copy_score"] is not None else -1.0)))
+    return pd.DataFrame(rows[:limit])
 
 
 # --------------------------------------------------------------------------------------------------
@@ -499,6 +541,8 @@ class Studio:
             gen.neighbours = found.neighbours
             gen.copy_score, gen.match_row = found.copy_score, found.match_row
             gen.threshold, gen.flags = found.threshold, found.flagged
+            pv = getattr(found, "p_values", None)
+            gen.copy_p_value = None if pv is None else np.asarray(pv, dtype=np.float64)
         except InputError as exc:
             gen.neighbours = index.neighbours(feats, k)
             gen.notes.append(f"memorisation threshold unavailable: {exc}")
@@ -524,26 +568,51 @@ class Studio:
             return self.search().calibration
 
     # ---- re-identification
-    def reid_model(self):
-        """The demo re-ID model, or None with :meth:`reid_status` saying why."""
+    def reid_choice(self):
+        """The engine's re-ID choice for the reference set (evaluators.privacy.reid_choice): the demo model only on
+        the demo world; else CheXGenBench's checkpoint, else one trained on the reference; with its held-out AUC."""
         with self._lock:
-            if self._reid is None and self._reid_reason is None:
-                try:
-                    from evaluators.privacy.reid import load_reid
+            if self._reid is None:
+                from evaluators.privacy.reid_choice import ReidChoice, choose_reid
 
-                    self._reid = load_reid("demo", device=self.device)
-                except Exception as exc:  # missing weights or a broken file: say why
-                    self._reid_reason = str(exc)
+                try:
+                    self._reid = choose_reid("auto", self.reference_set(), spec=self.reference, device=self.device)
+                except Exception as exc:  # a broken weights file: say why, never substitute another model
+                    self._reid = ReidChoice(None, None, reason=str(exc))
+                self._reid_reason = self._reid.reason
             return self._reid
 
+    def reid_model(self):
+        """The chosen re-ID model, or None with :meth:`reid_status` saying why."""
+        return self.reid_choice().model
+
     def reid_status(self, short: bool = False) -> str:
-        """'re-ID: available', or 'unavailable (reason)'; ``short`` keeps the reason's first sentence."""
-        if self.reid_model() is not None:
-            return "re-ID: available (demo model)"
-        reason = str(self._reid_reason)
+        """'re-ID by MODEL (verification AUC ...)', or 'unavailable (reason)'; ``short`` keeps the first sentence."""
+        choice = self.reid_choice()
+        if choice.available:
+            return f"re-ID by {choice.label()}"
+        reason = str(choice.reason)
         if short:
             reason = reason.split(". ")[0].split(" (looked for")[0] + "; see the Setup tab"
         return f"re-ID: unavailable ({reason})"
+
+    def train_reid(self, *, epochs: int = 5, progress: Progress | None = None) -> dict:
+        """Train a re-ID model on the reference set's patients where the default choice finds it (resumable: a
+        stopped run continues from its last epoch); the app uses it from then on unless a preferred one exists."""
+        from evaluators.privacy.reid import train_reid
+
+        result = train_reid(self.reference_set(), epochs=int(epochs), device=self.device, progress=progress)
+        with self._lock:
+            self._reid = None
+        return result
+
+    def domain_notes(self) -> list[str]:
+        """What makes this app's numbers incomparable elsewhere (the demo encoder on images that are not the demo
+        world), from evaluators.domain."""
+        from evaluators.domain import encoder_note
+
+        note = encoder_note(self.encoder().name, self.reference_set())
+        return [f"Encoder note: results {note}."] if note else []
 
     def reid_scores(self, gen: Generated) -> list[float | None]:
         """Re-ID score of each image against its matched training image (else its nearest by encoder)."""
@@ -575,37 +644,57 @@ class Studio:
             out.append((to_uint8(read_image(nb.path)), f"#{rank} sim {nb.similarity:.3f} · patient {nb.patient_id}"))
         return out
 
+    def image_verdict(self, gen: Generated, i: int):
+        """The engine's one verdict for image ``i`` (evaluators.privacy.verdict.decide)."""
+        from evaluators.privacy.verdict import decide
+
+        choice = self.reid_choice()
+        score = gen.reid[i] if i < len(gen.reid) else None
+        return decide(copy_score=None if gen.copy_score is None else gen.copy_score[i], threshold=gen.threshold,
+                      flagged=None if gen.flags is None else bool(gen.flags[i]),
+                      copy_p_value=None if gen.copy_p_value is None else gen.copy_p_value[i], reid_score=score,
+                      reid_model=choice.name if choice.available else None, reid_auc=choice.auc)
+
     def verdict(self, gen: Generated, i: int) -> str:
-        """A short memorisation / re-ID verdict for image ``i`` (markdown)."""
-        lines = []
+        """One memorisation / re-ID verdict for image ``i`` with its evidence (markdown)."""
+        v = self.image_verdict(gen, i)
+        lines = [f"**Verdict: {v.decision}.** {v.reason[0].upper() + v.reason[1:]}"]
         top1 = float(gen.top1[i]) if gen.top1 is not None else float("nan")
-        if gen.threshold is not None and gen.flags is not None and gen.copy_score is not None:
-            word = "**possible memorisation**" if gen.flags[i] else "not flagged"
+        if gen.threshold is not None and gen.copy_score is not None:
             match = ""
             if gen.match_row is not None and gen.match_row[i] >= 0:
                 row = self.index().meta.iloc[int(gen.match_row[i])]
-                match = f" with training image {Path(str(row['path'])).name} (patient {row.get('patient_id', '')})"
+                match = f" against training image {Path(str(row['path'])).name} (patient {row.get('patient_id', '')})"
             cal = self.calibration()
+            pv = "" if v.copy_p_value is None else f", p-value {v.copy_p_value:.3g}"
             lines.append(
-                f"Copy score {gen.copy_score[i]:.4f}{match} vs threshold {gen.threshold:.4f}: {word}. "
-                f"The copy score is the best aligned pixel correlation with the {cal.get('candidates', '')} "
-                f"training images nearest by encoder similarity; the threshold is the "
-                f"{cal.get('percentile', CALIBRATION_PERCENTILE):g}th percentile of held-out real patients' "
-                f"scores. Nearest by encoder: similarity {top1:.4f}."
-            )
+                f"- Copy score {gen.copy_score[i]:.4f}{match}{pv}; threshold {gen.threshold:.4f} (the "
+                f"{cal.get('percentile', CALIBRATION_PERCENTILE):g}th percentile of {cal.get('n', '?')} held-out real "
+                f"images). Nearest by encoder: similarity {top1:.4f}.")
         else:
-            lines.append(f"Nearest training image similarity {top1:.4f}; no calibrated threshold ("
+            lines.append(f"- Nearest training image similarity {top1:.4f}; no calibrated threshold ("
                          + "; ".join(gen.notes) + ").")
-        from evaluators.privacy import REID_THRESHOLD
-
-        score = gen.reid[i] if i < len(gen.reid) else None
-        if score is None:
-            lines.append(self.reid_status() + ".")
+        choice = self.reid_choice()
+        if v.reid_score is None:
+            lines.append("- " + self.reid_status() + ".")
         else:
-            verdict = "**re-identified**" if score > REID_THRESHOLD else "not re-identified"
-            lines.append(f"re-ID score vs the matched training image {score:.3f} (threshold {REID_THRESHOLD}): "
-                         f"{verdict}.")
-        return "\n\n".join(lines)
+            used = "" if v.reid_used else " (not used for the verdict)"
+            lines.append(f"- Re-ID score {v.reid_score:.3f} against the matched training image by {choice.name}, "
+                         f"verification AUC {choice.auc_text} on held-out patients of this training set{used}.")
+        lines += [f"- {n}" for n in self.domain_notes()]
+        return "\n".join(lines)
+
+    def evidence_image(self, gen: Generated, i: int) -> np.ndarray | None:
+        """synthetic | matched training image aligned | overlay | difference (evaluators.privacy.evidence)."""
+        from evaluators.imageio import read_image
+        from evaluators.privacy.evidence import evidence_panel
+
+        row = -1 if gen.match_row is None else int(gen.match_row[i])
+        if row < 0 and gen.neighbours and gen.neighbours[i]:
+            row = int(gen.neighbours[i][0].row)
+        if row < 0:
+            return None
+        return evidence_panel(gen.images[i], read_image(str(self.index().meta["path"].iloc[row])))
 
     def export_zip(self, gen: Generated, out_dir: str | os.PathLike | None = None) -> Path:
         """A zip with one PNG per generated image and ``metadata.csv`` (prompt, seed, model, settings, checks)."""
@@ -842,7 +931,7 @@ class Studio:
         self.quota.check(session, 0, "This privacy job")
         with self.partial_on_failure("privacy", synthetic, model=model, session=session, settings={}):
             search = self.search()
-            result = run_privacy(search.index, synthetic, search=search, reid=self.reid_model(), progress=progress)
+            result = run_privacy(search.index, synthetic, search=search, reid=self.reid_choice(), progress=progress)
         result["reid"]["status"] = self.reid_status()
         summ = result["summary"]
         n = len(result["samples"])
@@ -856,10 +945,7 @@ class Studio:
         run_id = self.store().save("privacy", result, model=model or "upload", synthetic=synthetic.name,
                                    reference=self.reference, session=session)
         per_path = pd.DataFrame(summ.get("per_pathology") or [])
-        rows = [{"synthetic": Path(str(smp["synthetic"])).name, "copy_score": (smp["match"] or {}).get("copy_score"),
-                 "flagged": smp["flagged"], "matched training image": Path(str((smp["match"] or {}).get("path", ""))).name,
-                 "reid_score": smp["reid_score"]} for smp in result["samples"]]
-        top = pd.DataFrame(sorted(rows, key=lambda r: -(r["copy_score"] if r["copy_score"] is not None else -1.0))[:20])
+        top = privacy_image_table(result)
         return PrivacyRun(result, per_path.round(4), top.round(4), json_path, run_id)  # readable in the page
 
     @contextlib.contextmanager

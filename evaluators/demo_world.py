@@ -353,6 +353,10 @@ def generate_demo_world(out_dir: str | os.PathLike, *, patients: int, seed: int 
             for r in rows:
                 w.writerow([r["path"], r["prompt"], r["patient_id"], r["study_id"], r["view"], splits[i],
                             *(_label_text(float(x)) for x in r["labels"])])
+    from .domain import write_marker  # how re-ID and the demo encoder know a demo-world set (not from pixels)
+
+    write_marker(out, version=WORLD_VERSION, patients=int(patients), seed=seed, size=size,
+                 studies_max=int(studies_max))
     return meta
 
 
@@ -365,6 +369,11 @@ def ensure_demo_world(patients: int = 600, seed: int = 0, size: int = 128) -> Pa
     root = subdir("demo")
     final = root / f"world-v{WORLD_VERSION}-p{int(patients)}-s{int(seed)}-{int(size)}px"
     if (final / "metadata.csv").is_file():
+        from .domain import MARKER, write_marker
+
+        if not (final / MARKER).is_file():  # a world cached before the marker existed
+            write_marker(final, version=WORLD_VERSION, patients=int(patients), seed=int(seed), size=int(size),
+                         studies_max=4)
         return final
     tmp = root / f".tmp-{final.name}-{os.getpid()}-{time.monotonic_ns()}"
     try:

@@ -239,6 +239,12 @@ def run_fidelity(
         mode_notes += [f"synthetic: {n}" for n in source_notes(list(synthetic.paths))]
     if mode_notes:
         result["preprocess_notes"] = mode_notes
+    from .domain import encoder_note  # the demo encoder on images that are not the demo world: not comparable
+
+    real_src = real_side.index if real_side.index is not None else real_side.image_set
+    notes = {n: encoder_note(n, real_src) for n in loaded}
+    if any(notes.values()):
+        result["encoder_notes"] = {n: v for n, v in notes.items() if v}
     for name, enc in loaded.items():
         fr, _, _ = real_side.features(enc, **kw)
         fset = extract_features(list(synthetic.paths), enc, **kw)
@@ -502,6 +508,8 @@ def format_summary(result: dict) -> str:
                         "n/a (no label has both positive and negative synthetic images; AUC needs both)"))
     for note in result.get("preprocess_notes") or []:
         lines.append(f"note: {note}")
+    for enc, note in (result.get("encoder_notes") or {}).items():
+        lines.append(f"note [{enc}]: results {note}")
     for row in result["per_pathology"]:
         if "skipped" in row:
             lines.append(f"  {row['pathology']:<27} [{row['encoder']}, {modes.get(row['encoder'], 'clean')}] "

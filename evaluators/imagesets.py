@@ -58,8 +58,8 @@ DEMO = "demo"
 # The first present wins; e.g. a CSV with both `prompt` and `annotated_prompt` uses `prompt`.
 PATH_COLUMNS = ("path", "filename", "file_name", "img_savename", "image_index", "image_path", "img_path", "image", "file")
 PROMPT_COLUMNS = ("prompt", "annotated_prompt", "report", "caption", "text")
-PATIENT_COLUMNS = ("patient_id", "subject_id", "patient")
-STUDY_COLUMNS = ("study_id", "study")
+PATIENT_COLUMNS = ("patient_id", "patientid", "subject_id", "subjectid", "patient")  # patientid: CheXGenBench's `patientID`
+STUDY_COLUMNS = ("study_id", "studyid", "study")
 VIEW_COLUMNS = ("view", "view_position", "viewposition", "projection")
 SPLIT_COLUMNS = ("split",)
 CHEXPERT_DICT_COLUMNS = ("chexpert_labels",)

@@ -103,8 +103,9 @@ def test_generate_inspect_map_and_batch(app_url):
         page.wait_for_selector("#neighbours .thumbnail-item img", timeout=60_000)
         page.wait_for_function("document.querySelector('#verdict').innerText.includes('threshold')", timeout=30_000)
         verdict = page.locator("#verdict").inner_text()
-        assert ("possible memorisation" in verdict) != ("not flagged" in verdict)
+        assert sum(f"Verdict: {d}." in verdict for d in ("memorised", "same patient", "new", "unknown")) == 1
         assert "re-ID" in verdict
+        page.wait_for_selector("#evidence img", timeout=30_000)  # the aligned overlay / difference image
         nn_text = page.locator("#nn-table").inner_text()
         assert nn_text.count("P0") == 5  # five neighbours, each with a patient id P0xx
         page.screenshot(path=str(ARTIFACTS / "ui_generate.png"), full_page=True)
@@ -138,6 +139,9 @@ def test_generate_inspect_map_and_batch(app_url):
         status = page.locator("#batch-status").inner_text()
         assert re.search(r"\b\d+ of 36 image\(s\) flagged", status)
         assert "Atelectasis" in page.locator("#batch-privacy").inner_text()
+        per_image = page.locator("#batch-privacy-images").inner_text()
+        assert "verdict" in per_image and "memorised" in per_image  # one decision per image (a copier memorises)
+        assert "Verdicts (one per image)" in status
         page.screenshot(path=str(ARTIFACTS / "ui_batch.png"), full_page=True)
 
         # Leaderboard lists the run

@@ -151,8 +151,12 @@ def test_generated_copies_are_flagged_and_neighbours_are_the_copied_patients(stu
     table = studio.neighbour_table(generated, 0)
     assert list(table.columns) == ["rank", "similarity", "patient", "labels", "report"]
     assert table["similarity"].is_monotonic_decreasing and len(table) == 5
-    assert "possible memorisation" in studio.verdict(generated, 0)
-    assert "re-ID" in studio.verdict(generated, 0)
+    verdict = studio.verdict(generated, 0)
+    assert verdict.startswith("**Verdict: memorised.**")  # one decision, then its evidence
+    assert sum(f"Verdict: {d}." in verdict for d in ("memorised", "same patient", "new", "unknown")) == 1
+    assert "re-ID" in verdict
+    panel = studio.evidence_image(generated, 0)  # synthetic | training aligned | overlay | difference
+    assert panel.dtype == np.uint8 and panel.shape[1] == 4 * panel.shape[0] and panel.shape[2] == 3
 
 
 def test_calibration_is_leave_one_out_over_the_training_patients_and_is_cached(studio):

@@ -476,10 +476,65 @@ def _table_column(image_set, name: str) -> np.ndarray | None:
     return None
 
 
+def set_key(image_set) -> str:
+    """A short key of a set's images (its resolved paths, sorted): the same set gives the same key, whatever the
+    spec that loaded it; a ReferenceIndex of the set gives the key of the set."""
+    import hashlib
+
+    meta = getattr(image_set, "meta", None)
+    paths = meta["path"].astype(str).tolist() if meta is not None else getattr(image_set, "paths", None)
+    if paths is None:  # an in-memory set without files: its name is all there is
+        paths = [f"{type(image_set).__name__}:{getattr(image_set, 'name', '')}:{len(image_set)}"]
+    h = hashlib.sha256("\n".join(sorted(os.path.abspath(str(p)) for p in paths)).encode())
+    return h.hexdigest()[:16]
+
+
+def trained_path_for(image_set, spec: str | None = None) -> Path:
+    """Where ``train-reid`` writes by default, and where the privacy suite looks for a model trained on this set:
+    ``CHEXGEN_HOME/reid/<set name>-<set key>.safetensors``."""
+    import re
+
+    from ..settings import subdir
+
+    name = str(spec or getattr(image_set, "name", "") or "set")
+    slug = re.sub(r"[^A-Za-z0-9._-]+", "-", Path(name.split("@")[0]).name or name).strip("-")[:40] or "set"
+    return subdir("reid") / f"{slug}-{set_key(image_set)}.safetensors"
+
+
+def verification_auc(model: ReIDModel, image_set, *, n_pairs: int = 512, seed: int = 0,
+                     batch_size: int = 32) -> dict:
+    """Same-patient verification AUC of ``model`` on an image set with patient ids.
+
+    ``n_pairs`` balanced pairs (two studies of one patient / two patients) drawn with ``seed`` among the set's
+    images that have a patient id; returns ``{"auc", "accuracy", "n_pairs", "n_patients", "n_images"}``. Raises
+    :class:`InputError` (saying why) when the set has no patient ids or no patient with two studies.
+    """
+    pids = getattr(image_set, "patient_ids", None)
+    if pids is None or len(pids) != len(image_set):
+        raise InputError("the set has no patient ids")
+    have = np.array([p is not None and str(p).strip() != "" for p in pids])
+    if not have.any():
+        raise InputError("the set has no patient ids")
+    patient_ids = np.asarray(["" if p is None else str(p) for p in pids])
+    study_ids = _table_column(image_set, "study_id")
+    rows = np.flatnonzero(have)
+    if len(np.unique(patient_ids[rows])) < 2:
+        raise InputError("the set has fewer than 2 patients")
+    try:
+        pairs = sample_pairs(patient_ids, study_ids, rows, int(n_pairs), np.random.default_rng([seed, 31337]))
+    except InputError as exc:
+        raise InputError(f"no verification pairs can be made ({exc})") from None
+    model.eval()
+    metrics = _evaluate(model, _Images(image_set, model.image_size), pairs, batch_size, _device(model))
+    used = np.unique(np.concatenate(pairs[:2]))
+    return {**metrics, "n_pairs": int(n_pairs), "n_patients": len(np.unique(patient_ids[rows])),
+            "n_images": int(used.size)}
+
+
 def train_reid(
     image_set,
     *,
-    out: str | os.PathLike,
+    out: str | os.PathLike | None = None,
     backbone: str = "tiny",
     epochs: int = 5,
     image_size: int | None = None,
@@ -500,7 +555,8 @@ def train_reid(
     BCE on the pair logit, Adam. Validation patients are disjoint from training patients, so the val
     AUC measures re-identification of unseen patients. After every epoch the state is saved to
     ``<out>.resume.pt`` and a rerun with the same arguments continues from there; at the end ``out``
-    (safetensors) and its JSON sidecar are written and the resume file removed.
+    (safetensors) and its JSON sidecar are written and the resume file removed. Without ``out`` the model goes
+    to :func:`trained_path_for` the set, where the privacy suite's default re-ID choice finds it.
     """
     from ..settings import select_device
 
@@ -528,6 +584,8 @@ def train_reid(
     lr = float(lr or DEFAULT_LR[backbone])
     out = Path(out).expanduser()
     resume = out.with_name(out.name + ".resume.pt")
+    if out is None:
+        out = trained_path_for(image_set, spec)
     config = {
         "backbone": backbone, "image_size": size, "pairs_per_epoch": pairs_per_epoch, "batch_size": batch_size,
         "lr": lr, "val_fraction": val_fraction, "val_pairs": val_pairs, "augment": augment, "seed": seed, "width": width,
@@ -597,6 +655,7 @@ def train_reid(
         **model.config(),
         "out": str(out),
         "train_set": spec,
+        "train_key": set_key(image_set),
         "epochs": epochs,
         "seed": seed,
         "lr": lr,
@@ -615,6 +674,7 @@ def train_reid(
         model.state_dict(), out, metadata={"architecture": result["architecture"], "image_size": size}
     )
     sidecar_path(out).write_text(json.dumps(result, indent=2))
+    result["sidecar"] = str(sidecar_path(out))
     resume.unlink(missing_ok=True)
     model.eval()
     return result
@@ -651,7 +711,9 @@ def add_cli(subparsers) -> None:
         "safetensors plus a JSON sidecar with the held-out-patient AUC. Rerun to resume.",
     )
     p.add_argument("--train", required=True, help="image set with patient ids (path, CSV or 'demo')")
-    p.add_argument("--out", required=True, help="output weights file (.safetensors)")
+    p.add_argument("--out", default=None,
+                   help="output weights file (.safetensors); default: the file `privacy --reid auto` looks for this "
+                        "training set (CHEXGEN_HOME/reid/...)")
     p.add_argument("--backbone", choices=BACKBONES, default="tiny")
     p.add_argument("--epochs", type=int_range(1), default=5)
     p.add_argument(

@@ -12,6 +12,7 @@ the memorisation search over the whole training set.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import time
@@ -36,6 +37,7 @@ from .search import (
     load_set,
     patient_ids,
 )
+from .verdict import count as count_verdicts
 
 Progress = Callable[[int, int, str], None]
 
@@ -129,18 +131,30 @@ def _train_source(train, encoder, progress, device: str, dtype: str, preprocess:
 # Re-identification
 
 
-def _load_reid(reid, device: str):
-    """(model or None, note): an unavailable model is reported, never replaced. A model object stays where it is."""
-    if reid is None:
-        return None, "re-ID not requested"
-    from .reid import ReIDModel, load_reid
+def _precheck_reid(reid) -> None:
+    """A re-ID file that does not exist fails before any work (InputError); what is unavailable is reported later."""
+    if isinstance(reid, str | os.PathLike) and str(reid).lower() not in ("auto", "none"):
+        from .reid import resolve_reid_path
 
-    if isinstance(reid, ReIDModel):
-        return reid.eval(), None
-    try:
-        return load_reid(reid, device=device), None
-    except UnavailableError as exc:
-        return None, f"re-ID model unavailable: {exc}"
+        with contextlib.suppress(UnavailableError):
+            resolve_reid_path(reid)
+
+
+def _choose_reid(reid, train, spec: str | None, device: str):
+    """(ReidChoice, note or None) for the training set: see :mod:`.reid_choice` (an unavailable model is reported
+    with the reason, never replaced by another one)."""
+    from .reid_choice import choose_reid
+
+    choice = choose_reid(reid, train, spec=spec, device=device)
+    if choice.available:
+        return choice, None
+    note = choice.reason if reid is None else f"re-ID model unavailable: {choice.reason}"
+    return choice, note
+
+
+def _reid_fields(choice) -> dict:
+    """What travels with every re-ID figure: the model and its held-out AUC on this training set."""
+    return {"reid_model": choice.name, "reid_auc": choice.auc, "reid_auc_text": choice.auc_text}
 
 
 def _reid_name(reid, model) -> str | None:
@@ -150,24 +164,6 @@ def _reid_name(reid, model) -> str | None:
     if isinstance(reid, str | os.PathLike):
         return str(reid)
     return f"{model.config()['architecture']} (a loaded model)" if model is not None else type(reid).__name__
-
-
-def _reid_info(model, reid) -> dict:
-    if model is None:
-        return {"available": False}
-    from .reid import resolve_reid_path, sidecar_path
-
-    info = {"available": True, **model.config()}
-    if isinstance(reid, str | os.PathLike):
-        path = resolve_reid_path(reid)
-        info["weights"] = str(path)
-        side = sidecar_path(path)
-        if side.is_file():
-            import json
-
-            meta = json.loads(side.read_text())
-            info.update({k: meta[k] for k in ("val_auc", "test_auc", "train_set") if k in meta})
-    return info
 
 
 def reid_vs_rows(model, train_paths: Sequence[str], items: Sequence, rows: np.ndarray) -> np.ndarray:
@@ -212,17 +208,31 @@ def _records(df) -> list[dict] | None:
             for r in df.to_dict(orient="records")]
 
 
-def _summary(scores, flags, labels, cal: dict, reid_note: str | None) -> dict:
+def _summary(scores, flags, labels, cal: dict, reid_note: str | None, choice=None) -> dict:
     s = privacy_summary(scores, flags, labels)
     out = dict(s["overall"])
     out["reid_available"] = scores is not None
+    if scores is not None and choice is not None:
+        out.update(_reid_fields(choice), reid_auc_source=choice.auc_source)
     if reid_note:
         out["reid_note"] = reid_note
     out["memorisation_threshold"] = cal["threshold"]
     out["expected_fraction_flagged"] = expected = 1 - cal["percentile"] / 100
     out["excess_over_expected"] = float(out["fraction_flagged"] / expected) if expected > 0 else None
     out["per_pathology"] = _records(s["per_pathology"])
+    if scores is not None and choice is not None and out["per_pathology"]:
+        out["per_pathology"] = [{**r, **_reid_fields(choice)} for r in out["per_pathology"]]
     return out
+
+
+def _domain_notes(result: dict, enc, train) -> None:
+    """The demo encoder on images that are not the demo world: say so in the summary and the encoder section."""
+    from ..domain import encoder_note
+
+    note = encoder_note(getattr(enc, "name", None), train)
+    if note:
+        result["summary"]["encoder_note"] = note
+        result["encoder"]["comparability"] = note
 
 
 def _encoder_meta(enc) -> dict:
@@ -241,7 +251,7 @@ def run_privacy(
     synthetic,
     *,
     encoder=None,
-    reid="demo",
+    reid="auto",
     k: int = 5,
     percentile: float = DEFAULT_PERCENTILE,
     heldout=None,
@@ -278,7 +288,7 @@ def run_privacy(
 
     t0 = time.perf_counter()
     device = select_device(device)  # an unusable device fails before any work
-    model, reid_note = _load_reid(reid, device)  # and so does a bad path
+    _precheck_reid(reid)  # and so does a bad path
     syn = load_set(synthetic, "synthetic")
     if len(syn) == 0:
         raise InputError(f"The synthetic set {syn.name!r} has no images.")
@@ -288,6 +298,9 @@ def run_privacy(
                                     percentile=percentile, match=match, candidates=candidates, k=k,
                                     max_queries=calibration_queries)
     index, enc = search.index, search.encoder
+    train_obj = search.train_set if search.train_set is not None else index
+    choice, reid_note = _choose_reid(reid, train_obj, search.spec, device)
+    model = choice.model
     cal = search.calibration
     feats = extract_features(list(syn.paths), enc, show_progress=False, progress=progress)
     syn_paths = [syn.paths[j] for j in feats.index]
@@ -297,7 +310,7 @@ def run_privacy(
     scores = None if model is None else reid_vs_rows(model, train_paths, syn_paths, rows)
 
     labels = syn.labels[feats.index] if syn.has_labels else None
-    summary = _summary(scores, flags, labels, cal, reid_note)
+    summary = _summary(scores, flags, labels, cal, reid_note, choice)
     summary["top1_cosine_mean"] = float(np.nanmean(found.top1))
     summary["copy_score_mean"] = float(copy.mean())
     summary["copy_score_max"] = float(copy.max())
@@ -311,25 +324,52 @@ def run_privacy(
             "neighbours": [{"path": n.path, "similarity": n.similarity, "patient_id": n.patient_id} for n in nb],
             "match": {"path": str(train_paths[rows[i]]), "copy_score": float(copy[i])} if rows[i] >= 0 else None,
             "reid_score": None if scores is None else float(scores[i]),
+            **(_reid_fields(choice) if scores is not None else {}),
             "flagged": bool(flags[i]),
             "copy_p_value": float(found.p_values[i]),
         }
         for i, (path, nb) in enumerate(zip(syn_paths, neighbours))
     ]
-    return {
+    _add_verdicts(samples, getattr(found, "p_values", None), found.threshold, choice)
+    summary["verdicts"] = count_verdicts(s["verdict"] for s in samples)
+    result = {
         "kind": "privacy",
         "summary": summary,
         "samples": samples,
         "calibration": cal,
         "settings": {"k": int(k), "percentile": float(percentile), "match": match, "candidates": n_cand,
                      "calibration_queries": search.max_queries,
-                     "reid": _reid_name(reid, model),
+                     "reid": choice.name if model is not None else _reid_name(reid, None),
                      "reid_threshold": REID_THRESHOLD, "train": _describe(train, index),
                      "synthetic": syn.name, "n_train": len(index), "n_synthetic": len(syn),
                      "index": str(index.dir), "seconds": round(time.perf_counter() - t0, 2)},
         "encoder": _encoder_meta(enc),
-        "reid": _reid_info(model, reid) if model is not None else {"available": False, "note": reid_note},
+        "reid": _reid_section(choice, reid_note),
     }
+    _domain_notes(result, enc, train_obj)
+    return result
+
+
+def _reid_section(choice, note) -> dict:
+    out = choice.info()
+    if note:
+        out["note"] = note
+    return out
+
+
+def _add_verdicts(samples: list[dict], p_values, threshold: float, choice) -> None:
+    """One verdict per image (:func:`.verdict.decide`), from its copy check and its re-ID score."""
+    from .verdict import decide
+
+    for i, smp in enumerate(samples):
+        if p_values is not None and "copy_p_value" not in smp:
+            with contextlib.suppress(TypeError, IndexError, ValueError):
+                smp["copy_p_value"] = float(p_values[i])
+        match = smp.get("match") or {}
+        v = decide(copy_score=match.get("copy_score"), threshold=threshold, flagged=smp["flagged"],
+                   copy_p_value=smp.get("copy_p_value", match.get("p_value")), reid_score=smp.get("reid_score"),
+                   reid_model=choice.name if choice.available else None, reid_auc=choice.auc)
+        smp["verdict"] = {"decision": v.decision, "reason": v.reason}
 
 
 def _check(k, percentile, match, candidates) -> None:
@@ -378,7 +418,7 @@ def run_privacy_protocol(
     m_prompts: int = 20,
     seeds: Sequence[int] = DEFAULT_SEEDS,
     encoder=None,
-    reid="demo",
+    reid="auto",
     size: int | None = None,
     k: int = 5,
     percentile: float = DEFAULT_PERCENTILE,
@@ -413,11 +453,14 @@ def run_privacy_protocol(
         raise InputError("The protocol needs at least 1 seed.")
     t0 = time.perf_counter()
     device = select_device(device)
-    reid_model, reid_note = _load_reid(reid, device)
+    _precheck_reid(reid)
     train_set = load_set(train, "training")
     if len(train_set) == 0:
         raise InputError(f"The training set {train_set.name!r} has no images.")
     rows = _pick_prompts(train_set, int(m_prompts), prompt_seed)
+    choice, reid_note = _choose_reid(reid, train_set, str(train) if isinstance(train, str | os.PathLike) else None,
+                                     device)
+    reid_model = choice.model
     prompts = [str(train_set.table["prompt"].iat[int(r)]) for r in rows]
     gen = model
     if isinstance(model, str):
@@ -459,6 +502,8 @@ def run_privacy_protocol(
         table["Mean_reid_score"] = per.mean(axis=1)
         table["Max_reid_score"] = per.max(axis=1)
         table["Reidentified_fraction"] = (per > REID_THRESHOLD).mean(axis=1)
+        for key, value in _reid_fields(choice).items():
+            table[key] = value
     flag_per = flags.reshape(len(prompts), S)
     table["Flagged_fraction"] = flag_per.mean(axis=1)
     table["Min_copy_p_value"] = found.p_values.reshape(len(prompts), S).min(axis=1)
@@ -466,7 +511,7 @@ def run_privacy_protocol(
     table["train_patient_id"] = [train_set.patient_ids[int(r)] for r in rows]
 
     labels = np.repeat(train_set.labels[rows], S, axis=0) if train_set.has_labels else None
-    summary = _summary(scores, flags, labels, cal, reid_note)
+    summary = _summary(scores, flags, labels, cal, reid_note, choice)
     summary.update(
         n_prompts=len(prompts), n_seeds=S, n_images=len(images),
         mean_pixel_distance=float(table["Mean_pixel_distance"].mean()),
@@ -477,21 +522,24 @@ def run_privacy_protocol(
     )
     if scores is not None:
         summary["mean_of_prompt_max_reid"] = float(table["Max_reid_score"].mean())
-    return {
+    result = {
         "kind": "privacy-protocol",
         "summary": summary,
         "per_prompt": _records(table),
         "calibration": cal,
         "settings": {"model": gen_name, "m_prompts": len(prompts), "seeds": seeds, "size": size,
                      "match": match, "candidates": n_cand, "prompt_seed": prompt_seed, "steps": steps, "guidance": guidance, "k": int(k),
-                     "percentile": float(percentile), "reid": None if reid is None else str(reid),
+                     "percentile": float(percentile), "reid": choice.name if reid_model is not None else
+                     (None if reid is None else str(reid)),
                      "reid_threshold": REID_THRESHOLD, "train": _describe(train, index),
                      "pixel_distance": "RMSE of float [0,1] images at equal size",
                      "latent_distance": "RMSE of encoder features", "index": str(index.dir),
                      "seconds": round(time.perf_counter() - t0, 2)},
         "encoder": _encoder_meta(enc),
-        "reid": _reid_info(reid_model, reid) if reid_model is not None else {"available": False, "note": reid_note},
+        "reid": _reid_section(choice, reid_note),
     }
+    _domain_notes(result, enc, train_set)
+    return result
 
 
 # --------------------------------------------------------------------------------------------------
@@ -516,10 +564,18 @@ def format_summary(result: dict) -> str:
     if cal.get("patient_ids_used") is False:
         lines.append("NOTE: the training set has no patient ids; see the calibration notes in the JSON.")
     if s["reid_available"]:
-        lines.append(f"re-ID: mean {f(s['mean_reid'])}  max {f(s['max_reid'])}  "
+        lines.append(f"re-ID by {s.get('reid_model')} (verification AUC {s.get('reid_auc_text', 'unknown')} on "
+                     f"held-out patients of this training set): mean {f(s['mean_reid'])}  max {f(s['max_reid'])}  "
                      f"re-identified (> {REID_THRESHOLD}) {f(s['fraction_reidentified'])}")
+        if s.get("reid_auc_source"):
+            lines.append(f"  AUC {s['reid_auc_source']}")
     else:
         lines.append(f"re-ID: not computed ({s.get('reid_note', 'no model')})")
+    if "verdicts" in s:
+        lines.append("verdicts: " + ", ".join(f"{k} {v}" for k, v in s["verdicts"].items() if v or k != "unknown")
+                     + " (see the README's decision rule)")
+    if s.get("encoder_note"):
+        lines.append(f"note: {s['encoder_note']}")
     if "mean_pixel_distance" in s:
         lines.append(f"pixel distance: mean {f(s['mean_pixel_distance'])}  min {f(s['min_pixel_distance'])}; "
                      f"latent distance: mean {f(s['mean_latent_distance'])}  min {f(s['min_latent_distance'])}")
@@ -594,8 +650,10 @@ def _common(p) -> None:
     p.add_argument("--train", required=True,
                    help="training set (folder, CSV, PATH@SPLIT, 'demo@train') or a reference index folder")
     p.add_argument("--encoder", default=None, help="encoder for the memorisation search (default: best available)")
-    p.add_argument("--reid", default="demo",
-                   help="re-ID model: 'demo', 'chexgenbench', a weights file, or 'none' (default: demo)")
+    p.add_argument("--reid", default="auto",
+                   help="re-ID model: 'auto', 'demo', 'chexgenbench', a weights file, or 'none'. auto (default): the "
+                        "demo model on demo-world sets only; elsewhere CheXGenBench's checkpoint when present, else "
+                        "a model trained on this training set (train-reid), else re-ID is reported unavailable")
     p.add_argument("--k", type=_positive(int), default=5, help="training neighbours listed per image (default: 5)")
     p.add_argument("--percentile", type=_positive(float), default=DEFAULT_PERCENTILE,
                    help="calibration percentile of new patients' copy scores: flags at level 1 - P/100 "
