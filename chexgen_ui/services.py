@@ -596,12 +596,13 @@ class Studio:
             reason = reason.split(". ")[0].split(" (looked for")[0] + "; see the Setup tab"
         return f"re-ID: unavailable ({reason})"
 
-    def train_reid(self, *, epochs: int = 5, progress: Progress | None = None) -> dict:
+    def train_reid(self, *, epochs: int = 5, progress: Progress | None = None, **settings) -> dict:
         """Train a re-ID model on the reference set's patients where the default choice finds it (resumable: a
         stopped run continues from its last epoch); the app uses it from then on unless a preferred one exists."""
         from evaluators.privacy.reid import train_reid
 
-        result = train_reid(self.reference_set(), epochs=int(epochs), device=self.device, progress=progress)
+        result = train_reid(self.reference_set(), epochs=int(epochs), device=self.device, progress=progress,
+                            **settings)  # settings: train_reid's (pairs_per_epoch, batch_size, backbone...)
         with self._lock:
             self._reid = None
         return result

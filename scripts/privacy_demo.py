@@ -70,7 +70,7 @@ def experiment(name: str, full_spec: str, out: Path, *, encoder: str | None, mat
         _save(novel.image(int(j)), syn / fname)
         rows.append({"path": fname})
     pd.DataFrame(rows).to_csv(syn / "metadata.csv", index=False)
-    result = run_privacy(train, syn, encoder=encoder, reid="demo", heldout=heldout, match=match)
+    result = run_privacy(train, syn, encoder=encoder, reid="auto", heldout=heldout, match=match)
     samples = {Path(s["synthetic"]).name: s for s in result["samples"]}
     copies = [s for n, s in samples.items() if n.startswith("copy_")]
     nov = [s for n, s in samples.items() if n.startswith("novel_")]
@@ -92,6 +92,8 @@ def experiment(name: str, full_spec: str, out: Path, *, encoder: str | None, mat
                             for k in KINDS},
         "false_flag_rate": round(mean([s["flagged"] for s in nov]), 3),
         "reid_available": result["summary"]["reid_available"],
+        "reid_model": result["reid"].get("model"),  # the demo model only on the demo world (see README)
+        "reid_auc": result["reid"].get("auc"),
         "mean_reid_copies": round(mean([s["reid_score"] for s in copies if s["reid_score"] is not None]), 3),
         "mean_reid_novel": round(mean([s["reid_score"] for s in nov if s["reid_score"] is not None]), 3),
         "seconds": result["settings"]["seconds"],

@@ -207,6 +207,9 @@ def test_copycat_vs_oracle_protocol(world, monkeypatch):
     for key in ("mean_pixel_distance", "min_pixel_distance", "mean_latent_distance", "min_latent_distance"):
         assert c[key] < 0.5 * o[key], key
     if c["reid_available"]:
+        # re-ID on a demo world: the demo model, shown with its AUC on this world's patients
+        assert c["reid_model"] == o["reid_model"] == "demo" and c["reid_auc"] > 0.85
+        assert all(r["reid_model"] == "demo" and r["reid_auc"] == c["reid_auc"] for r in copy["per_prompt"])
         assert c["mean_reid"] > o["mean_reid"] + 0.3
         assert c["mean_of_prompt_max_reid"] > o["mean_of_prompt_max_reid"] + 0.3
         assert c["fraction_reidentified"] >= o["fraction_reidentified"] + 0.5

@@ -337,3 +337,26 @@ def test_leaderboard_figure_shows_every_kind_of_run():
     assert len(names) == 16
     assert {"FID (demo)", "KID (demo)", "AUC (real)", "AUC (synthetic)", "privacy metric 0"} <= set(names)
     assert "n" not in names and "reid_available" not in names  # counts and flags are not metrics
+
+
+# ---------------------------------------------------------------------------------------- re-ID on a non-demo reference
+@pytest.mark.slow
+def test_reid_outside_the_demo_world_is_unavailable_until_trained_on_the_reference(world):
+    """The tiny world is not the demo world: no demo-model numbers; training in the app makes one, with its AUC."""
+    s = Studio(f"{world}@train", encoder="pixels", device="cpu", umap=False)
+    status = s.reid_status()
+    assert status.startswith("re-ID: unavailable") and "train-reid" in status and s.reid_model() is None
+    seen = []
+    result = s.train_reid(epochs=1, pairs_per_epoch=64, batch_size=16,
+                          progress=lambda done, total, desc: seen.append((done, total)))
+    assert seen and seen[-1][0] == seen[-1][1]  # progress reached the end
+    choice = s.reid_choice()
+    assert choice.available and choice.name == "trained on this set"
+    assert choice.auc == pytest.approx(result["val_auc"])
+    assert f"verification AUC {choice.auc_text}" in s.reid_status()
+    gen = s.generate(COPIER, "Small left pleural effusion.", n=2, seed=1)
+    verdict = s.verdict(gen, 0)
+    assert "Verdict: memorised." in verdict and f"by trained on this set, verification AUC {choice.auc_text}" in verdict
+    table = services.privacy_image_table(s.run_privacy(s.synthetic_from_folder(str(world.parent / "images"))).result)
+    assert {"verdict", "copy_score", "reid_score", "re-ID model (AUC)", "why"} <= set(table.columns)
+    assert table["re-ID model (AUC)"].str.startswith("trained on this set (").all()

@@ -491,14 +491,10 @@ def set_key(image_set) -> str:
 
 def trained_path_for(image_set, spec: str | None = None) -> Path:
     """Where ``train-reid`` writes by default, and where the privacy suite looks for a model trained on this set:
-    ``CHEXGEN_HOME/reid/<set name>-<set key>.safetensors``."""
-    import re
-
+    ``CHEXGEN_HOME/reid/trained-<set key>.safetensors`` (the key of the set's images, however it was named)."""
     from ..settings import subdir
 
-    name = str(spec or getattr(image_set, "name", "") or "set")
-    slug = re.sub(r"[^A-Za-z0-9._-]+", "-", Path(name.split("@")[0]).name or name).strip("-")[:40] or "set"
-    return subdir("reid") / f"{slug}-{set_key(image_set)}.safetensors"
+    return subdir("reid") / f"trained-{set_key(image_set)}.safetensors"
 
 
 def verification_auc(model: ReIDModel, image_set, *, n_pairs: int = 512, seed: int = 0,
@@ -582,10 +578,8 @@ def train_reid(
     study_ids = _table_column(image_set, "study_id")
     size = int(image_size or DEFAULT_IMAGE_SIZE[backbone])
     lr = float(lr or DEFAULT_LR[backbone])
-    out = Path(out).expanduser()
+    out = Path(out).expanduser() if out is not None else trained_path_for(image_set, spec)
     resume = out.with_name(out.name + ".resume.pt")
-    if out is None:
-        out = trained_path_for(image_set, spec)
     config = {
         "backbone": backbone, "image_size": size, "pairs_per_epoch": pairs_per_epoch, "batch_size": batch_size,
         "lr": lr, "val_fraction": val_fraction, "val_pairs": val_pairs, "augment": augment, "seed": seed, "width": width,
