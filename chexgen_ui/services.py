@@ -596,6 +596,16 @@ class Studio:
             reason = reason.split(". ")[0].split(" (looked for")[0] + "; see the Setup tab"
         return f"re-ID: unavailable ({reason})"
 
+    def reid_calibration(self) -> dict:
+        """The re-ID threshold of a "same patient" verdict (evaluators.privacy.reid_choice.calibrate_reid), cached."""
+        with self._lock:
+            key = id(self.reid_choice())
+            if getattr(self, "_reid_cal", (None, None))[0] != key:
+                from evaluators.privacy.suite import reid_verdict_calibration
+
+                self._reid_cal = (key, reid_verdict_calibration(self.search(), self.reid_choice()))
+            return self._reid_cal[1]
+
     def train_reid(self, *, epochs: int = 5, progress: Progress | None = None, **settings) -> dict:
         """Train a re-ID model on the reference set's patients where the default choice finds it (resumable: a
         stopped run continues from its last epoch); the app uses it from then on unless a preferred one exists."""
@@ -651,7 +661,8 @@ class Studio:
 
         choice = self.reid_choice()
         score = gen.reid[i] if i < len(gen.reid) else None
-        return decide(copy_score=None if gen.copy_score is None else gen.copy_score[i], threshold=gen.threshold,
+        cal = self.reid_calibration() if score is not None else {}
+        return decide(reid_threshold=cal.get("threshold") if cal.get("available") else None,copy_score=None if gen.copy_score is None else gen.copy_score[i], threshold=gen.threshold,
                       flagged=None if gen.flags is None else bool(gen.flags[i]),
                       copy_p_value=None if gen.copy_p_value is None else gen.copy_p_value[i], reid_score=score,
                       reid_model=choice.name if choice.available else None, reid_auc=choice.auc)
@@ -680,8 +691,11 @@ class Studio:
             lines.append("- " + self.reid_status() + ".")
         else:
             used = "" if v.reid_used else " (not used for the verdict)"
+            rc = self.reid_calibration()
+            thr = (f"; same patient above {rc['threshold']:.3f} (from {rc['n']} held-out patients' images)"
+                   if rc.get("available") else "")
             lines.append(f"- Re-ID score {v.reid_score:.3f} against the matched training image by {choice.name}, "
-                         f"verification AUC {choice.auc_text} on held-out patients of this training set{used}.")
+                         f"verification AUC {choice.auc_text} on held-out patients of this training set{thr}{used}.")
         lines += [f"- {n}" for n in self.domain_notes()]
         return "\n".join(lines)
 

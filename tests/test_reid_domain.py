@@ -135,6 +135,13 @@ def test_every_verdict_is_one_decision_with_its_reason(worlds):
         assert v["decision"] in (MEMORISED, SAME_PATIENT, NEW) and v["reason"]
         assert (v["decision"] == MEMORISED) == smp["flagged"]
     assert sum(r["summary"]["verdicts"].values()) == len(r["samples"])
+    # "same patient" needs a re-ID score above what new patients reach against their matched training image
+    rc = r["reid"]["verdict_calibration"]
+    assert rc["available"] and rc["threshold"] >= 0.5 and rc["n"] > 10
+    assert r["summary"]["reid_verdict_threshold"] == rc["threshold"]
+    # these test-split images are new patients (the calibration's own held-out images): rarely "same patient"
+    assert r["summary"]["verdicts"][SAME_PATIENT] <= max(1, 0.05 * len(r["samples"]))
+    assert "same patient: re-ID >" in format_summary(r)
 
 
 # ---------------------------------------------------------------------------------------- the decision rule
@@ -153,6 +160,14 @@ def test_decide_same_patient_needs_a_trusted_reid_model():
     weak = decide(**kw, reid_auc=MIN_REID_AUC - 0.01)
     assert weak.decision == NEW and "below" in weak.reason
     assert "p = 0.4" in unknown.reason
+
+
+def test_decide_same_patient_needs_a_calibrated_reid_threshold():
+    kw = dict(copy_score=0.5, threshold=0.8, reid_score=0.85, reid_model="m", reid_auc=0.9)
+    assert decide(**kw, reid_threshold=0.8).decision == SAME_PATIENT
+    assert decide(**kw, reid_threshold=0.9).decision == NEW  # below what new patients reach
+    none = decide(**kw, reid_threshold=None)
+    assert none.decision == NEW and not none.reid_used and "no re-ID threshold calibrated" in none.reason
 
 
 def test_decide_new_and_unknown():

@@ -218,3 +218,94 @@ def choose_reid(requested=AUTO, train=None, *, spec: str | None = None, device: 
     return ReidChoice(None, None, chosen_by="auto", demo_world=demo,
                       reason=("no re-ID model for this training set" + (" (not the demo world)" if not demo else "")
                               + ": " + "; ".join(reasons) + ". To get one, " + _how_to(train_set, spec)))
+
+
+# --------------------------------------------------------------------------------------------------
+# The re-ID score of people who are not in the training set
+
+REID_NULL_MAX_IMAGES = 400
+REID_NULL_VERSION = 1
+
+
+def calibrate_reid(search, choice: ReidChoice, *, max_images: int = REID_NULL_MAX_IMAGES, seed: int = 0) -> dict:
+    """The re-ID threshold a "same patient" verdict needs, from held-out patients (people not in the training set).
+
+    Each held-out image (the same held-out set the copy threshold uses, without training patients; at most
+    ``max_images``, drawn with ``seed``) goes through the same search as a synthetic image, and is scored by the
+    re-ID model against its matched training image: the scores of new patients. The verdict threshold is the larger
+    of CheXGenBench's 0.5 and the finite-sample ``search.percentile`` quantile of those scores. Returns
+    ``{"available", "threshold", "n", "fraction_above_0.5", ...}`` or ``{"available": False, "reason"}``; cached next
+    to the index (per model file, held-out files and search settings).
+    """
+    import math
+
+    import numpy as np
+
+    from . import REID_THRESHOLD
+    from .search import find_heldout, patient_ids
+
+    if not choice.available:
+        return {"available": False, "reason": "no re-ID model"}
+    held, source = find_heldout(search.index, search.train_set, search.spec, search.heldout)
+    if held is None or len(held) == 0:
+        return {"available": False, "reason": "no held-out images to calibrate on (valid/test splits of the training "
+                                              "set, or --heldout)"}
+    cache = _reid_null_cache(search, choice, held, max_images, seed)
+    if cache is not None and cache.is_file():
+        with contextlib.suppress(OSError, ValueError):
+            return json.loads(cache.read_text())
+    train_pids, held_pids = patient_ids(search.index.meta), patient_ids(held.table)
+    keep = np.ones(len(held), dtype=bool)
+    if train_pids is not None and held_pids is not None:
+        tp = set(train_pids)
+        keep = np.array([p not in tp for p in held_pids])
+    idx = np.flatnonzero(keep)
+    if idx.size == 0:
+        return {"available": False, "reason": "every held-out image belongs to a training patient"}
+    if idx.size > max_images:
+        idx = np.sort(np.random.default_rng(seed).choice(idx, size=max_images, replace=False))
+    from ..features import extract_features
+    from .suite import reid_vs_rows
+
+    paths = [held.paths[int(i)] for i in idx]
+    feats = extract_features(paths, search.encoder, show_progress=False)
+    paths = [paths[j] for j in feats.index]
+    found = search.check(paths, feats.features)
+    scores = reid_vs_rows(choice.model, search.train_paths, paths, found.match_row)
+    scores = np.sort(scores[np.isfinite(scores)])
+    n = int(scores.size)
+    if n == 0:
+        return {"available": False, "reason": "no held-out image could be scored"}
+    q = search.percentile / 100
+    k = math.ceil((n + 1) * q)  # the finite-sample (conformal) rank
+    out = {"available": True, "n": n, "percentile": search.percentile, "source": source,
+           "quantile": float(scores[min(k, n) - 1]), "rank_supported": k <= n,
+           "fraction_above_0.5": float((scores > REID_THRESHOLD).mean())}
+    out["threshold"] = max(REID_THRESHOLD, out["quantile"])
+    if k > n:
+        out["note"] = (f"{n} held-out images cannot support the {search.percentile:g}th percentile (needs "
+                       f"{math.ceil(1 / (1 - q)) - 1 if q < 1 else 'infinitely many'}); their maximum is used")
+    if cache is not None:
+        with contextlib.suppress(OSError):
+            cache.write_text(json.dumps(out, indent=2))
+    return out
+
+
+def _reid_null_cache(search, choice: ReidChoice, held, max_images: int, seed: int) -> Path | None:
+    if not choice.weights:
+        return None
+    try:
+        st = os.stat(choice.weights)
+    except OSError:
+        return None
+    h = hashlib.sha256()
+    for p in held.paths:
+        try:
+            pst = os.stat(p)
+            h.update(f"{p}\0{pst.st_size}\0{pst.st_mtime_ns}\n".encode())
+        except OSError:
+            h.update(f"{p}\0missing\n".encode())
+    key = json.dumps([REID_NULL_VERSION, os.path.abspath(choice.weights), st.st_size, st.st_mtime_ns,
+                      search.percentile, search.match, search.n_cand, search.encoder.cache_key(), len(search.index),
+                      h.hexdigest(), max_images, seed])
+    return Path(search.index.dir) / f"reid-calibration-{hashlib.sha256(key.encode()).hexdigest()[:16]}.json"

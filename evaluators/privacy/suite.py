@@ -330,7 +330,10 @@ def run_privacy(
         }
         for i, (path, nb) in enumerate(zip(syn_paths, neighbours))
     ]
-    _add_verdicts(samples, getattr(found, "p_values", None), found.threshold, choice)
+    reid_cal = reid_verdict_calibration(search, choice)
+    _add_verdicts(samples, getattr(found, "p_values", None), found.threshold, choice, reid_cal)
+    if reid_cal.get("available"):
+        summary["reid_verdict_threshold"] = reid_cal["threshold"]
     summary["verdicts"] = count_verdicts(s["verdict"] for s in samples)
     result = {
         "kind": "privacy",
@@ -344,7 +347,7 @@ def run_privacy(
                      "synthetic": syn.name, "n_train": len(index), "n_synthetic": len(syn),
                      "index": str(index.dir), "seconds": round(time.perf_counter() - t0, 2)},
         "encoder": _encoder_meta(enc),
-        "reid": _reid_section(choice, reid_note),
+        "reid": {**_reid_section(choice, reid_note), "verdict_calibration": reid_cal},
     }
     _domain_notes(result, enc, train_obj)
     return result
@@ -357,7 +360,19 @@ def _reid_section(choice, note) -> dict:
     return out
 
 
-def _add_verdicts(samples: list[dict], p_values, threshold: float, choice) -> None:
+def reid_verdict_calibration(search, choice) -> dict:
+    """The re-ID threshold of a "same patient" verdict, from held-out patients (:func:`.reid_choice.calibrate_reid`)."""
+    if not choice.available:
+        return {"available": False, "reason": "no re-ID model"}
+    from .reid_choice import calibrate_reid
+
+    try:
+        return calibrate_reid(search, choice)
+    except InputError as exc:
+        return {"available": False, "reason": str(exc)}
+
+
+def _add_verdicts(samples: list[dict], p_values, threshold: float, choice, reid_cal: dict) -> None:
     """One verdict per image (:func:`.verdict.decide`), from its copy check and its re-ID score."""
     from .verdict import decide
 
@@ -368,7 +383,8 @@ def _add_verdicts(samples: list[dict], p_values, threshold: float, choice) -> No
         match = smp.get("match") or {}
         v = decide(copy_score=match.get("copy_score"), threshold=threshold, flagged=smp["flagged"],
                    copy_p_value=smp.get("copy_p_value", match.get("p_value")), reid_score=smp.get("reid_score"),
-                   reid_model=choice.name if choice.available else None, reid_auc=choice.auc)
+                   reid_model=choice.name if choice.available else None, reid_auc=choice.auc,
+                   reid_threshold=reid_cal.get("threshold") if reid_cal.get("available") else None)
         smp["verdict"] = {"decision": v.decision, "reason": v.reason}
 
 
@@ -574,6 +590,13 @@ def format_summary(result: dict) -> str:
     if "verdicts" in s:
         lines.append("verdicts: " + ", ".join(f"{k} {v}" for k, v in s["verdicts"].items() if v or k != "unknown")
                      + " (see the README's decision rule)")
+        rc = (result.get("reid") or {}).get("verdict_calibration") or {}
+        if rc.get("available"):
+            lines.append(f"  same patient: re-ID > {f(rc['threshold'])}, the larger of {REID_THRESHOLD} and the "
+                         f"{rc['percentile']:g}th percentile of {rc['n']} held-out patients' re-ID against their "
+                         f"matched training image ({f(rc['fraction_above_0.5'])} of them score > {REID_THRESHOLD})")
+        elif s["reid_available"]:
+            lines.append(f"  re-ID not used for verdicts: {rc.get('reason', 'no calibrated threshold')}")
     if s.get("encoder_note"):
         lines.append(f"note: {s['encoder_note']}")
     if "mean_pixel_distance" in s:

@@ -5,9 +5,12 @@ The rule, in order:
 1. **memorised**: the memorisation search flagged the image (its copy score against the best-aligned training
    image is above the threshold calibrated on held-out patients). The copy check looks at the pixels of one
    training image; it wins over re-ID, whatever the re-ID score.
-2. **same patient**: not a copy, but the re-ID model says the image shows the matched training image's patient
-   (score > 0.5, CheXGenBench's rule), and that model is trusted on this data: its verification AUC on held-out
-   patients of this training set is known and at least :data:`MIN_REID_AUC`.
+2. **same patient**: not a copy, but the re-ID model says the image shows the matched training image's patient,
+   and that model is trusted on this data: its verification AUC on held-out patients of this training set is known
+   and at least :data:`MIN_REID_AUC`, and the score is above the re-ID threshold calibrated on held-out patients
+   (the larger of CheXGenBench's 0.5 and the 99th percentile of new patients' re-ID scores against their own
+   matched training images, :func:`.reid_choice.calibrate_reid`): at 0.5 alone, a third of new demo-world patients
+   would count as "re-identified" against the training image the search matched them to.
 3. **new**: neither. When re-ID could not be used (no model, AUC unknown or too low) the verdict says so: "new"
    then rests on the copy check alone.
 
@@ -38,7 +41,8 @@ class Verdict:
     reid_score: float | None = None
     reid_model: str | None = None
     reid_auc: float | None = None
-    reid_used: bool = False  # whether re-ID could decide (model present, AUC known and >= MIN_REID_AUC)
+    reid_threshold: float | None = None  # the re-ID score above which the verdict is "same patient"
+    reid_used: bool = False  # whether re-ID could decide (model, AUC known and >= MIN_REID_AUC, calibrated threshold)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -55,26 +59,27 @@ def _num(v) -> float | None:
 
 
 def decide(*, copy_score=None, threshold=None, flagged=None, copy_p_value=None, reid_score=None,
-           reid_model: str | None = None, reid_auc=None, reid_threshold: float = REID_THRESHOLD,
+           reid_model: str | None = None, reid_auc=None, reid_threshold: float | None = REID_THRESHOLD,
            min_reid_auc: float = MIN_REID_AUC) -> Verdict:
-    """The verdict for one image (see the module docstring). ``flagged`` defaults to ``copy_score > threshold``."""
+    """The verdict for one image (see the module docstring). ``flagged`` defaults to ``copy_score > threshold``;
+    ``reid_threshold`` None: no calibrated re-ID threshold, so re-ID cannot decide."""
     cs, thr, p = _num(copy_score), _num(threshold), _num(copy_p_value)
-    rs, auc = _num(reid_score), _num(reid_auc)
+    rs, auc, rthr = _num(reid_score), _num(reid_auc), _num(reid_threshold)
     if flagged is None and cs is not None and thr is not None:
         flagged = cs > thr
-    reid_used = rs is not None and auc is not None and auc >= min_reid_auc
+    reid_used = rs is not None and auc is not None and auc >= min_reid_auc and rthr is not None
     ev = {"copy_score": cs, "threshold": thr, "copy_p_value": p, "reid_score": rs, "reid_model": reid_model,
-          "reid_auc": auc, "reid_used": reid_used}
+          "reid_auc": auc, "reid_threshold": rthr, "reid_used": reid_used}
     pv = f", p = {p:.3g}" if p is not None else ""
     if flagged:
         why = f"copy score {cs:.3f} above the threshold {thr:.3f}{pv}" if cs is not None and thr is not None \
             else "flagged by the memorisation search"
         return Verdict(MEMORISED, why + ": a near copy of a training image.", **ev)
-    if reid_used and rs > reid_threshold:
-        return Verdict(SAME_PATIENT, f"not a copy (copy score {cs:.3f}{pv}), but re-ID {rs:.3f} > {reid_threshold} "
+    if reid_used and rs > rthr:
+        return Verdict(SAME_PATIENT, f"not a copy (copy score {cs:.3f}{pv}), but re-ID {rs:.3f} > {rthr:.3f} "
                        f"by {reid_model} (AUC {auc:.3f} on held-out patients): the matched training patient."
                        if cs is not None else
-                       f"re-ID {rs:.3f} > {reid_threshold} by {reid_model} (AUC {auc:.3f} on held-out patients).", **ev)
+                       f"re-ID {rs:.3f} > {rthr:.3f} by {reid_model} (AUC {auc:.3f} on held-out patients).", **ev)
     if flagged is None:
         return Verdict(UNKNOWN, "the copy check did not run (no calibrated threshold); no verdict.", **ev)
     if rs is None:
@@ -83,8 +88,10 @@ def decide(*, copy_score=None, threshold=None, flagged=None, copy_p_value=None, 
         caveat = f"re-ID {rs:.3f} not used: {reid_model}'s AUC on this training set is unknown"
     elif auc < min_reid_auc:
         caveat = f"re-ID {rs:.3f} not used: {reid_model}'s AUC {auc:.3f} is below {min_reid_auc}"
+    elif rthr is None:
+        caveat = f"re-ID {rs:.3f} not used: no re-ID threshold calibrated on held-out patients"
     else:
-        caveat = f"re-ID {rs:.3f} <= {reid_threshold} by {reid_model} (AUC {auc:.3f})"
+        caveat = f"re-ID {rs:.3f} <= {rthr:.3f} by {reid_model} (AUC {auc:.3f})"
     copy = f"copy score {cs:.3f} at or below the threshold {thr:.3f}{pv}" if cs is not None and thr is not None \
         else "not flagged by the copy check"
     return Verdict(NEW, f"{copy}; {caveat}.", **ev)
