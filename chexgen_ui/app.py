@@ -668,6 +668,8 @@ def build_app(reference: str = "demo@train", public: bool = False, studio: Studi
             try:  # calibrate the memorisation threshold now (once; cached), not on the first Generate click
                 report(0, 1, "calibrating the memorisation threshold on held-out patients")
                 studio.calibration()
+                report(0, 1, "calibrating the re-ID verdict threshold on held-out patients")
+                studio.reid_calibration()
             except InputError as exc:
                 log.warning("memorisation threshold not calibrated: %s", exc)
             return _map_outputs(None)

@@ -90,6 +90,8 @@ def main(argv: list[str] | None = None) -> int:
             page.wait_for_selector("#gallery .thumbnail-item img", timeout=600_000)
             page.locator("#gallery .thumbnail-item").first.click()
             page.wait_for_selector("#neighbours .thumbnail-item img", timeout=120_000)
+            page.wait_for_function("document.querySelector('#verdict').innerText.includes('Verdict')", timeout=120_000)
+            page.wait_for_selector("#evidence img", timeout=120_000)
             time.sleep(1)
             shot("generate_inspect")
             page.get_by_role("tab", name="Embedding map").click()

@@ -268,7 +268,12 @@ def run_privacy(
 
     Returns ``{"summary", "samples", "calibration", "settings", "encoder", "reid"}``; ``samples[i]``
     holds synthetic image i's path, its k nearest training images, its re-ID score against the
-    nearest one (None without a re-ID model) and its memorisation flag.
+    matched one (None without a re-ID model) with that model's name and AUC, its memorisation flag and its
+    one verdict (:func:`.verdict.decide`).
+
+    ``reid``: ``"auto"`` (default: the demo model on demo-world sets only, else CheXGenBench's checkpoint, else a
+    model trained on this training set, else unavailable; see :mod:`.reid_choice`), a name, a weights file, a
+    ReIDModel, a ReidChoice or None.
 
     ``match="registered"`` (default): the ``candidates`` nearest training images by encoder cosine are
     re-ranked by :class:`.matcher.CopyMatcher` (registered, contrast-invariant), whose best score is the
