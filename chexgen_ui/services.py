@@ -721,7 +721,9 @@ class Studio:
         buf = io.StringIO()
         w = csv.writer(buf)
         w.writerow(["img_savename", "prompt", "seed", "model", "steps", "guidance", "nearest_similarity",
-                    "nearest_patient", "copy_score", "memorisation_flag", "reid_score"])
+                    "nearest_patient", "copy_score", "memorisation_flag", "reid_score", "reid_model", "reid_auc",
+                    "verdict"])
+        choice = self.reid_choice()
         with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as zf:
             for i, img in enumerate(gen.images):
                 name = f"{i:04d}_seed{gen.seeds[i]}.png"
@@ -734,7 +736,9 @@ class Studio:
                             nb.patient_id if nb else "",
                             f"{gen.copy_score[i]:.6f}" if gen.copy_score is not None else "",
                             bool(gen.flags[i]) if gen.flags is not None else "",
-                            "" if not gen.reid or gen.reid[i] is None else f"{gen.reid[i]:.6f}"])
+                            "" if not gen.reid or gen.reid[i] is None else f"{gen.reid[i]:.6f}",
+                            choice.name if choice.available else "", choice.auc_text if choice.available else "",
+                            self.image_verdict(gen, i).decision])
             zf.writestr("metadata.csv", buf.getvalue())
         return path
 

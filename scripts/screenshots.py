@@ -56,7 +56,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--reference", default="demo@train")
     ap.add_argument("--out", default=str(REPO / "assets" / "screenshots"))
     ap.add_argument("--batch-n", type=int, default=64, help="images generated for the batch job")
+    ap.add_argument("--only", default="", help="comma-separated screenshot names to take (default: all), e.g. "
+                                               "generate_inspect,batch_suite,setup")
     args = ap.parse_args(argv)
+    only = {n.strip() for n in args.only.split(",") if n.strip()}
+
+    def want(name: str) -> bool:
+        return not only or name in only
+
     from playwright.sync_api import sync_playwright
 
     out = Path(args.out)
@@ -86,14 +93,15 @@ def main(argv: list[str] | None = None) -> int:
                 size = save_small(page.screenshot(full_page=True), out / f"{name}.png")
                 print(f"{out / name}.png: {size / 1000:.0f} KB")
 
-            page.click("#generate-btn")
+            page.click("#generate-btn")  # the map's stars come from these images
             page.wait_for_selector("#gallery .thumbnail-item img", timeout=600_000)
             page.locator("#gallery .thumbnail-item").first.click()
             page.wait_for_selector("#neighbours .thumbnail-item img", timeout=120_000)
             page.wait_for_function("document.querySelector('#verdict').innerText.includes('Verdict')", timeout=120_000)
             page.wait_for_selector("#evidence img", timeout=120_000)
             time.sleep(1)
-            shot("generate_inspect")
+            if want("generate_inspect"):
+                shot("generate_inspect")
             page.get_by_role("tab", name="Embedding map").click()
             page.wait_for_selector("#umap .main-svg", timeout=120_000)
             time.sleep(2)
@@ -101,34 +109,41 @@ def main(argv: list[str] | None = None) -> int:
             if points.count():
                 points.nth(0).click(force=True)
                 time.sleep(2)
-            shot("embedding_map")
-            page.get_by_role("tab", name="Per-pathology fidelity").click()
-            page.get_by_label("generate N from a model").first.check()
-            page.locator("#pp-n input").fill(str(args.batch_n))
-            page.click("#pp-run")
-            page.wait_for_function("document.querySelector('#pp-table').innerText.includes('Atelectasis')",
-                                   timeout=600_000)
-            time.sleep(2)
-            shot("per_pathology")
+            if want("embedding_map"):
+                shot("embedding_map")
+            if want("per_pathology"):
+                page.get_by_role("tab", name="Per-pathology fidelity").click()
+                page.get_by_label("generate N from a model").first.check()
+                page.locator("#pp-n input").fill(str(args.batch_n))
+                page.click("#pp-run")
+                page.wait_for_function("document.querySelector('#pp-table').innerText.includes('Atelectasis')",
+                                       timeout=600_000)
+                time.sleep(2)
+                shot("per_pathology")
             page.get_by_role("tab", name="Batch suite").click()
             page.get_by_label("generate N from a model").last.check()
             page.locator("#batch-n input").fill(str(args.batch_n))
             page.get_by_label("Utility", exact=True).check()
             page.click("#batch-run")
             page.wait_for_function("document.querySelector('#batch-status').innerText.includes('Macro AUC')",
-                                   timeout=900_000)
+                                   timeout=1_800_000)
             time.sleep(1)
-            shot("batch_suite")
-            page.get_by_role("tab", name="Leaderboard").click()
-            page.wait_for_function("document.querySelector('#lb-a input').value.startsWith('#')", timeout=30_000)
-            page.get_by_role("button", name="Compare side by side").click()
-            page.wait_for_function("document.querySelector('#lb-side').innerText.includes('setting:')",
-                                   timeout=30_000)
-            time.sleep(1)
-            shot("leaderboard")
-            page.get_by_role("tab", name="Setup").click()
-            time.sleep(3)
-            shot("setup")
+            if want("batch_suite"):
+                shot("batch_suite")
+            if want("leaderboard"):
+                page.get_by_role("tab", name="Leaderboard").click()
+                page.wait_for_function("document.querySelector('#lb-a input').value.startsWith('#')", timeout=30_000)
+                page.get_by_role("button", name="Compare side by side").click()
+                page.wait_for_function("document.querySelector('#lb-side').innerText.includes('setting:')",
+                                       timeout=30_000)
+                time.sleep(1)
+                shot("leaderboard")
+            if want("setup"):
+                page.get_by_role("tab", name="Setup").click()
+                page.wait_for_function("document.querySelector('#setup-reid').innerText.includes('re-ID')",
+                                       timeout=120_000)
+                time.sleep(2)
+                shot("setup")
             browser.close()
     finally:
         proc.terminate()

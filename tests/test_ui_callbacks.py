@@ -198,7 +198,7 @@ def test_export_zip_holds_pngs_and_metadata(studio, generated, tmp_path):
         first = np.asarray(Image.open(io.BytesIO(zf.read(meta["img_savename"][0]))))
     assert len([n for n in names if n.endswith(".png")]) == 3
     assert list(meta["seed"]) == generated.seeds and (meta["prompt"] == "Small left pleural effusion.").all()
-    assert meta["memorisation_flag"].all()
+    assert meta["memorisation_flag"].all() and (meta["verdict"] == "memorised").all()
     np.testing.assert_allclose(first / 255.0, generated.images[0], atol=1 / 255)
 
 
