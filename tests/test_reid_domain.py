@@ -23,10 +23,10 @@ from evaluators.privacy.verdict import MEMORISED, MIN_REID_AUC, NEW, SAME_PATIEN
 
 @pytest.fixture(scope="module")
 def worlds(tmp_path_factory):
-    """A 40-patient demo world, and the same images copied to a plain folder (not the demo world: no marker)."""
+    """A 90-patient demo world, and the same images copied to a plain folder (not the demo world: no marker)."""
     root = tmp_path_factory.mktemp("reid_domain")
     world = root / "world"
-    generate_demo_world(world, patients=40, seed=3, size=64)
+    generate_demo_world(world, patients=90, seed=3, size=64)
     plain = root / "plain"
     shutil.copytree(world / "images", plain / "images")
     shutil.copy(world / "metadata.csv", plain / "metadata.csv")
@@ -37,7 +37,7 @@ def worlds(tmp_path_factory):
 def test_demo_world_is_known_by_its_marker_not_its_pixels(worlds, tmp_path):
     world, plain = worlds["world"], worlds["plain"]
     info = demo_world_info(world)
-    assert info["version"] >= 1 and info["seed"] == 3 and info["patients"] == 40
+    assert info["version"] >= 1 and info["seed"] == 3 and info["patients"] == 90
     assert is_demo_world(load_image_set(f"{world}@train")) and is_demo_world("demo@train")
     assert not is_demo_world(plain) and not is_demo_world(load_image_set(plain))  # same pixels, no marker
     # an edited metadata.csv is no longer trusted as the demo world
