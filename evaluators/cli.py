@@ -26,6 +26,7 @@ COMMAND_MODULES = (
     "evaluators.privacy.reid",
     "evaluators.utility",
     "evaluators.readerstudy",
+    "evaluators.reportgen",
 )
 
 

@@ -75,6 +75,10 @@ def flatten_metrics(result: dict) -> dict[str, float]:
     for setting, vals in (result.get("utility") or {}).items():
         if isinstance(vals, dict) and vals.get("auc_macro") is not None:
             flat[f"AUC ({setting})"] = vals["auc_macro"]
+    for setting, vals in (result.get("report_utility") or {}).items():  # evaluators.reportgen
+        for key, label in (("clinical_f1_macro", "clinical F1 macro"), ("bleu4", "BLEU-4")):
+            if isinstance(vals, dict) and vals.get(key) is not None:
+                flat[f"{label} ({setting})"] = vals[key]
     return flat
 
 
