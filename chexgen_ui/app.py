@@ -24,7 +24,7 @@ from evaluators.jobs import Stopped
 from evaluators.pathologies import PATHOLOGIES
 from evaluators.space import gpu
 
-from . import figures, public_paths, utility_service
+from . import figures, public_paths, report_utility_service, utility_service
 from .jobctl import JobControl
 from .services import Generated, Studio, fidelity_note_line, privacy_verdict_line, to_uint8, window_level
 
@@ -354,6 +354,19 @@ def build_app(reference: str = "demo@train", public: bool = False, studio: Studi
                                                    value=utility_service.DEFAULT_IMAGE_SIZE, step=16,
                                                    label="Image size (px)", elem_id="batch-utility-size")
                             u_mixed = gr.Checkbox(False, label="Also train on real + synthetic")
+                        with gr.Accordion("Report utility: a report generator trained on the synthetic images and "
+                                          "their prompts, tested on real images", open=False):
+                            gr.Markdown("The small captioner (CNN + transformer decoder) trains on the synthetic set's "
+                                        "(image, prompt) pairs and, once per settings, on the reference's train split; "
+                                        "both write reports for the reference's test images. Same as `python -m "
+                                        "evaluators report-utility`.")
+                            r_epochs = gr.Slider(1, report_utility_service.PUBLIC_MAX_EPOCHS if public else 20,
+                                                 value=report_utility_service.DEFAULT_EPOCHS, step=1, label="Epochs",
+                                                 elem_id="batch-report-epochs")
+                            r_btn = gr.Button("Run report utility", elem_id="batch-report-run")
+                            r_status = gr.Markdown(elem_id="batch-report-status")
+                            r_table = gr.Dataframe(label="Report utility: clinical F1, BLEU, ROUGE-L, METEOR, copies",
+                                                   elem_id="batch-report-utility", interactive=False)
                         with gr.Row():
                             b_boot = gr.Number(0, precision=0, minimum=0, maximum=limits.maximum("bootstrap", public),
                                                label=f"Bootstrap resamples (at most {limits.maximum('bootstrap', public)})")
@@ -381,7 +394,8 @@ def build_app(reference: str = "demo@train", public: bool = False, studio: Studi
             # ------------------------------------------------------------------ 5. Leaderboard
             with gr.Tab("Leaderboard", id="leaderboard") as lb_tab:
                 with gr.Row():
-                    lb_kind = gr.Dropdown(["", "fidelity", "privacy", "utility", "full"], value="", label="Kind")
+                    lb_kind = gr.Dropdown(["", "fidelity", "privacy", "utility", "report-utility", "full"], value="",
+                                          label="Kind")
                     lb_btn = gr.Button("Refresh")
                 # One line per run, scrolled sideways past the metric columns with id and date pinned; long
                 # settings are cut in the cell (the side-by-side view below shows them in full).
@@ -610,12 +624,28 @@ def build_app(reference: str = "demo@train", public: bool = False, studio: Studi
                                [b_status, b_overall, b_table, b_plot, b_priv, b_priv_img, b_util, b_files_out],
                                concurrency_id=GPU_QUEUE, concurrency_limit=GPU_CONCURRENCY)
 
+        @_user_errors
+        @gpu(GPU_DURATION)
+        @_job
+        def on_report(src, files, folder, mdl, n, steps, epochs, progress=gr.Progress(), request: gr.Request = None):  # noqa: B008 - Gradio's idiom
+            cancel = cancel_event(request)
+            cancel.clear()
+            report = _progress(progress, cancel)
+            session = _session(request)
+            synthetic, model = load_set(src, files, folder, mdl, n, steps, report, session)
+            run = report_utility_service.run_report_job(studio, synthetic, epochs=int(epochs or 0), session=session,
+                                                        source=model, progress=report)
+            return report_utility_service.summary(run), run.table
+
+        report_ev = r_btn.click(on_report, [b_src, b_files, b_folder, b_mdl, b_n, b_steps, r_epochs], [r_status, r_table],
+                    concurrency_id=GPU_QUEUE, concurrency_limit=GPU_CONCURRENCY)
+
         def on_cancel(request: gr.Request = None):
             cancel_event(request).set()
             jobctl.cancel(_session(request))
             return "Cancelled."
 
-        b_cancel.click(on_cancel, None, b_status, cancels=[batch_ev], queue=False)
+        b_cancel.click(on_cancel, None, b_status, cancels=[batch_ev, report_ev], queue=False)
 
         # ---- leaderboard
         @_user_errors

@@ -275,7 +275,7 @@ def _llava_entry_file(tmp_path, folder):
 
 
 def test_llava_entry_loads_lora_finetunes_resumes_and_generates_on_cpu(tmp_path):
-    from tiny_vlm import make_tiny_llava
+    from tests.tiny_vlm import make_tiny_llava
 
     from evaluators.reportgen.vlm import finetune_llava, generate_llava, load_finetuned
 
@@ -304,7 +304,7 @@ def test_llava_needs_a_gpu_and_its_weights(tmp_path):
         from evaluators.reportgen.vlm import load_llava
 
         load_llava(entry, "cpu")
-    from tiny_vlm import make_tiny_llava
+    from tests.tiny_vlm import make_tiny_llava
 
     folder = make_tiny_llava(tmp_path / "tiny")
     f = tmp_path / "gpu.toml"
@@ -314,7 +314,7 @@ def test_llava_needs_a_gpu_and_its_weights(tmp_path):
 
 
 def test_chexbert_loads_the_published_layout_and_maps_heads_to_labels(tmp_path, monkeypatch):
-    from tiny_vlm import make_tiny_chexbert
+    from tests.tiny_vlm import make_tiny_chexbert
 
     from evaluators.reportgen import chexbert
 

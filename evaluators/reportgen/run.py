@@ -22,6 +22,7 @@ from ..errors import InputError, UnavailableError
 from ..utility.data import TEST_SPLIT_NAMES, split_train_val
 from ..utility.run import MIXED, REAL, SYNTHETIC, _patient_overlap, _slug, standard_settings
 from .registry import ReportModelEntry, availability, get_entry
+from .scores import MeteorScorer, score_reports
 from .text import normalise
 from .train import Pairs, concat_pairs, generate, load_model, load_pairs, report_labels, train_captioner
 
@@ -143,7 +144,6 @@ def run_report_utility(
     """
     from ..settings import select_device, subdir
     from .chexbert import try_load
-    from .scores import score_reports
 
     started = time.time()
     settings = {"train": list(train_specs)} if not isinstance(train_specs, Mapping) else {
@@ -171,46 +171,18 @@ def run_report_utility(
     test = get(test_spec)
     ref_labels = report_labels(test.reports.tolist())
     chex, chex_reason = try_load(chexbert, dev)
-    common = dict(chexbert=chex, chexbert_reason=chex_reason, ref_labels=ref_labels, with_meteor=meteor)
+    meteor_fn = MeteorScorer() if meteor else None  # one Java process for every setting
+    common = dict(chexbert=chex, chexbert_reason=chex_reason, ref_labels=ref_labels, with_meteor=meteor,
+                  meteor_fn=meteor_fn)
+    try:
+        results = _settings(settings, test, get, paths_of[test_spec], entry, common, root=root, size=size, seed=seed,
+                            device=dev, epochs=epochs, batch_size=batch_size, lr=lr, patience=patience,
+                            max_train_samples=max_train_samples, max_steps=max_steps, resume=resume,
+                            progress=progress, show_bars=show_bars, baseline=baseline)
+    finally:
+        if meteor_fn is not None:
+            meteor_fn.close()
 
-    results: dict[str, dict] = {}
-    for name, specs in settings.items():
-        if progress is not None:
-            progress({"stage": "setting", "setting": name, "train": specs})
-        parts = [get(s) for s in specs]
-        t0 = time.time()
-        info = _train(entry, parts, out_dir=root / _slug(name), size=size, seed=seed, device=dev, epochs=epochs,
-                      batch_size=batch_size, lr=lr, patience=patience, max_train_samples=max_train_samples,
-                      max_steps=max_steps, resume=resume, progress=progress, show_bars=show_bars)
-        t1 = time.time()
-        if progress is not None:
-            progress({"stage": "generate", "setting": name, "n": len(test)})
-        generated = info.pop("generate")(test.data.images)
-        gen_seconds = time.time() - t1
-        training_reports = concat_pairs([_trainable_rows(p) for p in parts], name).reports.tolist()
-        scores = score_reports(generated, test.reports.tolist(), training_reports=training_reports, **common)
-        csv = root / _slug(name) / "generated.csv"
-        _write_generated(csv, test, paths_of[test_spec], generated)
-        results[name] = {
-            "train": specs,
-            **info,
-            "train_seconds": round(t1 - t0, 1),
-            "generate_seconds": round(gen_seconds, 1),
-            "test_patients_seen_in_training": _patient_overlap([p.data for p in parts], test.data),
-            "generated_csv": str(csv),
-            "examples": [{"reference": r, "generated": g} for r, g in zip(test.reports[:3], generated[:3])],
-            "scores": scores,
-        }
-    if baseline:
-        first = next(iter(settings.values()))
-        pool = concat_pairs([_trainable_rows(get(s)) for s in (settings.get(REAL) or first)], "baseline").reports
-        text = most_frequent_report(pool.tolist())
-        results[BASELINE] = {
-            "train": list(settings.get(REAL) or first),
-            "report": text,
-            "scores": score_reports([text] * len(test), test.reports.tolist(), training_reports=pool.tolist(),
-                                    **common),
-        }
     report = {
         "kind": "report-utility",
         "test": test_spec,
@@ -238,6 +210,53 @@ def run_report_utility(
     if notes:
         report["notes"] = notes
     return report
+
+
+def _settings(settings: Mapping[str, list[str]], test: Pairs, get: Callable[[str], Pairs], test_paths: Sequence[str],
+              entry: ReportModelEntry, common: dict, *, root: Path, size: int, seed: int, device: str,
+              epochs: int | None, batch_size: int | None, lr: float | None, patience: int | None,
+              max_train_samples: int | None, max_steps: int | None, resume: bool, progress: Any, show_bars: bool,
+              baseline: bool) -> dict[str, dict]:
+    """Train, generate and score every setting, then the most-frequent-report baseline."""
+    results: dict[str, dict] = {}
+    for name, specs in settings.items():
+        if progress is not None:
+            progress({"stage": "setting", "setting": name, "train": specs})
+        parts = [get(s) for s in specs]
+        t0 = time.time()
+        info = _train(entry, parts, out_dir=root / _slug(name), size=size, seed=seed, device=device, epochs=epochs,
+                      batch_size=batch_size, lr=lr, patience=patience, max_train_samples=max_train_samples,
+                      max_steps=max_steps, resume=resume, progress=progress, show_bars=show_bars)
+        t1 = time.time()
+        if progress is not None:
+            progress({"stage": "generate", "setting": name, "n": len(test)})
+        generated = info.pop("generate")(test.data.images)
+        gen_seconds = time.time() - t1
+        training_reports = concat_pairs([_trainable_rows(p) for p in parts], name).reports.tolist()
+        scores = score_reports(generated, test.reports.tolist(), training_reports=training_reports, **common)
+        csv = root / _slug(name) / "generated.csv"
+        _write_generated(csv, test, test_paths, generated)
+        results[name] = {
+            "train": specs,
+            **info,
+            "train_seconds": round(t1 - t0, 1),
+            "generate_seconds": round(gen_seconds, 1),
+            "test_patients_seen_in_training": _patient_overlap([p.data for p in parts], test.data),
+            "generated_csv": str(csv),
+            "examples": [{"reference": r, "generated": g} for r, g in zip(test.reports[:3], generated[:3])],
+            "scores": scores,
+        }
+    if baseline:
+        first = next(iter(settings.values()))
+        pool = concat_pairs([_trainable_rows(get(s)) for s in (settings.get(REAL) or first)], "baseline").reports
+        text = most_frequent_report(pool.tolist())
+        results[BASELINE] = {
+            "train": list(settings.get(REAL) or first),
+            "report": text,
+            "scores": score_reports([text] * len(test), test.reports.tolist(), training_reports=pool.tolist(),
+                                    **common),
+        }
+    return results
 
 
 def _train(entry: ReportModelEntry, parts: Sequence[Pairs], *, out_dir: Path, size: int, seed: int, device: str,

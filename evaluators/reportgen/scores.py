@@ -101,29 +101,47 @@ def meteor_availability() -> tuple[bool, str]:
     return True, "METEOR 1.5 (pycocoevalcap, Java)"
 
 
-def meteor(generated: Sequence[str], references: Sequence[str]) -> float:
-    """Corpus METEOR 1.5 (pycocoevalcap's Meteor: one Java process, all pairs at once)."""
-    from pycocoevalcap.meteor.meteor import Meteor
+class MeteorScorer:
+    """Corpus METEOR 1.5 through pycocoevalcap's ``Meteor``: one Java process (about 10 s to start and load the
+    paraphrase table) reused for every call until :meth:`close`."""
 
-    _check(generated, references)
-    ok, why = meteor_availability()
-    if not ok:
-        raise InputError(f"METEOR unavailable: {why}.")
-    scorer = Meteor()
-    try:
+    def __init__(self) -> None:
+        self._scorer: Any = None
+
+    def __call__(self, generated: Sequence[str], references: Sequence[str]) -> float:
+        _check(generated, references)
+        if self._scorer is None:
+            ok, why = meteor_availability()
+            if not ok:
+                raise InputError(f"METEOR unavailable: {why}.")
+            from pycocoevalcap.meteor.meteor import Meteor
+
+            self._scorer = Meteor()
         gts = {i: [normalise(r) or "."] for i, r in enumerate(references)}
         res = {i: [normalise(g) or "."] for i, g in enumerate(generated)}
-        score, _ = scorer.compute_score(gts, res)
+        score, _ = self._scorer.compute_score(gts, res)
+        return float(score)
+
+    def close(self) -> None:
+        m, self._scorer = self._scorer, None
+        if m is None:
+            return
+        if hasattr(m, "close"):
+            m.close()
+            return
+        with m.lock:  # pycocoevalcap 1.2 has no close(); end the Java process it started
+            m.meteor_p.stdin.close()
+            m.meteor_p.kill()
+            m.meteor_p.wait()
+
+
+def meteor(generated: Sequence[str], references: Sequence[str]) -> float:
+    """Corpus METEOR 1.5 of one set of reports (starts and ends its own Java process)."""
+    scorer = MeteorScorer()
+    try:
+        return scorer(generated, references)
     finally:
-        close = getattr(scorer, "close", None)
-        if close is not None:
-            close()
-        else:  # pycocoevalcap 1.2 has no close(); end the Java process it started
-            with scorer.lock:
-                scorer.meteor_p.stdin.close()
-                scorer.meteor_p.kill()
-                scorer.meteor_p.wait()
-    return float(score)
+        scorer.close()
 
 
 def copy_rate(generated: Sequence[str], training_reports: Iterable[str]) -> dict[str, Any]:
