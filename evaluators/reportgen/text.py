@@ -14,6 +14,7 @@ from collections.abc import Iterable, Sequence
 
 PAD, BOS, EOS, UNK = "<pad>", "<bos>", "<eos>", "<unk>"
 SPECIALS = (PAD, BOS, EOS, UNK)
+UPPER = {"pa", "ap", "ett", "ng", "og", "picc", "svc", "ij", "icd", "chf", "copd", "ct", "iv"}  # written in capitals
 _TOKEN = re.compile(r"[a-z0-9]+(?:[-'][a-z0-9]+)*|[^\sa-z0-9]")
 
 
@@ -38,7 +39,7 @@ def detokenize(tokens: Sequence[str]) -> str:
             out[-1] += tok
             cap = tok in ".!?"
             continue
-        out.append(tok.capitalize() if cap else tok)
+        out.append(tok.upper() if tok in UPPER else tok.capitalize() if cap else tok)
         cap = False
     return " ".join(out)
 
