@@ -275,9 +275,8 @@ def _llava_entry_file(tmp_path, folder):
 
 
 def test_llava_entry_loads_lora_finetunes_resumes_and_generates_on_cpu(tmp_path):
-    from tests.tiny_vlm import make_tiny_llava
-
     from evaluators.reportgen.vlm import finetune_llava, generate_llava, load_finetuned
+    from tests.tiny_vlm import make_tiny_llava
 
     folder = make_tiny_llava(tmp_path / "tiny-llava")
     entry = registry.get_entry("llava-tiny", [_llava_entry_file(tmp_path, folder)])
@@ -287,7 +286,7 @@ def test_llava_entry_loads_lora_finetunes_resumes_and_generates_on_cpu(tmp_path)
     kw = dict(out_dir=tmp_path / "ft", device="cpu", seed=0, max_steps=1)
     first = finetune_llava(entry, images, reports, images[:2], reports[:2], epochs=1, **kw)
     assert first["epochs_run"] == 1 and np.isfinite(first["history"][0]["val_loss"])
-    # a second call with more epochs is refused (different run); the same settings resume and do nothing new
+    # a second call with the same settings resumes from the finished checkpoint and trains nothing new
     again = finetune_llava(entry, images, reports, images[:2], reports[:2], epochs=1, **kw)
     assert again["resumed_from_epoch"] == 1 and again["history"] == first["history"]
     model, processor = load_finetuned(entry, first["model_dir"], "cpu")
@@ -314,9 +313,8 @@ def test_llava_needs_a_gpu_and_its_weights(tmp_path):
 
 
 def test_chexbert_loads_the_published_layout_and_maps_heads_to_labels(tmp_path, monkeypatch):
-    from tests.tiny_vlm import make_tiny_chexbert
-
     from evaluators.reportgen import chexbert
+    from tests.tiny_vlm import make_tiny_chexbert
 
     monkeypatch.delenv(chexbert.WEIGHTS_ENV, raising=False)
     model, why = chexbert.try_load(None)
