@@ -330,3 +330,18 @@ def test_chexbert_loads_the_published_layout_and_maps_heads_to_labels(tmp_path, 
     assert np.isnan(labels[:, INDEX["No Finding"]]).all() and (labels[:, INDEX["Enlarged Cardiomediastinum"]] == 0).all()
     out = scores.score_reports(["heart is enlarged ."], ["heart is enlarged ."], chexbert=model, with_meteor=False)
     assert out["clinical_chexbert"]["f1_macro"] == pytest.approx(1.0)
+
+
+def test_report_utility_runs_a_llava_entry_end_to_end_on_cpu(tmp_path):
+    from evaluators.reportgen.run import run_report_utility
+    from tests.tiny_vlm import make_tiny_llava
+
+    models = _llava_entry_file(tmp_path, make_tiny_llava(tmp_path / "tiny-llava"))
+    sets = {"train": toy_set(8, 7), "test": toy_set(4, 8, "test", 1000)}
+    report = run_report_utility({"real": ["train"]}, "test", model="llava-tiny", models_files=[str(models)],
+                                epochs=1, max_steps=1, device="cpu", work_dir=tmp_path / "work", meteor=False,
+                                show_bars=False, loader=sets.__getitem__)
+    real = report["settings"]["real"]
+    assert report["model_kind"] == "llava" and real["epochs_run"] == 1 and real["scores"]["n"] == 4
+    assert (tmp_path / "work" / "real" / "adapter" / "adapter_config.json").is_file()
+    assert set(report["settings"]) == {"real", "most frequent report"}
