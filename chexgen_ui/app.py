@@ -394,7 +394,7 @@ def build_app(reference: str = "demo@train", public: bool = False, studio: Studi
             # ------------------------------------------------------------------ 5. Leaderboard
             with gr.Tab("Leaderboard", id="leaderboard") as lb_tab:
                 with gr.Row():
-                    lb_kind = gr.Dropdown(["", "fidelity", "privacy", "utility", "report-utility", "full"], value="",
+                    lb_kind = gr.Dropdown(["", "fidelity", "privacy", "utility", "report-utility", "reader-study", "full"], value="",
                                           label="Kind")
                     lb_btn = gr.Button("Refresh")
                 # One line per run, scrolled sideways past the metric columns with id and date pinned; long
