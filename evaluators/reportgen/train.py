@@ -317,20 +317,10 @@ def train_captioner(
                 score, monitor = -val_loss, "val_loss"
             lr_used = optimizer.param_groups[0]["lr"]
             sched.step()
-            improved = score > state["best_score"] + 1e-6 or state["best_epoch"] == 0
-            if improved:
-                state.update(best_score=score, best_epoch=epoch, bad_epochs=0, monitor=monitor)
-                save_model(net, out, {**config, "best_epoch": epoch, monitor: abs(score)})
-            else:
-                state["bad_epochs"] += 1
-            record = {"epoch": epoch, "train_loss": train_loss, "val_loss": val_loss, monitor: abs(score),
-                      "lr": lr_used, "best": improved}
-            state["history"].append(record)
-            state["epoch"] = epoch
-            stop = state["bad_epochs"] >= patience
-            if stop or epoch == epochs:
-                state["done"] = True
-                state["stopped_early"] = stop and epoch < epochs
+            record, improved, stop = ckpt.end_epoch(
+                state, epoch=epoch, epochs=epochs, patience=patience, score=score, monitor=monitor,
+                train_loss=train_loss, val_loss=val_loss, lr=lr_used,
+                save_best=lambda meta: save_model(net, out, {**config, **meta}))
             ckpt.save_checkpoint(ckpt_path, model=net, optimizer=optimizer, scheduler=sched, state=state)
             if show_bars:
                 from tqdm.auto import tqdm

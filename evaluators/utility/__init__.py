@@ -47,9 +47,9 @@ def __getattr__(name: str) -> Any:  # lazy re-exports keep `import evaluators.ut
 
 
 def add_cli(subparsers: Any) -> None:
+    """Register ``python -m evaluators utility``."""
     from ..argtypes import float_range, int_range, knob
 
-    """Register ``python -m evaluators utility``."""
     p = subparsers.add_parser(
         "utility",
         help="train a classifier on real / synthetic / both and test it on real images",

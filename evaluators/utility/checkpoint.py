@@ -98,6 +98,32 @@ def save_checkpoint(
     os.replace(tmp, path)
 
 
+def end_epoch(state: dict, *, epoch: int, epochs: int, patience: int, score: float, monitor: str,
+              train_loss: float, val_loss: float, lr: float, save_best: Any) -> tuple[dict, bool, bool]:
+    """Early stopping's bookkeeping after one epoch, shared by every trainer that checkpoints here.
+
+    ``score`` is higher-is-better (a loss is passed negated); ``save_best(meta)`` writes the model when it
+    improved, ``meta`` naming the best epoch and the monitored value.
+    Updates ``state`` (best score and epoch, patience count, history, done/stopped_early) and returns
+    (the epoch's history record, improved, stop).
+    """
+    improved = score > state["best_score"] + 1e-6 or state["best_epoch"] == 0
+    if improved:
+        state.update(best_score=score, best_epoch=epoch, bad_epochs=0, monitor=monitor)
+        save_best({"best_epoch": epoch, monitor: abs(score)})
+    else:
+        state["bad_epochs"] += 1
+    record = {"epoch": epoch, "train_loss": train_loss, "val_loss": val_loss, monitor: abs(score),
+              "lr": lr, "best": improved}
+    state["history"].append(record)
+    state["epoch"] = epoch
+    stop = state["bad_epochs"] >= patience
+    if stop or epoch == epochs:
+        state["done"] = True
+        state["stopped_early"] = stop and epoch < epochs
+    return record, improved, stop
+
+
 def read_checkpoint(path: Path) -> tuple[dict[str, Any], dict]:
     """(tensors, header) of a checkpoint file."""
     from safetensors import safe_open
