@@ -878,11 +878,18 @@ def label_csv(path: Path, prompt_col: str = "prompt") -> pd.DataFrame:
 
 
 def _cli_label(args: argparse.Namespace) -> int:
-    if args.text is not None:
-        print(format_labels(label_report(args.text)))
-        if args.explain:
+    text = args.text
+    if args.explain:  # `--explain "TEXT"` on its own labels and explains that text
+        if text is not None and text != args.explain:
+            raise InputError("Give the text once: `label --explain \"...\"` or `label --text \"...\" --explain`.")
+        text = args.explain
+    if text is None and args.csv is None:
+        raise InputError("Nothing to label: pass --text \"...\", --explain \"...\" or --csv FILE.")
+    if text is not None:
+        print(format_labels(label_report(text)))
+        if args.explain is not None:
             print()
-            print(format_explanation(args.text))
+            print(format_explanation(text))
         return 0
     df = label_csv(Path(args.csv), args.prompt_col)
     if args.out is None:
@@ -906,14 +913,18 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
         description="Negation- and uncertainty-aware rule labeler: 1 positive, 0 negative, -1 uncertain, "
         "blank not mentioned.",
     )
-    src = p.add_mutually_exclusive_group(required=True)
+    src = p.add_mutually_exclusive_group()
     src.add_argument("--text", help="one report or prompt to label")
     src.add_argument("--csv", help="a CSV file whose --prompt-col column is labelled")
     p.add_argument("--prompt-col", default="prompt", help="text column of --csv (default: prompt)")
     p.add_argument("--out", help="where to write the labelled CSV (default: standard output)")
     p.add_argument(
         "--explain",
-        action="store_true",
-        help="with --text: also print, per label, the mention, the trigger and the scope that decided it",
+        nargs="?",
+        const="",
+        default=None,
+        metavar="TEXT",
+        help="also print, per label, the mention, the trigger and the scope that decided it "
+        "(`--explain \"TEXT\"` alone labels and explains TEXT; with --text, explains that text)",
     )
     p.set_defaults(func=_cli_label)

@@ -341,6 +341,17 @@ def test_cli_text(capsys):
     assert "'effusion' (cue: Possible)" in out
 
 
+
+def test_cli_explain_takes_the_text_itself(capsys):
+    """`label --explain "..."` (the issue's form) labels and explains the text; no text at all is an error."""
+    text = "No focal consolidation, large pleural effusion, or pneumothorax is identified."
+    assert _run_cli(["label", "--explain", text]) == 0
+    out = capsys.readouterr().out
+    assert "Pneumothorax                0 (negative)" in out
+    assert "trigger 'No' (negation before a list, reaching this item)" in out
+    assert _run_cli(["label"]) == 2
+    assert "Nothing to label" in capsys.readouterr().err
+
 def test_cli_csv(tmp_path, capsys):
     src = tmp_path / "prompts.csv"
     pd.DataFrame({"id": [1, 2, 3], "prompt": ["No pneumothorax.", "Moderate cardiomegaly.", ""]}).to_csv(
