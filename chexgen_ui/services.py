@@ -2,7 +2,7 @@
 
 A :class:`Studio` holds what one running app shares between sessions: the reference set, its reference
 index (built lazily on first use, under a lock, under ``CHEXGEN_HOME/indexes``), the encoder that built it,
-loaded generators, the memorisation threshold calibrated on held-out real patients, and the results store.
+loaded generators, the memorisation search with its calibrated threshold, and the results store.
 Nothing here imports Gradio; every user-facing problem is an :class:`InputError` / :class:`UnavailableError`.
 """
 
@@ -563,7 +563,7 @@ class Studio:
             return self._search
 
     def calibration(self) -> dict:
-        """The memorisation threshold: the 99th percentile of held-out real patients' copy scores."""
+        """The memorisation threshold and how it was calibrated (the engine's calibration dict)."""
         with self._lock:
             return self.search().calibration
 
@@ -680,9 +680,9 @@ class Studio:
             cal = self.calibration()
             pv = "" if v.copy_p_value is None else f", p-value {v.copy_p_value:.3g}"
             lines.append(
-                f"- Copy score {gen.copy_score[i]:.4f}{match}{pv}; threshold {gen.threshold:.4f} (the "
-                f"{cal.get('percentile', CALIBRATION_PERCENTILE):g}th percentile of {cal.get('n', '?')} held-out real "
-                f"images). Nearest by encoder: similarity {top1:.4f}.")
+                f"- Copy score {gen.copy_score[i]:.4f}{match}{pv}; threshold {gen.threshold:.4f} (conformal "
+                f"{cal.get('percentile', CALIBRATION_PERCENTILE):g}th percentile of {cal.get('n', '?')} calibration "
+                f"scores: {cal.get('source', 'held-out real images')}). Nearest by encoder: similarity {top1:.4f}.")
         else:
             lines.append(f"- Nearest training image similarity {top1:.4f}; no calibrated threshold ("
                          + "; ".join(gen.notes) + ").")

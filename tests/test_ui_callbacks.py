@@ -154,6 +154,7 @@ def test_generated_copies_are_flagged_and_neighbours_are_the_copied_patients(stu
     verdict = studio.verdict(generated, 0)
     assert verdict.startswith("**Verdict: memorised.**")  # one decision, then its evidence
     assert sum(f"Verdict: {d}." in verdict for d in ("memorised", "same patient", "new", "unknown")) == 1
+    assert "p-value" in verdict and "leave-one-out over the training index" in verdict  # how the threshold was set
     assert "re-ID" in verdict
     panel = studio.evidence_image(generated, 0)  # synthetic | training aligned | overlay | difference
     assert panel.dtype == np.uint8 and panel.shape[1] == 4 * panel.shape[0] and panel.shape[2] == 3
