@@ -52,7 +52,13 @@ def launch_options(public: bool) -> tuple[dict, dict]:
     queue = {"default_concurrency_limit": _int_env("CHEXGEN_CONCURRENCY", DEFAULT_CONCURRENCY),
              "max_size": _int_env("CHEXGEN_QUEUE_MAX_SIZE", PUBLIC_QUEUE_SIZE if public else None)}
     size = os.environ.get("CHEXGEN_PUBLIC_MAX_FILE_SIZE", PUBLIC_MAX_FILE_SIZE) if public else LOCAL_MAX_FILE_SIZE
-    launch = {"show_error": True, "enable_monitoring": False, "max_file_size": size}
+    # The zips and result files handed to visitors live under CHEXGEN_HOME (exports/, runs/), which Gradio refuses to
+    # serve unless allowed (it only allows the working and temp folders): with the default ~/.cache/chexgen every
+    # download failed. Only these two areas are allowed, never CHEXGEN_HOME itself (weights, features, indexes).
+    from evaluators.settings import subdir
+
+    launch = {"show_error": True, "enable_monitoring": False, "max_file_size": size,
+              "allowed_paths": [str(subdir("exports")), str(subdir("runs"))]}
     return queue, launch
 
 

@@ -76,6 +76,11 @@ def test_launch_options_bound_the_queue_and_upload_size_in_public_mode(monkeypat
     assert launch["max_file_size"] == "200mb" and launch["enable_monitoring"] is False
     q, launch = launch_options(False)
     assert q["max_size"] is None and launch["max_file_size"] == "2gb"
+    # downloads (Generate's zip, Batch's CSV/JSON) are served from CHEXGEN_HOME's exports/ and runs/ only
+    from evaluators.settings import chexgen_home, subdir
+
+    assert launch["allowed_paths"] == [str(subdir("exports")), str(subdir("runs"))]
+    assert str(chexgen_home()) not in launch["allowed_paths"]
     monkeypatch.setenv("CHEXGEN_QUEUE_MAX_SIZE", "3")
     monkeypatch.setenv("CHEXGEN_PUBLIC_MAX_FILE_SIZE", "50mb")
     q, launch = launch_options(True)
