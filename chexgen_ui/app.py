@@ -27,6 +27,7 @@ from evaluators.space import gpu
 from . import figures, public_paths, report_utility_service, utility_service
 from .jobctl import JobControl
 from .services import Generated, Studio, fidelity_note_line, privacy_verdict_line, to_uint8, window_level
+from .tabs import reader_study
 
 log = logging.getLogger("chexgen_ui")
 GPU_QUEUE = "gpu"  # generation and encoding share one concurrency slot
@@ -408,6 +409,9 @@ def build_app(reference: str = "demo@train", public: bool = False, studio: Studi
                     lb_cmp = gr.Button("Compare side by side")
                 lb_side = gr.Dataframe(label="Side by side", interactive=False, wrap=True, elem_id="lb-side",
                                        headers=["field", "run A", "run B"])
+
+            # ------------------------------------------------------------------ Reader study (chexgen_ui/tabs)
+            reader_study.build(studio, public, source_choices)
 
             # ------------------------------------------------------------------ 6. Setup
             with gr.Tab("Setup", id="setup") as setup_tab:

@@ -38,9 +38,10 @@ def export(study_id: str, out_dir: str | Path) -> dict[str, Path]:
     return {"json": out / "results.json", "csv": out / "answers.csv"}
 
 
-def save_to_store(study_id: str, store: ResultsStore | None = None) -> list[int]:
+def save_to_store(study_id: str, store: ResultsStore | None = None, session: str | None = None) -> list[int]:
     """One ``reader-study`` row per synthetic set (its images against all the study's real images), so the
-    leaderboard lists the readers' accuracy/AUC next to the automatic scores of the same model name."""
+    leaderboard lists the readers' accuracy/AUC next to the automatic scores of the same model name.
+    ``session``: the app's browser session in public mode (its rows are seen by that session only)."""
     store = store or ResultsStore()
     info = study_info(study_id)
     res = compute_results(answer_rows(study_id))
@@ -54,5 +55,6 @@ def save_to_store(study_id: str, store: ResultsStore | None = None) -> list[int]
                          "ci_method": res["ci_method"], "notes": info["notes"] + res["notes"],
                          "readers": res["readers"]})
         ids.append(store.save(KIND, result, model=models.get(src) or src, synthetic=src,
-                              reference=info["settings"]["reference"], settings=info["settings"]))
+                              reference=info["settings"]["reference"], settings=info["settings"],
+                              session=session))
     return ids

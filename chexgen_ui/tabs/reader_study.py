@@ -1,0 +1,366 @@
+"""The "Reader study" tab: set-up (study lead), reading (reader, by code) and results (study lead, by study id).
+
+Thin layer over :mod:`evaluators.readerstudy`: the engine draws the blinded sample, serves the blinded PNGs,
+saves every answer as it is given (SQLite) and computes every number; this module converts widget values and
+engine output. The reader's page only ever gets the blinded image (windowed for display), their progress and
+their own answers: no label, source, path, file name, native size or URL of the source.
+
+The plain functions (:func:`create`, :func:`open_reader`, :func:`reader_image`, :func:`save_answer`,
+:func:`next_image`, :func:`results_tables`) are what the callbacks call; tests call them directly.
+"""
+
+from __future__ import annotations
+
+import io
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from evaluators.errors import InputError
+from evaluators.pathologies import PATHOLOGIES
+from evaluators.readerstudy import export as rs_export
+from evaluators.readerstudy.study import QUESTIONS, Reader, create_study
+
+from ..services import window_level
+
+PUBLIC_MAX_IMAGES = 200
+QUESTION_LABELS = {"real_synthetic": "real or synthetic (+ confidence 1-5)", "findings": "findings present",
+                   "quality": "image quality 1-5", "comment": "free comment"}
+CALLS = ["real", "synthetic"]
+
+# Keyboard shortcuts while reading (not while typing in a text field): r / s = real / synthetic, 1-5 = confidence,
+# n = next image. They click the visible controls, so Gradio's own events save the answer.
+KEYS_JS = """
+if (!window._chexgenReaderKeys) {
+  window._chexgenReaderKeys = true;
+  document.addEventListener('keydown', (ev) => {
+    const img = document.querySelector('#rs-image');
+    if (!img || img.offsetParent === null) { return; }
+    const t = ev.target;
+    if (t && (t.tagName === 'TEXTAREA' || (t.tagName === 'INPUT' && t.type === 'text')) ) { return; }
+    if (ev.ctrlKey || ev.metaKey || ev.altKey) { return; }
+    const k = ev.key.toLowerCase();
+    const pick = (id, i) => {
+      const labels = document.querySelectorAll('#' + id + ' label');
+      if (labels[i]) { labels[i].click(); ev.preventDefault(); }
+    };
+    if (k === 'r') { pick('rs-call', 0); }
+    else if (k === 's') { pick('rs-call', 1); }
+    else if ('12345'.includes(k) && k.length === 1) { pick('rs-confidence', parseInt(k) - 1); }
+    else if (k === 'n') { const b = document.querySelector('#rs-next'); if (b) { b.click(); ev.preventDefault(); } }
+  });
+}
+"""
+
+
+# ---------------------------------------------------------------------------------------------- set-up
+def _synthetic_sets(studio, src: str, files, folder: str, session: str | None) -> tuple[list, list]:
+    """(image sets, uploaded sets to discard afterwards). Each uploaded zip is one set; other uploaded files
+    (a CSV plus its images) together are one set. Server paths: one per line (local mode)."""
+    if src.startswith("server"):
+        paths = [p.strip() for p in str(folder or "").splitlines() if p.strip()]
+        if not paths:
+            raise InputError("Type one server folder or CSV per line (local mode).")
+        return [studio.synthetic_from_folder(p) for p in paths], []
+    files = [f for f in (files or []) if f]
+    if not files:
+        raise InputError("Upload one zip per synthetic set (images + optional CSV of labels/prompts).")
+    zips = [f for f in files if str(f).lower().endswith(".zip")]
+    rest = [f for f in files if not str(f).lower().endswith(".zip")]
+    sets = [studio.synthetic_from_upload([z], session=session) for z in zips]
+    if rest:
+        sets.append(studio.synthetic_from_upload(rest, session=session))
+    return sets, sets
+
+
+def create(studio, src: str, files, folder: str, models: str, n_images, mix: str, questions, readers: str,
+           size=None, seed=0, name: str = "", session: str | None = None) -> tuple[str, str]:
+    """Create a study on the app's reference set; returns (markdown with the reader codes, study id)."""
+    n = int(n_images or 0)
+    if studio.public and n > PUBLIC_MAX_IMAGES:
+        raise InputError(f"At most {PUBLIC_MAX_IMAGES} images per study in public mode; got {n}.")
+    rd = str(readers or "").strip()
+    rd = int(rd) if rd.isdigit() else [r.strip() for r in rd.split(",") if r.strip()]
+    if rd in (0, []):
+        raise InputError("Give a number of readers (e.g. 2) or their names, comma-separated.")
+    model_names = [m.strip() for m in str(models or "").split(",") if m.strip()] or None
+    sets, uploaded = _synthetic_sets(studio, src or "", files, folder, session)
+    try:
+        study = create_study(studio.reference_set(), sets, n_images=n, readers=rd, mix=mix or None,
+                             questions=tuple(questions or ()), size=int(size) if size else None,
+                             seed=int(seed or 0), name=(name or "").strip() or None, models=model_names)
+    finally:
+        for s in uploaded:  # the study keeps its own blinded copies; public uploads go now
+            studio.quota.discard(s)
+    lines = [f"**Study `{study['study_id']}`** ({study['name']}): {study['n_images']} images at "
+             f"{study['size']} px, half real, half synthetic. Keep the study id: it opens the results.",
+             "", "Reader codes (give each reader only their own; it opens the Reading section):", ""]
+    lines += [f"- {who}: `{code}`" for who, code in study["readers"].items()]
+    lines += ["", *[f"Note: {n}" for n in study["notes"]]]
+    return "\n".join(lines), study["study_id"]
+
+
+# ---------------------------------------------------------------------------------------------- reading
+def open_reader(code: str) -> dict:
+    """What the reader's page shows for ``code``: the resume point (first unanswered image, None when done),
+    progress, which questions are asked, and the reader's own saved answer for that image."""
+    r = Reader(code)
+    item = r.next_item()
+    done, total = r.progress()
+    saved = r.answers().get(item, {}) if item else {}
+    return {"code": r.code, "item": item, "done": done, "total": total, "questions": list(r.questions),
+            "answer": {k: saved.get(k) for k in ("call", "confidence", "findings", "quality", "comment")}}
+
+
+def reader_image(code: str, item: str | None, level=0.5, width=1.0, zoom=1.0) -> np.ndarray | None:
+    """The blinded PNG of ``item`` (only if it belongs to this reader's study), windowed and zoomed."""
+    if not item:
+        return None
+    from PIL import Image
+
+    png = Reader(code).image_png(item)
+    img = np.asarray(Image.open(io.BytesIO(png)).convert("L"), dtype=np.float32) / 255.0
+    return window_level(img, level, width, zoom)
+
+
+def save_answer(code: str, item: str | None, **fields) -> None:
+    """Save the given fields now (None = leave as saved)."""
+    if not item:
+        raise InputError("Open your reader code first (or you are done: every image is answered).")
+    if fields.get("confidence") is not None:
+        fields["confidence"] = int(fields["confidence"])
+    if fields.get("quality") is not None:
+        fields["quality"] = int(fields["quality"])
+    Reader(code).answer(item, **fields)
+
+
+def next_image(code: str, item: str | None, call, confidence, findings, quality, comment) -> dict:
+    """Save everything on the form for ``item`` (an unticked findings list = no finding seen) and move on."""
+    if item:
+        r = Reader(code)
+        if "real_synthetic" in r.questions and call not in CALLS:
+            raise InputError("Answer real (r) or synthetic (s) before the next image.")
+        save_answer(code, item, call=call if call in CALLS else None,
+                    confidence=confidence or None, quality=quality or None,
+                    findings=list(findings or []) if "findings" in r.questions else None,
+                    comment=comment if comment else None)
+    return open_reader(code)
+
+
+def progress_line(view: dict) -> str:
+    if view["item"] is None:
+        return f"**Done**: all {view['total']} images answered. Thank you. Your answers are saved."
+    return (f"Image {view['done'] + 1} of {view['total']} ({view['done']} answered; every answer is saved as you "
+            "give it, so you can close the page and continue later with the same code).")
+
+
+# ---------------------------------------------------------------------------------------------- results
+def _f(v, spec=".3f"):
+    return "n/a" if v is None else format(v, spec)
+
+
+def results_tables(study_id: str) -> dict:
+    """The engine's results as tables (accuracy, agreement, findings, quality) and a notes/progress markdown."""
+    res = rs_export.study_results(str(study_id or "").strip())
+    info = res["study"]
+    acc_rows = []
+    for who, a in [*res["per_reader"].items(), ("pooled", res["pooled"]),
+                   *((f"synthetic set: {s}", a) for s, a in res["per_source"].items())]:
+        acc_rows.append({"reader / set": who, "accuracy": _f(a["accuracy"]),
+                         "95% CI": f"[{_f(a['ci_low'])}, {_f(a['ci_high'])}]", "correct / n": f"{a['correct']}/{a['n']}",
+                         "p vs 50%": _f(a["p_value_vs_50"], ".3g"), "ROC AUC (confidence)": _f(a["auc"])})
+    kappa_rows = [{"readers": pair, "kappa": _f(k["kappa"]), "images": k["n"], "statistic": "Cohen"}
+                  for pair, k in res["cohen_kappa"].items()]
+    fk = res["fleiss_kappa"]
+    if fk["raters"] > 2:
+        kappa_rows.append({"readers": f"all {fk['raters']}", "kappa": _f(fk["kappa"]), "images": fk["n"],
+                           "statistic": "Fleiss"})
+    find_rows = []
+    for p in PATHOLOGIES:
+        row = {"finding": p}
+        for kind in ("real", "synthetic"):
+            s = res["findings"][kind][p]
+            row[f"{kind}: sensitivity (pos)"] = f"{_f(s['sensitivity'], '.2f')} ({s['positives']})"
+            row[f"{kind}: specificity (neg)"] = f"{_f(s['specificity'], '.2f')} ({s['negatives']})"
+        find_rows.append(row)
+    q = res["quality"]
+    qual_rows = [{"reader": who, **{f"{k} mean (n)": f"{_f(d[k]['mean'], '.2f')} ({d[k]['n']})"
+                                    for k in ("real", "synthetic")}}
+                 for who, d in [*q["per_reader"].items(), ("pooled", q["pooled"])]]
+    prog = ", ".join(f"{who} {done}/{info['n_images']}" for who, done in info["progress"].items())
+    md = (f"**{info['name']}** (`{info['study_id']}`): {res['n_calls']} real/synthetic calls; progress: {prog}. "
+          f"Intervals: {res['ci_method']}; chance is 50%.\n\n"
+          + "\n".join(f"- {n}" for n in [*info["notes"], *res["notes"]]))
+    return {"markdown": md, "accuracy": pd.DataFrame(acc_rows), "kappa": pd.DataFrame(kappa_rows),
+            "findings": pd.DataFrame(find_rows), "quality": pd.DataFrame(qual_rows)}
+
+
+def export_files(study_id: str) -> list[str]:
+    out = Path(tempfile.mkdtemp(prefix="reader-study-"))
+    paths = rs_export.export(str(study_id or "").strip(), out)
+    return [str(paths["json"]), str(paths["csv"])]
+
+
+# ---------------------------------------------------------------------------------------------- layout
+def build(studio, public: bool, source_choices: list[str]) -> None:
+    """The tab's layout and callbacks (call inside the app's ``gr.Tabs``)."""
+    import gradio as gr
+
+    from ..app import _session, _user_errors
+
+    src_choices = [c for c in source_choices if c.startswith(("upload", "server"))]
+    with gr.Tab("Reader study", id="reader-study"):
+        gr.HTML("", js_on_load=KEYS_JS, elem_id="rs-keys", padding=False)
+        with gr.Accordion("Set-up (study lead)", open=True):
+            gr.Markdown("Reference (real) images come from the app's reference set; synthetic images from one or "
+                        "more sets. The engine draws a balanced (half real, half synthetic), shuffled sample, "
+                        "re-encodes every image at one size under a random id, and gives each reader a code.")
+            with gr.Row():
+                with gr.Column():
+                    s_src = gr.Radio(src_choices, value=src_choices[0], label="Synthetic sets", elem_id="rs-src")
+                    s_files = gr.File(file_count="multiple", label="Upload one zip per synthetic set",
+                                      file_types=[".zip", ".csv", ".png", ".jpg", ".jpeg", ".dcm", ".tif", ".tiff"],
+                                      elem_id="rs-upload")
+                    s_folder = gr.Textbox(label="Server folders or CSVs, one per line (local mode)", lines=2,
+                                          visible=False, elem_id="rs-folder")
+                    s_models = gr.Textbox(label="Model name per set, comma-separated (for the leaderboard; optional)",
+                                          elem_id="rs-models")
+                with gr.Column():
+                    with gr.Row():
+                        s_n = gr.Number(20, precision=0, minimum=2,
+                                        maximum=PUBLIC_MAX_IMAGES if public else 2000,
+                                        label="Images (even; half real)", elem_id="rs-n")
+                        s_readers = gr.Textbox("2", label="Readers: a number or names", elem_id="rs-readers")
+                    s_mix = gr.Textbox(label="Pathology mix per side (optional), e.g. Cardiomegaly=0.25,Pleural "
+                                             "Effusion=0.25", elem_id="rs-mix")
+                    s_q = gr.CheckboxGroup([(QUESTION_LABELS[q], q) for q in QUESTIONS], value=list(QUESTIONS),
+                                           label="Questions", elem_id="rs-questions")
+                    s_name = gr.Textbox(label="Study name (optional)", elem_id="rs-name")
+                    s_btn = gr.Button("Create study", variant="primary", elem_id="rs-create")
+            s_out = gr.Markdown(elem_id="rs-created")
+            s_id = gr.State(None)
+        with gr.Accordion("Reading (reader)", open=True):
+            with gr.Row():
+                r_code = gr.Textbox(label="Your reader code", type="password", elem_id="rs-code", scale=3)
+                r_open = gr.Button("Start / resume", elem_id="rs-open", scale=1)
+            r_state = gr.State(None)
+            r_progress = gr.Markdown(elem_id="rs-progress")
+            with gr.Row():
+                with gr.Column(scale=3):
+                    r_img = gr.Image(label="Image", type="numpy", interactive=False, elem_id="rs-image", height=560,
+                                     buttons=[], show_label=False)
+                    with gr.Row():
+                        r_level = gr.Slider(0.0, 1.0, value=0.5, step=0.01, label="Window level")
+                        r_width = gr.Slider(0.05, 1.0, value=1.0, step=0.01, label="Window width")
+                        r_zoom = gr.Slider(1.0, 4.0, value=1.0, step=0.25, label="Zoom")
+                with gr.Column(scale=2, min_width=300):
+                    gr.Markdown("Keys: **r** / **s** real / synthetic, **1-5** confidence, **n** next image.")
+                    r_call = gr.Radio(CALLS, value=None, label="Real or synthetic?", elem_id="rs-call")
+                    r_conf = gr.Radio([1, 2, 3, 4, 5], value=None, label="Confidence (1 guess - 5 certain)",
+                                      elem_id="rs-confidence")
+                    r_find = gr.CheckboxGroup(list(PATHOLOGIES), value=[], label="Findings present",
+                                              elem_id="rs-findings")
+                    r_qual = gr.Radio([1, 2, 3, 4, 5], value=None, label="Image quality (1 poor - 5 excellent)",
+                                      elem_id="rs-quality")
+                    r_comment = gr.Textbox(label="Comment", lines=2, elem_id="rs-comment")
+                    r_next = gr.Button("Next image (n)", variant="primary", elem_id="rs-next")
+        with gr.Accordion("Results (study lead)", open=True):
+            with gr.Row():
+                x_id = gr.Textbox(label="Study id", elem_id="rs-study-id", scale=3)
+                x_btn = gr.Button("Show results", elem_id="rs-results-btn", scale=1)
+                x_export = gr.Button("CSV / JSON", scale=1, elem_id="rs-export")
+                x_save = gr.Button("Save to leaderboard", scale=1, elem_id="rs-save")
+            x_md = gr.Markdown(elem_id="rs-results")
+            x_acc = gr.Dataframe(label="Real vs synthetic: accuracy (Wilson 95% CI, binomial test vs 50%)",
+                                 interactive=False, wrap=True, elem_id="rs-accuracy")
+            x_kappa = gr.Dataframe(label="Agreement between readers on the real/synthetic call", interactive=False,
+                                   elem_id="rs-kappa")
+            x_qual = gr.Dataframe(label="Image quality 1-5", interactive=False, elem_id="rs-qual")
+            x_find = gr.Dataframe(label="Findings: sensitivity / specificity on real vs synthetic images "
+                                        "(truth of a synthetic image = the label it was generated for)",
+                                  interactive=False, wrap=True, elem_id="rs-findings-table")
+            x_files = gr.File(label="results.json, answers.csv", file_count="multiple", interactive=False)
+            x_saved = gr.Markdown(elem_id="rs-saved")
+
+    # ---------------------------------------------------------------- callbacks
+    s_src.change(lambda c: (gr.update(visible=c.startswith("upload")), gr.update(visible=c.startswith("server"))),
+                 s_src, [s_files, s_folder])
+
+    @_user_errors
+    def on_create(src, files, folder, models, n, mix, questions, readers, name, request: gr.Request = None):
+        md, sid = create(studio, src, files, folder, models, n, mix, questions, readers, name=name,
+                         session=_session(request))
+        return md, sid, sid
+
+    s_btn.click(on_create, [s_src, s_files, s_folder, s_models, s_n, s_mix, s_q, s_readers, s_name],
+                [s_out, s_id, x_id])
+
+    def _view(view, level, width, zoom):
+        q = view["questions"]
+        a = view["answer"]
+        state = {"code": view["code"], "item": view["item"]}  # opaque ids only
+        return (state, progress_line(view), reader_image(view["code"], view["item"], level, width, zoom),
+                gr.update(value=a["call"], visible="real_synthetic" in q),
+                gr.update(value=a["confidence"], visible="real_synthetic" in q),
+                gr.update(value=a["findings"] or [], visible="findings" in q),
+                gr.update(value=a["quality"], visible="quality" in q),
+                gr.update(value=a["comment"] or "", visible="comment" in q))
+
+    view_out = [r_state, r_progress, r_img, r_call, r_conf, r_find, r_qual, r_comment]
+
+    @_user_errors
+    def on_open(code, level, width, zoom):
+        return _view(open_reader(code), level, width, zoom)
+
+    r_open.click(on_open, [r_code, r_level, r_width, r_zoom], view_out)
+    r_code.submit(on_open, [r_code, r_level, r_width, r_zoom], view_out)
+
+    @_user_errors
+    def on_next(state, call, conf, find, qual, comment, level, width, zoom):
+        if not state:
+            raise InputError("Enter your reader code first.")
+        return _view(next_image(state["code"], state["item"], call, conf, find, qual, comment), level, width, zoom)
+
+    r_next.click(on_next, [r_state, r_call, r_conf, r_find, r_qual, r_comment, r_level, r_width, r_zoom], view_out)
+
+    def saver(field):
+        @_user_errors
+        def on_field(state, value):
+            if state and state.get("item"):
+                if field == "findings":
+                    value = list(value or [])
+                elif field == "comment":
+                    value = value or None
+                save_answer(state["code"], state["item"], **{field: value})
+        return on_field
+
+    for comp, field in ((r_call, "call"), (r_conf, "confidence"), (r_find, "findings"), (r_qual, "quality")):
+        comp.input(saver(field), [r_state, comp], None, show_progress="hidden")
+    r_comment.blur(saver("comment"), [r_state, r_comment], None, show_progress="hidden")
+
+    def on_window(state, level, width, zoom):
+        if not state or not state.get("item"):
+            return gr.update()
+        return reader_image(state["code"], state["item"], level, width, zoom)
+
+    for sl in (r_level, r_width, r_zoom):
+        sl.change(on_window, [r_state, r_level, r_width, r_zoom], r_img, show_progress="hidden")
+
+    @_user_errors
+    def on_results(sid):
+        t = results_tables(sid)
+        return t["markdown"], t["accuracy"], t["kappa"], t["quality"], t["findings"]
+
+    x_btn.click(on_results, x_id, [x_md, x_acc, x_kappa, x_qual, x_find])
+    x_id.submit(on_results, x_id, [x_md, x_acc, x_kappa, x_qual, x_find])
+    x_export.click(_user_errors(export_files), x_id, x_files)
+
+    @_user_errors
+    def on_save(sid, request: gr.Request = None):
+        ids = rs_export.save_to_store(str(sid or "").strip(), studio.store(), session=_session(request))
+        return (f"Saved results-store run(s) {', '.join(f'#{i}' for i in ids)} (kind reader-study); the "
+                "Leaderboard tab lists them next to the automatic scores of the same model names.")
+
+    x_save.click(on_save, x_id, x_saved)

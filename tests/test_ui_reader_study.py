@@ -1,0 +1,169 @@
+"""The Reader study tab's callbacks (chexgen_ui/tabs/reader_study.py) on a tiny world: set-up -> reading -> results.
+
+Two readers answer a known pattern on 8 images (4 real, 4 synthetic); accuracy, Wilson intervals, the binomial
+p-value and Cohen's kappa are checked against values computed by hand below, and the reader-facing outputs are
+checked for any trace of the source (paths, file names, labels, source set names).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+import sqlite3
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from chexgen_ui.services import Studio, window_level
+from chexgen_ui.tabs import reader_study as rs
+from evaluators.errors import InputError
+from evaluators.pathologies import PATHOLOGIES
+from evaluators.readerstudy.study import QUESTIONS, Reader, studies_dir
+from evaluators.store import ResultsStore
+from tests.ui_world import make_world
+
+SERVER = "server folder or CSV"
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    root = tmp_path_factory.mktemp("rs_world")
+    real = make_world(root / "real", patients=10, size=64, seed=0)
+    fake = make_world(root / "gen_secret_name", patients=6, size=64, seed=1)
+    return {"root": root, "real": real, "fake": fake}
+
+
+@pytest.fixture(scope="module")
+def studio(world):
+    return Studio(f"{world['real']}@train", encoder="pixels", device="cpu", umap=False)
+
+
+@pytest.fixture(scope="module")
+def study(studio, world):
+    md, sid = rs.create(studio, SERVER, None, str(world["fake"]), "gen-A", 8, "", list(QUESTIONS), "ann,bob")
+    codes = dict(re.findall(r"- (\w+): `([A-Za-z0-9_-]+)`", md))
+    assert set(codes) == {"ann", "bob"} and sid in md
+    return {"id": sid, "codes": codes}
+
+
+def _truth(study_id: str) -> dict[str, str]:
+    with sqlite3.connect(studies_dir() / "studies.sqlite") as con:
+        return dict(con.execute("SELECT item_id, truth FROM items WHERE study_id = ?", (study_id,)).fetchall())
+
+
+def _leaks(text: str, world) -> list[str]:
+    words = [str(world["root"]), "gen_secret_name", ".png", "metadata", "images/", "train", "labels", "truth",
+             "source", *PATHOLOGIES]
+    return [w for w in words if w.lower() in text.lower()]
+
+
+def test_reader_sees_only_blinded_images_and_their_own_answers(study, world):
+    view = rs.open_reader(study["codes"]["ann"])
+    assert set(view) == {"code", "item", "done", "total", "questions", "answer"}
+    assert view["done"] == 0 and view["total"] == 8 and all(v is None for v in view["answer"].values())
+    page = json.dumps(view) + rs.progress_line(view)
+    assert _leaks(page, world) == []
+    shapes = set()
+    for item in Reader(study["codes"]["ann"]).order:
+        img = rs.reader_image(study["codes"]["ann"], item)
+        shapes.add(img.shape)
+        png = Reader(study["codes"]["ann"]).image_png(item)
+        raw = np.asarray(Image.open(io.BytesIO(png)), dtype=np.float32) / 255.0
+        assert np.array_equal(img, window_level(raw))  # the engine's blinded PNG, windowed for display
+    assert len(shapes) == 1  # one size for real and synthetic
+    narrow = rs.reader_image(study["codes"]["ann"], view["item"], 0.5, 0.2, 2.0)
+    assert narrow.shape == img.shape and not np.array_equal(narrow, rs.reader_image(study["codes"]["ann"], view["item"]))
+    # another study's or a made-up image id is refused; a wrong code too
+    with pytest.raises(InputError):
+        rs.reader_image(study["codes"]["ann"], "not-an-item-of-this-study")
+    with pytest.raises(InputError, match="not known"):
+        rs.open_reader("wrongcode-123456")
+
+
+def test_two_readers_then_results_match_hand_computed_values(study, studio, world):
+    truth = _truth(study["id"])
+    real = sorted(i for i, t in truth.items() if t == "real")
+    syn = sorted(i for i, t in truth.items() if t == "synthetic")
+    assert len(real) == len(syn) == 4
+    R, S = "real", "synthetic"
+    # ann: all correct but the last synthetic (7/8); bob: misses real #3 and synthetic #3 and #4 (5/8)
+    calls = {"ann": dict(zip(real + syn, [R, R, R, R, S, S, S, R], strict=True)),
+             "bob": dict(zip(real + syn, [R, R, S, R, S, S, R, R], strict=True))}
+    for who, code in study["codes"].items():
+        view = rs.open_reader(code)
+        steps = 0
+        while view["item"] is not None:
+            item = view["item"]
+            if who == "ann" and steps == 3:
+                # pause half-way: a field saved on its own survives, a new session resumes at this image
+                rs.save_answer(code, item, confidence=2)
+                again = rs.open_reader(code)
+                assert again["item"] == item and again["done"] == 3 and again["answer"]["confidence"] == 2
+                assert rs.open_reader(study["codes"]["bob"])["answer"]["confidence"] is None  # not bob's answer
+            with pytest.raises(InputError, match="real"):
+                rs.next_image(code, item, None, 3, [], 3, "")  # no call given: refused, nothing moves
+            q = 4 if truth[item] == "real" else 2
+            view = rs.next_image(code, item, calls[who][item], 3, ["Cardiomegaly"] if who == "ann" else [], q,
+                                 "ok" if steps == 0 else "")
+            assert _leaks(json.dumps({k: v for k, v in view.items() if k != "answer"}), world) == []
+            steps += 1
+        assert steps == 8 and view["done"] == 8 and "Done" in rs.progress_line(view)
+
+    t = rs.results_tables(study["id"])
+    acc = t["accuracy"].set_index("reader / set")
+    assert acc.loc["ann", "correct / n"] == "7/8" and acc.loc["ann", "accuracy"] == "0.875"
+    assert acc.loc["bob", "correct / n"] == "5/8" and acc.loc["bob", "accuracy"] == "0.625"
+    assert acc.loc["pooled", "correct / n"] == "12/16" and acc.loc["pooled", "accuracy"] == "0.750"
+    # Wilson 95%: centre (p + z^2/2n)/(1 + z^2/n), half-width z sqrt(p(1-p)/n + z^2/4n^2)/(1 + z^2/n)
+    assert acc.loc["ann", "95% CI"] == "[0.529, 0.978]"
+    assert acc.loc["bob", "95% CI"] == "[0.306, 0.863]"
+    assert acc.loc["pooled", "95% CI"] == "[0.505, 0.898]"
+    # two-sided binomial p for 7/8: (C(8,7) + C(8,8)) * 2 / 2^8 = 18/256
+    assert acc.loc["ann", "p vs 50%"] == format(18 / 256, ".3g")
+    assert "synthetic set: gen-A" not in acc.index  # per source is by set name, the model is the leaderboard's
+    # Cohen's kappa: agreement 6/8; both call 5 real, 3 synthetic: pe = (25 + 9)/64; (0.75 - 34/64)/(1 - 34/64) = 7/15
+    kappa = t["kappa"].set_index("readers")
+    assert kappa.loc["ann vs bob", "kappa"] == format(7 / 15, ".3f") and kappa.loc["ann vs bob", "images"] == 8
+    qual = t["quality"].set_index("reader")
+    assert qual.loc["pooled", "real mean (n)"] == "4.00 (8)" and qual.loc["pooled", "synthetic mean (n)"] == "2.00 (8)"
+    assert list(t["findings"]["finding"]) == list(PATHOLOGIES)
+    assert "ann 8/8" in t["markdown"] and "bob 8/8" in t["markdown"]
+
+    files = rs.export_files(study["id"])
+    assert [f.rsplit("/", 1)[1] for f in files] == ["results.json", "answers.csv"]
+    assert json.loads(Path(files[0]).read_text())["per_reader"]["ann"]["correct"] == 7
+    store = ResultsStore(world["root"] / "store.sqlite")
+    from evaluators.readerstudy.export import save_to_store
+
+    ids = save_to_store(study["id"], store, session="s1")
+    run = store.get(ids[0])
+    assert run["model"] == "gen-A" and run["result"]["summary"]["Reader accuracy"] == 0.75  # one synthetic set: the pooled 12/16
+    assert run["session"] == "s1" and run["kind"] == "reader-study"  # public mode: seen by that session only
+
+
+def test_bad_set_up_is_a_clear_error(studio, world):
+    with pytest.raises(InputError, match="one server folder"):
+        rs.create(studio, SERVER, None, "  ", "", 8, "", list(QUESTIONS), "2")
+    with pytest.raises(InputError, match="even"):
+        rs.create(studio, SERVER, None, str(world["fake"]), "", 7, "", list(QUESTIONS), "2")
+    with pytest.raises(InputError, match="readers"):
+        rs.create(studio, SERVER, None, str(world["fake"]), "", 8, "", list(QUESTIONS), "")
+
+
+def test_tab_is_built_and_public_mode_offers_uploads_only(studio, world):
+    import gradio as gr
+
+    from chexgen_ui.app import build_app
+
+    def rs_radio(demo):
+        return next(b for b in demo.blocks.values() if isinstance(b, gr.Radio) and b.elem_id == "rs-src")
+
+    local = build_app(studio=studio)
+    assert any(isinstance(b, gr.Tab) and b.label == "Reader study" for b in local.blocks.values())
+    assert [c[1] for c in rs_radio(local).choices] == ["upload (zip, or CSV + images)", SERVER]
+    public = build_app(studio=Studio(f"{world['real']}@train", public=True, encoder="pixels", device="cpu"),
+                       public=True)
+    assert [c[1] for c in rs_radio(public).choices] == ["upload (zip, or CSV + images)"]
