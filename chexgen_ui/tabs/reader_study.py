@@ -274,13 +274,13 @@ def build(studio, public: bool, source_choices: list[str]) -> None:
                 x_save = gr.Button("Save to leaderboard", scale=1, elem_id="rs-save")
             x_md = gr.Markdown(elem_id="rs-results")
             x_acc = gr.Dataframe(label="Real vs synthetic: accuracy (Wilson 95% CI, binomial test vs 50%)",
-                                 interactive=False, wrap=True, elem_id="rs-accuracy")
+                                 interactive=False, wrap=True, elem_id="rs-accuracy", visible=False)
             x_kappa = gr.Dataframe(label="Agreement between readers on the real/synthetic call", interactive=False,
-                                   elem_id="rs-kappa")
-            x_qual = gr.Dataframe(label="Image quality 1-5", interactive=False, elem_id="rs-qual")
+                                   elem_id="rs-kappa", visible=False)
+            x_qual = gr.Dataframe(label="Image quality 1-5", interactive=False, elem_id="rs-qual", visible=False)
             x_find = gr.Dataframe(label="Findings: sensitivity / specificity on real vs synthetic images "
                                         "(truth of a synthetic image = the label it was generated for)",
-                                  interactive=False, wrap=True, elem_id="rs-findings-table")
+                                  interactive=False, wrap=True, elem_id="rs-findings-table", visible=False)
             x_files = gr.File(label="results.json, answers.csv", file_count="multiple", interactive=False)
             x_saved = gr.Markdown(elem_id="rs-saved")
 
@@ -351,7 +351,8 @@ def build(studio, public: bool, source_choices: list[str]) -> None:
     @_user_errors
     def on_results(sid):
         t = results_tables(sid)
-        return t["markdown"], t["accuracy"], t["kappa"], t["quality"], t["findings"]
+        return (t["markdown"], *(gr.update(value=t[k], visible=True) for k in ("accuracy", "kappa", "quality",
+                                                                                "findings")))
 
     x_btn.click(on_results, x_id, [x_md, x_acc, x_kappa, x_qual, x_find])
     x_id.submit(on_results, x_id, [x_md, x_acc, x_kappa, x_qual, x_find])

@@ -1,0 +1,182 @@
+"""End-to-end reader study in Chromium (Playwright): the lead creates a two-reader study in the Reader study tab,
+reader ann answers half her images with the keyboard (r/s, 1-5, n), the server is killed and restarted, ann
+resumes where she stopped, bob reads everything, and the lead's results screen shows the hand-computed accuracy,
+Wilson intervals and Cohen's kappa. Screenshots go to test-artifacts/. Skips when /usr/bin/chromium is absent.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from tests.test_ui_browser import ARGS, ARTIFACTS, CHROMIUM, REPO, _free_port
+from tests.ui_world import make_world
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+
+LAUNCH = """
+import sys
+from chexgen_ui.app import build_app
+demo = build_app(reference=sys.argv[1] + "@train", public=False)
+demo.queue(default_concurrency_limit=2).launch(server_name="127.0.0.1", server_port=int(sys.argv[2]),
+                                               show_error=True, enable_monitoring=False)
+"""
+
+
+class Server:
+    def __init__(self, root: Path, csv: Path):
+        self.root, self.csv, self.port = root, csv, _free_port()
+        self.url = f"http://127.0.0.1:{self.port}/"
+        self.env = dict(os.environ, CHEXGEN_HOME=str(root / "home"), HF_HUB_OFFLINE="1",
+                        GRADIO_ANALYTICS_ENABLED="False", CHEXGEN_DEVICE="cpu", CHEXGEN_APP_ENCODER="pixels",
+                        PYTHONPATH=str(REPO))
+        self.proc = None
+
+    def start(self) -> None:
+        log = open(self.root / "app.log", "a")  # noqa: SIM115 - the child keeps it
+        self.proc = subprocess.Popen([sys.executable, "-c", LAUNCH, str(self.csv), str(self.port)], cwd=REPO,
+                                     env=self.env, stdout=log, stderr=subprocess.STDOUT)
+        t0 = time.time()
+        while time.time() - t0 < 180 and self.proc.poll() is None:
+            try:
+                urllib.request.urlopen(self.url, timeout=2)
+                return
+            except OSError:
+                time.sleep(0.5)
+        self.kill()
+        pytest.fail("the app did not start:\n" + (self.root / "app.log").read_text()[-3000:])
+
+    def kill(self) -> None:
+        """SIGKILL: a crash, not a clean shutdown (answers must already be on disk)."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(timeout=20)
+
+
+@pytest.fixture
+def server(tmp_path):
+    if not CHROMIUM.is_file():
+        pytest.skip(f"{CHROMIUM} is absent (apt-get install chromium)")
+    pytest.importorskip("playwright.sync_api")
+    real = make_world(tmp_path / "real", patients=10, size=64, seed=0)
+    fake = make_world(tmp_path / "gen_secret_name", patients=6, size=64, seed=1)
+    srv = Server(tmp_path, real)
+    srv.fake = fake
+    srv.start()
+    yield srv
+    srv.kill()
+
+
+def _plan(home: Path, study_id: str) -> dict[str, list[str]]:
+    """Each reader's calls in their own order: the truth, except ann misses the last synthetic image (sorted by
+    id) and bob misses real #3 and synthetic #3 and #4, the callback test's pattern (7/8 and 5/8, kappa 7/15)."""
+    with sqlite3.connect(home / "reader_studies" / "studies.sqlite") as con:
+        truth = dict(con.execute("SELECT item_id, truth FROM items WHERE study_id = ?", (study_id,)).fetchall())
+        orders = dict(con.execute("SELECT name, item_order FROM readers WHERE study_id = ?", (study_id,)).fetchall())
+    real = sorted(i for i, t in truth.items() if t == "real")
+    syn = sorted(i for i, t in truth.items() if t == "synthetic")
+    flip = {"real": "synthetic", "synthetic": "real"}
+    wrong = {"ann": {syn[3]}, "bob": {real[2], syn[2], syn[3]}}
+    import json
+
+    return {who: [flip[truth[i]] if i in wrong[who] else truth[i] for i in json.loads(orders[who])]
+            for who in ("ann", "bob")}
+
+
+def _tab(page, url: str) -> None:
+    """Open the app and its Reader study tab (Gradio renders a tab's content once it is first shown)."""
+    page.goto(url)
+    page.wait_for_selector("#generate-btn", timeout=120_000)
+    page.get_by_role("tab", name="Reader study").click()
+    page.wait_for_selector("#rs-create", timeout=30_000)
+
+
+def _open_reader(page, url: str, code: str, expect: str) -> None:
+    _tab(page, url)
+    page.locator("#rs-code").locator("input, textarea").first.fill(code)
+    page.click("#rs-open")
+    page.wait_for_function(f"document.querySelector('#rs-progress').innerText.includes({expect!r})", timeout=60_000)
+    page.wait_for_selector("#rs-image img", timeout=30_000)
+
+
+def _blank(page) -> bool:
+    return page.evaluate("document.querySelectorAll('#rs-call input:checked, #rs-confidence input:checked').length") == 0
+
+
+def _read(page, calls: list[str], start: int, stop: int) -> None:
+    for k in range(start, stop):
+        page.locator("#rs-progress").click()  # focus out of the code field: the keys are shortcuts
+        page.keyboard.press("r" if calls[k] == "real" else "s")
+        page.keyboard.press("3")
+        page.keyboard.press("n")
+        want = "Done" if k + 1 == len(calls) else f"Image {k + 2} of {len(calls)}"
+        page.wait_for_function(f"document.querySelector('#rs-progress').innerText.includes({want!r})",
+                               timeout=30_000)
+        # the next image starts blank: no answer of the previous one is carried over
+        assert _blank(page), f"answers of image {k + 1} still ticked on the next image"
+
+
+def test_two_reader_study_survives_a_server_restart(server):
+    from playwright.sync_api import sync_playwright
+
+    ARTIFACTS.mkdir(exist_ok=True)
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
+        lead = browser.new_page(viewport={"width": 1400, "height": 1000})
+        _tab(lead, server.url)
+        lead.locator("#rs-src label", has_text="server folder").click()
+        lead.locator("#rs-folder").locator("input, textarea").first.fill(str(server.fake))
+        lead.locator("#rs-models").locator("input, textarea").first.fill("gen-A")
+        lead.locator("#rs-n input").fill("8")
+        lead.locator("#rs-readers").locator("input, textarea").first.fill("ann,bob")
+        lead.click("#rs-create")
+        lead.wait_for_function("document.querySelector('#rs-created').innerText.includes('Reader codes')",
+                               timeout=120_000)
+        created = lead.locator("#rs-created").inner_text()
+        codes = dict(re.findall(r"(ann|bob): ([A-Za-z0-9_-]{16,})", created))
+        study_id = lead.locator("#rs-study-id").locator("input, textarea").first.input_value()
+        assert set(codes) == {"ann", "bob"} and study_id in created
+        lead.screenshot(path=str(ARTIFACTS / "ui_reader_setup.png"), full_page=True)
+        plan = _plan(server.root / "home", study_id)
+
+        # ann reads half in her own browser, with the keyboard; her page shows nothing of the source
+        ann = browser.new_page(viewport={"width": 1400, "height": 1000})
+        _open_reader(ann, server.url, codes["ann"], "Image 1 of 8")
+        html = ann.content()
+        assert "gen_secret_name" not in html and str(server.fake.parent) not in html
+        src = ann.locator("#rs-image img").get_attribute("src")
+        assert "gen_secret_name" not in src and not any(i in src for i in ("real", "synthetic"))
+        _read(ann, plan["ann"], 0, 4)
+        ann.screenshot(path=str(ARTIFACTS / "ui_reader_reading.png"), full_page=True)
+
+        server.kill()  # mid-study crash
+        server.start()
+        _open_reader(ann, server.url, codes["ann"], "Image 5 of 8 (4 answered")  # resumes, nothing lost
+        _read(ann, plan["ann"], 4, 8)
+        bob = browser.new_page(viewport={"width": 1400, "height": 1000})
+        _open_reader(bob, server.url, codes["bob"], "Image 1 of 8")
+        _read(bob, plan["bob"], 0, 8)
+
+        _tab(lead, server.url)
+        lead.locator("#rs-study-id").locator("input, textarea").first.fill(study_id)
+        lead.click("#rs-results-btn")
+        lead.wait_for_function("(document.querySelector('#rs-accuracy') || {innerText: ''}).innerText"
+                               ".includes('12/16')", timeout=60_000)
+        acc = lead.locator("#rs-accuracy").inner_text()
+        # Wilson 95% intervals and accuracies, hand-computed in tests/test_ui_reader_study.py
+        for text in ("7/8", "0.875", "[0.529, 0.978]", "5/8", "0.625", "[0.306, 0.863]", "0.750", "[0.505, 0.898]",
+                     format(18 / 256, ".3g")):
+            assert text in acc, text
+        assert format(7 / 15, ".3f") in lead.locator("#rs-kappa").inner_text()
+        assert "ann 8/8" in lead.locator("#rs-results").inner_text()
+        lead.screenshot(path=str(ARTIFACTS / "ui_reader_results.png"), full_page=True)
+        browser.close()
