@@ -1,4 +1,4 @@
-"""The Gradio app: six tabs over :class:`chexgen_ui.services.Studio`.
+"""The Gradio app: seven tabs over :class:`chexgen_ui.services.Studio` (the Reader study tab lives in :mod:`chexgen_ui.tabs`).
 
 Callbacks only convert widget values, call a service, and convert results to components; every
 computation lives in the engine (``evaluators``) or in :mod:`chexgen_ui.services`.
