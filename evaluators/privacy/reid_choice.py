@@ -298,17 +298,10 @@ def _reid_null_cache(search, choice: ReidChoice, held, max_images: int, seed: in
         st = os.stat(choice.weights)
     except OSError:
         return None
-    h = hashlib.sha256()
-    for p in held.paths:
-        try:
-            pst = os.stat(p)
-            h.update(f"{p}\0{pst.st_size}\0{pst.st_mtime_ns}\n".encode())
-        except OSError:
-            h.update(f"{p}\0missing\n".encode())
     from . import search as search_module  # a new matcher (calibration version) matches other training images
 
     key = json.dumps([REID_NULL_VERSION, getattr(search_module, "CALIBRATION_VERSION", None),
                       os.path.abspath(choice.weights), st.st_size, st.st_mtime_ns,
                       search.percentile, search.match, search.n_cand, search.encoder.cache_key(), len(search.index),
-                      h.hexdigest(), max_images, seed])
+                      search_module.files_key(held.paths), max_images, seed])
     return Path(search.index.dir) / f"reid-calibration-{hashlib.sha256(key.encode()).hexdigest()[:16]}.json"

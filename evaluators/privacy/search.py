@@ -476,14 +476,21 @@ def _check_level(n: int, level: float) -> None:
         conformal_threshold(np.zeros(max(n, 1)), level)  # raises with the supported level
 
 
-def _files_key(paths: Sequence[str]) -> str:
-    h = hashlib.sha256()
+def hash_files(h, paths: Sequence[str]) -> None:
+    """Feed each file's path, size and modification time (or 'missing') into the hash ``h``: the one way cache
+    keys here (index, calibration, re-ID calibration) follow a set's files without reading them."""
     for p in paths:
         try:
             st = os.stat(p)
             h.update(f"{p}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
         except OSError:
             h.update(f"{p}\0missing\n".encode())
+
+
+def files_key(paths: Sequence[str]) -> str:
+    """:func:`hash_files` of ``paths`` alone, as a hex digest."""
+    h = hashlib.sha256()
+    hash_files(h, paths)
     return h.hexdigest()
 
 
@@ -562,7 +569,7 @@ class MemorisationSearch:
         if not self.cache:
             return None
         key = json.dumps([CALIBRATION_VERSION, self.percentile, self.match, self.n_cand, self.encoder.cache_key(),
-                          len(self.index), _files_key(list(held.paths)) if held is not None else None,
+                          len(self.index), files_key(list(held.paths)) if held is not None else None,
                           self.max_queries, self.duplicate_score, str(self.index.dir)])
         return Path(self.index.dir) / f"calibration-{hashlib.sha256(key.encode()).hexdigest()[:16]}.json"
 

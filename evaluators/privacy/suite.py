@@ -33,6 +33,7 @@ from .search import (
     DEFAULT_MATCH,
     MATCH_MODES,
     MemorisationSearch,
+    hash_files,
     image_array,
     load_set,
     patient_ids,
@@ -78,12 +79,7 @@ def _index_key(image_set, encoder) -> str:
     any are given: the index's table decides the patient-disjoint calibration, so a CSV that gains a patient_id
     column gets a fresh index; its features come from the feature cache)."""
     h = hashlib.sha256(encoder.cache_key().encode())
-    for p in image_set.paths:
-        try:
-            st = os.stat(p)
-            h.update(f"{p}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
-        except OSError:
-            h.update(f"{p}\0missing\n".encode())
+    hash_files(h, image_set.paths)
     pids = image_set.patient_ids
     if any(p is not None for p in pids):
         h.update(("patients\0" + "\0".join("" if p is None else p for p in pids)).encode())
