@@ -153,7 +153,9 @@ def _open_pil(p: Path):
         raise InputError(f"Image file {p} cannot be parsed ({exc}); re-export it.") from None
 
 
-def _read_pil(p: Path, limit: int) -> np.ndarray:
+def _read_pil(p: Path, limit: int, convert=None):
+    """Open ``p`` with PIL under the pixel limit, decode it fully (a truncated file is an InputError naming it), and
+    return ``convert(im, p)``: the canonical gray array by default (the chexgenbench chain passes its RGB step)."""
     from PIL import Image
 
     im = _open_pil(p)
@@ -169,7 +171,7 @@ def _read_pil(p: Path, limit: int) -> np.ndarray:
             raise InputError(
                 f"Image file {p} is truncated or corrupt ({type(exc).__name__}: {exc}); re-export or remove it."
             ) from None
-        return _pil_to_gray(im, p)
+        return (convert or _pil_to_gray)(im, p)
 
 
 def _pil_to_gray(im, p: Path) -> np.ndarray:

@@ -116,34 +116,12 @@ def _open_file_rgb(path: str | os.PathLike):
     """``Image.open(path).convert("RGB")`` with the project's file checks (formats, size limit, truncation)."""
     from PIL import Image
 
-    from ..imageio import (
-        _check_file,
-        _is_dicom_candidate,
-        _open_pil,
-        _too_big,
-        max_pixels_limit,
-        read_image,
-        sniff_format,
-    )
+    from ..imageio import _check_file, _is_dicom_candidate, _read_pil, max_pixels_limit, read_image, to_uint8
 
     p, head = _check_file(path)
     if _is_dicom_candidate(p, head):
-        from ..imageio import to_uint8
-
         return Image.fromarray(to_uint8(read_image(p))).convert("RGB")
-    limit = max_pixels_limit()
-    im = _open_pil(p)
-    with im:
-        w, h = im.size
-        if w * h > limit:
-            raise _too_big(p, w, h, limit)
-        try:
-            im.load()
-            return im.convert("RGB")
-        except Exception as exc:  # truncated / corrupt data
-            fmt = sniff_format(head) or "image"
-            raise InputError(f"Image file {p} ({fmt}) is truncated or corrupt ({type(exc).__name__}: {exc}); "
-                             "re-export or remove it.") from None
+    return _read_pil(p, max_pixels_limit(), convert=lambda im, _p: im.convert("RGB"))
 
 
 def _array_rgb(arr: np.ndarray):
