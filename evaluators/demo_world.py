@@ -22,13 +22,11 @@ Label conventions (documented choices):
 
 from __future__ import annotations
 
-import argparse
 import csv
 import io
 import math
 import os
 import shutil
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -55,7 +53,6 @@ __all__ = [
     "WORLD_VERSION",
     "Geometry",
     "Patient",
-    "add_cli",
     "ensure_demo_world",
     "generate_demo_world",
     "render_for_labels",
@@ -387,42 +384,3 @@ def ensure_demo_world(patients: int = 600, seed: int = 0, size: int = 128) -> Pa
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
     return final
-
-
-# ----------------------------------------------------------------------------- CLI
-def add_cli(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser(
-        "demo-data",
-        help="write a synthetic chest X-ray world (PNGs + metadata.csv) for offline demos and tests",
-        description="Render a seeded population of synthetic patients (persistent anatomy, 1..N studies each, "
-        "AP/PA views, the 14 CheXpert labels with a MIMIC-like long tail, report-style prompts) into "
-        "OUT/images/*.png and OUT/metadata.csv (columns: path, prompt, patient_id, study_id, view, split, "
-        "then the 14 labels as 1/0/-1/blank). The same seed writes byte-identical files.",
-    )
-    p.add_argument("--out", required=True, help="output folder (created; existing files are overwritten)")
-    p.add_argument("--patients", type=int, default=600, help="number of synthetic patients (default: 600)")
-    p.add_argument("--seed", type=int, default=0, help="random seed; same seed -> identical files (default: 0)")
-    p.add_argument("--size", type=int, default=128, help="image side in pixels, 32-1024 (default: 128)")
-    p.add_argument("--studies-max", type=int, default=4,
-                   help="most studies per patient; counts are long-tailed from 1 (default: 4)")
-    p.add_argument("--workers", type=int, default=1,
-                   help="processes to render with; output is identical for any value (default: 1)")
-    p.set_defaults(func=_cli)
-
-
-def _cli(args: argparse.Namespace) -> int:
-    t0 = time.perf_counter()
-    step = max(1, args.patients // 10) if args.patients > 0 else 1
-
-    def progress(done: int, total: int) -> None:
-        if done % step == 0 or done == total:
-            print(f"  {done}/{total} patients", file=sys.stderr)
-
-    meta = generate_demo_world(args.out, patients=args.patients, seed=args.seed, size=args.size,
-                               studies_max=args.studies_max, workers=args.workers, progress=progress)
-    with open(meta, encoding="utf-8") as fh:
-        n = sum(1 for _ in fh) - 1
-    dt = time.perf_counter() - t0
-    print(f"wrote {n} images of {args.patients} patients to {Path(args.out)} ({dt:.1f} s, {n / dt:.0f} images/s); "
-          f"metadata: {meta}")
-    return 0

@@ -860,26 +860,7 @@ def _verify(image_set: ImageSet, skip_bad: bool) -> ImageSet:
 
 
 # --------------------------------------------------------------------------------------------------
-# CLI
-
-
-def add_cli(subparsers) -> None:
-    p = subparsers.add_parser(
-        "inspect-set",
-        help="load an image set and print its counts per label and split",
-        description="Load a folder, CSV, PATH@SPLIT or 'demo' and print image, label and split counts.",
-    )
-    p.add_argument("set", help="folder, CSV file, PATH@SPLIT or 'demo'")
-    p.add_argument("--images-root", default=None, help="folder the CSV's image paths are relative to")
-    p.add_argument("--skip-bad", action="store_true", help="skip bad rows / files and list them instead of stopping")
-    p.add_argument("--verify", action="store_true", help="decode every image now (slower; finds corrupt files)")
-    p.set_defaults(func=_cli_inspect)
-
-
-def _cli_inspect(args) -> int:
-    s = load_image_set(args.set, images_root=args.images_root, skip_bad=args.skip_bad, verify_images=args.verify)
-    print(format_description(s.describe()))
-    return 0
+# Plain-text report
 
 
 def format_description(d: dict) -> str:

@@ -25,10 +25,8 @@ Everything is pure Python ``re`` with regexes compiled once; labelling a prompt 
 
 from __future__ import annotations
 
-import argparse
 import math
 import re
-import sys
 from bisect import bisect_left, bisect_right
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -875,56 +873,3 @@ def label_csv(path: Path, prompt_col: str = "prompt") -> pd.DataFrame:
     for j, name in enumerate(PATHOLOGIES):
         df[name] = labels[:, j] if len(df) else pd.Series(dtype="float32")
     return df
-
-
-def _cli_label(args: argparse.Namespace) -> int:
-    text = args.text
-    if args.explain:  # `--explain "TEXT"` on its own labels and explains that text
-        if text is not None and text != args.explain:
-            raise InputError("Give the text once: `label --explain \"...\"` or `label --text \"...\" --explain`.")
-        text = args.explain
-    if text is None and args.csv is None:
-        raise InputError("Nothing to label: pass --text \"...\", --explain \"...\" or --csv FILE.")
-    if text is not None:
-        print(format_labels(label_report(text)))
-        if args.explain is not None:
-            print()
-            print(format_explanation(text))
-        return 0
-    df = label_csv(Path(args.csv), args.prompt_col)
-    if args.out is None:
-        df.to_csv(sys.stdout, index=False)
-        return 0
-    out = Path(args.out)
-    try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        df.to_csv(out, index=False)
-    except OSError as exc:
-        raise InputError(f"Could not write {str(out)!r} ({exc}); choose a writable --out path.") from exc
-    print(f"labelled {len(df)} rows from {args.csv} (column {args.prompt_col!r}) -> {out}")
-    return 0
-
-
-def add_cli(subparsers: argparse._SubParsersAction) -> None:
-    """Register ``label``: label one text (--text) or a CSV column (--csv, --prompt-col, --out)."""
-    p = subparsers.add_parser(
-        "label",
-        help="label report text or a CSV of prompts with the 14 CheXpert labels (rule labeler)",
-        description="Negation- and uncertainty-aware rule labeler: 1 positive, 0 negative, -1 uncertain, "
-        "blank not mentioned.",
-    )
-    src = p.add_mutually_exclusive_group()
-    src.add_argument("--text", help="one report or prompt to label")
-    src.add_argument("--csv", help="a CSV file whose --prompt-col column is labelled")
-    p.add_argument("--prompt-col", default="prompt", help="text column of --csv (default: prompt)")
-    p.add_argument("--out", help="where to write the labelled CSV (default: standard output)")
-    p.add_argument(
-        "--explain",
-        nargs="?",
-        const="",
-        default=None,
-        metavar="TEXT",
-        help="also print, per label, the mention, the trigger and the scope that decided it "
-        "(`--explain \"TEXT\"` alone labels and explains TEXT; with --text, explains that text)",
-    )
-    p.set_defaults(func=_cli_label)

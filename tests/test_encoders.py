@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import torch
 
+from evaluators.cli import encoders as encoders_cli
 from evaluators.encoders import (
     EncoderSpec,
     availability,
@@ -158,7 +159,7 @@ def test_demo_slot_and_register_encoder(tmp_path):
 
 def test_cli_table_lists_every_encoder(capsys):
     parser = argparse.ArgumentParser()
-    R.add_cli(parser.add_subparsers())
+    encoders_cli.add_cli(parser.add_subparsers())
     args = parser.parse_args(["encoders"])
     assert args.func(args) == 0
     text = capsys.readouterr().out

@@ -16,10 +16,10 @@ import pandas as pd
 import pytest
 import torch
 
+from evaluators.cli.generate import add_cli
 from evaluators.errors import InputError, UnavailableError
 from evaluators.generators import (
     Generator,
-    add_cli,
     availability,
     get_entry,
     list_models,
@@ -542,7 +542,7 @@ def test_generate_is_identical_with_two_processes(tiny_models, tmp_path):
         import sys
         sys.path.insert(0, {str(Path(__file__).resolve().parent.parent)!r})
         import argparse
-        from evaluators.generators import add_cli
+        from evaluators.cli.generate import add_cli
         parser = argparse.ArgumentParser(); add_cli(parser.add_subparsers())
         args = parser.parse_args(sys.argv[1:])
         raise SystemExit(args.func(args))

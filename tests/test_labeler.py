@@ -13,9 +13,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from evaluators.cli.data import add_cli
 from evaluators.errors import InputError
 from evaluators.labeler import (
-    add_cli,
     explain,
     explain_labels,
     format_explanation,

@@ -14,6 +14,7 @@ import pytest
 import torch
 from torch import nn
 
+from evaluators.cli import privacy as privacy_cli
 from evaluators.errors import InputError, UnavailableError
 from evaluators.privacy import reid
 from evaluators.privacy.reid import (
@@ -388,7 +389,7 @@ def test_cli_train_reid(tmp_path, monkeypatch, capsys, one_thread):
 
     monkeypatch.setattr(evaluators, "imagesets", fake, raising=False)
     parser = argparse.ArgumentParser()
-    reid.add_cli(parser.add_subparsers(dest="command"))
+    privacy_cli.add_cli(parser.add_subparsers(dest="command"))
     out = tmp_path / "cli.safetensors"
     args = parser.parse_args(["train-reid", "--train", "synth", "--out", str(out), "--epochs", "1",
                               "--image-size", "16", "--pairs-per-epoch", "64", "--seed", "1", "--device", "cpu"])  # fmt: skip

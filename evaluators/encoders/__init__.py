@@ -6,7 +6,6 @@ from .base import Encoder, file_sha256
 from .registry import (
     Availability,
     EncoderSpec,
-    add_cli,
     availability,
     default_encoder,
     list_encoders,
@@ -18,7 +17,6 @@ __all__ = [
     "Availability",
     "Encoder",
     "EncoderSpec",
-    "add_cli",
     "availability",
     "default_encoder",
     "file_sha256",

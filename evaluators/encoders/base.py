@@ -33,14 +33,6 @@ DTYPES = {"float32": torch.float32, "fp32": torch.float32, "float16": torch.floa
 ENCODER_DTYPES = ("float32", "float16", "bfloat16")  # what the CLIs offer (half precision: CUDA only)
 
 
-def add_dtype_argument(parser) -> None:
-    """``--encoder-dtype``, the same for every command that loads an encoder by name (fidelity, index, privacy)."""
-    parser.add_argument("--encoder-dtype", default="float32", choices=ENCODER_DTYPES,
-                        help="encoder precision: float32 (default; the reference libraries' numbers) or, on CUDA, "
-                             "float16 / bfloat16 (features within ~1e-3, cached separately; RadDino runs 7x faster "
-                             "in float16 on an H200)")
-
-
 def resize(img: np.ndarray, size: int | tuple[int, int]) -> np.ndarray:
     """The project's one resize (``evaluators.imageio.resize``: PIL 'F' bicubic), or the same done locally."""
     try:

@@ -90,16 +90,6 @@ def run_modes(mode: str, encoders: Sequence[str]) -> tuple[dict[str, str], list[
     return out, notes
 
 
-def add_preprocess_argument(parser) -> None:
-    """``--preprocess``, the same for every command that extracts features (fidelity, index)."""
-    parser.add_argument(
-        "--preprocess", default="auto", choices=CHOICES,
-        help="pixels to the encoder: 'chexgenbench' = CheXGenBench's chain (PIL RGB, 299 px bilinear, uint8 "
-             "truncation, then RadDino's processor), use it to compare with the published table; 'clean' = one "
-             "float bicubic resize, no 8-bit round trip; 'auto' (default) = chexgenbench for raddino and inception, "
-             "clean for other encoders. Cached separately per mode.")
-
-
 def describe(modes: dict[str, str]) -> str:
     """One string for a run: ``chexgenbench`` when every encoder has the same mode, else ``name: mode, ...``."""
     values = set(modes.values())

@@ -10,7 +10,6 @@ Torch and diffusers are imported only when a model is loaded, so listing models 
 from __future__ import annotations
 
 from .base import Generator, is_out_of_memory, to_grayscale
-from .cli import add_cli
 from .pipelines import (
     Availability,
     DiffusersGenerator,
@@ -37,7 +36,6 @@ __all__ = [
     "Generator",
     "LoraSpec",
     "ModelEntry",
-    "add_cli",
     "add_models_file",
     "availability",
     "entry_availability",

@@ -18,13 +18,4 @@ from __future__ import annotations
 REID_THRESHOLD = 0.5
 """A re-ID score above this counts as re-identified (CheXGenBench's rule)."""
 
-
-
-def add_cli(subparsers) -> None:
-    """``privacy`` and ``privacy-protocol`` (see :mod:`.suite`); imported here so the CLI finds them."""
-    from .suite import add_cli as _add
-
-    _add(subparsers)
-
-
-__all__ = ["REID_THRESHOLD", "add_cli"]
+__all__ = ["REID_THRESHOLD"]

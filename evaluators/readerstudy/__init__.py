@@ -5,13 +5,7 @@
 - :mod:`.results`: accuracy with Wilson intervals and a binomial test, ROC AUC of confidence, finding
   sensitivity/specificity, Cohen's/Fleiss' kappa, quality (pure functions of the answers).
 - :mod:`.export`: JSON/CSV export and results-store rows (kind ``reader-study``).
-- :mod:`.cli`: ``python -m evaluators reader-study create|status|results|list``.
+- ``python -m evaluators reader-study create|status|results|list``: :mod:`evaluators.cli.readerstudy`.
 """
 
 from __future__ import annotations
-
-
-def add_cli(subparsers) -> None:
-    from .cli import add_cli as _add
-
-    _add(subparsers)

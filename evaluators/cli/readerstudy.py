@@ -1,4 +1,4 @@
-"""``python -m evaluators reader-study create|status|results|list``."""
+"""``reader-study create|status|results|list``: blinded reader studies (:mod:`evaluators.readerstudy`)."""
 
 from __future__ import annotations
 
@@ -35,13 +35,13 @@ def add_cli(subparsers) -> None:
 
 
 def _questions():
-    from .study import QUESTIONS
+    from ..readerstudy.study import QUESTIONS
 
     return QUESTIONS
 
 
 def _create(args) -> int:
-    from .study import create_study
+    from ..readerstudy.study import create_study
 
     readers = args.readers.strip()
     readers = int(readers) if readers.isdigit() else [r.strip() for r in readers.split(",") if r.strip()]
@@ -60,7 +60,7 @@ def _create(args) -> int:
 
 
 def _status(args) -> int:
-    from .study import study_info
+    from ..readerstudy.study import study_info
 
     info = study_info(args.study_id)
     print(f"study {info['study_id']} ({info['name']}), created {info['created']}: {info['n_images']} images")
@@ -76,7 +76,7 @@ def _fmt(v, spec=".3f"):
 
 
 def _results(args) -> int:
-    from .export import export, save_to_store, study_results
+    from ..readerstudy.export import export, save_to_store, study_results
 
     res = study_results(args.study_id)
     print(f"study {args.study_id}: {res['n_calls']} real/synthetic calls by {len(res['readers'])} reader(s); "
@@ -104,7 +104,7 @@ def _results(args) -> int:
 
 
 def _list(args) -> int:
-    from .study import list_studies
+    from ..readerstudy.study import list_studies
 
     for s in list_studies():
         print(f"{s['id']}  {s['created']}  {s['name']}")

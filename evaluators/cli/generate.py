@@ -1,4 +1,4 @@
-"""``python -m evaluators models`` and ``python -m evaluators generate``: thin calls into the registry."""
+"""``models`` and ``generate``: thin calls into the generator registry (:mod:`evaluators.generators`)."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import json
 import sys
 
 from ..errors import InputError
+from .args import float_range, int_range, knob
 
 
 def _add_models_files(parser: argparse.ArgumentParser) -> None:
@@ -25,7 +26,7 @@ def _seeds(text: str) -> list[int]:
 
 
 def cmd_models(args: argparse.Namespace) -> int:
-    from .pipelines import list_models
+    from ..generators.pipelines import list_models
 
     rows = list_models(args.models_file)
     if args.json:
@@ -43,7 +44,7 @@ def cmd_models(args: argparse.Namespace) -> int:
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
-    from .generate import _labels_for, generate_to_folder, pathology_prompts, read_prompts
+    from ..generators.generate import _labels_for, generate_to_folder, pathology_prompts, read_prompts
 
     frame = None
     if args.prompts:
@@ -74,8 +75,6 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
 
 def add_cli(subparsers) -> None:
-    from ..argtypes import float_range, int_range, knob
-
     p = subparsers.add_parser("models", help="list text-to-image models and whether they are available here")
     _add_models_files(p)
     p.add_argument("--json", action="store_true", help="print the list as JSON")
