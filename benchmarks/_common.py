@@ -124,7 +124,9 @@ def chexgen_home(path: str | Path) -> Iterator[Path]:
 
 
 def bench_cache() -> Path:
-    path = Path(os.environ.get("CHEXGEN_BENCH_CACHE", Path(tempfile.gettempdir()) / "chexgen-bench"))
+    from evaluators import settings
+
+    path = settings.get("CHEXGEN_BENCH_CACHE") or Path(tempfile.gettempdir()) / "chexgen-bench"
     path.mkdir(parents=True, exist_ok=True)
     return path
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 import functools
 import inspect
 import logging
-import os
 import shutil
 import threading
 from collections import Counter
@@ -18,7 +17,7 @@ from pathlib import Path
 import gradio as gr
 import numpy as np
 
-from evaluators import jobs, limits
+from evaluators import jobs, limits, settings
 from evaluators.errors import InputError, UnavailableError
 from evaluators.jobs import Stopped
 from evaluators.pathologies import PATHOLOGIES
@@ -31,8 +30,8 @@ from .tabs import reader_study
 
 log = logging.getLogger("chexgen_ui")
 GPU_QUEUE = "gpu"  # generation and encoding share one concurrency slot
-GPU_CONCURRENCY = int(os.environ.get("CHEXGEN_GPU_CONCURRENCY", "1"))
-GPU_DURATION = int(os.environ.get("CHEXGEN_GPU_DURATION", "120"))  # seconds per call on ZeroGPU (spaces.GPU)
+GPU_CONCURRENCY = settings.get("CHEXGEN_GPU_CONCURRENCY")
+GPU_DURATION = settings.get("CHEXGEN_GPU_DURATION")  # seconds per call on ZeroGPU (spaces.GPU)
 PREPROCESS_CHOICES = [("auto (chexgenbench for RadDino/Inception)", "auto"), ("clean", "clean"),
                       ("chexgenbench (CheXGenBench's chain)", "chexgenbench")]
 PREPROCESS_LABEL = ("Preprocessing: chexgenbench reproduces CheXGenBench's pixels (compare with its table); clean "

@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 import os
 
-from evaluators.errors import InputError
+from evaluators import settings
 
 PUBLIC_MAX_FILE_SIZE = "200mb"  # CHEXGEN_PUBLIC_MAX_FILE_SIZE: one uploaded file, as sent (zip compressed)
 LOCAL_MAX_FILE_SIZE = "2gb"
@@ -24,23 +24,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--reference", default="demo@train",
                    help="reference (training) set: folder, CSV, or 'demo' (default: demo@train, the embedded demo world)")
     p.add_argument("--public", action="store_true", help="public mode: uploads only, no server paths (automatic on a Space)")
-    p.add_argument("--host", default=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"))
-    p.add_argument("--port", type=int, default=int(os.environ.get("GRADIO_SERVER_PORT", "7860")))
+    p.add_argument("--host", default=settings.get("GRADIO_SERVER_NAME"))
+    p.add_argument("--port", type=int, default=settings.get("GRADIO_SERVER_PORT"))
     return p.parse_args(argv)
 
 
 def is_public(args: argparse.Namespace) -> bool:
     """--public, or running on a Hugging Face Space (SPACE_ID is set there)."""
-    return bool(args.public or os.environ.get("SPACE_ID"))
+    return bool(args.public or settings.get("SPACE_ID"))
 
 
 def _int_env(name: str, default: int | None) -> int | None:
-    raw = os.environ.get(name, "").strip()
-    if not raw:
-        return default
-    if not raw.isdigit() or int(raw) <= 0:
-        raise InputError(f"{name}={raw!r} is not a positive whole number; unset it or give e.g. {default or 16}.")
-    return int(raw)
+    return settings.int_setting(name, default)
 
 
 def launch_options(public: bool) -> tuple[dict, dict]:
@@ -51,7 +46,7 @@ def launch_options(public: bool) -> tuple[dict, dict]:
     """
     queue = {"default_concurrency_limit": _int_env("CHEXGEN_CONCURRENCY", DEFAULT_CONCURRENCY),
              "max_size": _int_env("CHEXGEN_QUEUE_MAX_SIZE", PUBLIC_QUEUE_SIZE if public else None)}
-    size = os.environ.get("CHEXGEN_PUBLIC_MAX_FILE_SIZE", PUBLIC_MAX_FILE_SIZE) if public else LOCAL_MAX_FILE_SIZE
+    size = (settings.get("CHEXGEN_PUBLIC_MAX_FILE_SIZE") or PUBLIC_MAX_FILE_SIZE) if public else LOCAL_MAX_FILE_SIZE
     # The zips and result files handed to visitors live under CHEXGEN_HOME (exports/, runs/), which Gradio refuses to
     # serve unless allowed (it only allows the working and temp folders): with the default ~/.cache/chexgen every
     # download failed. Only these two areas are allowed, never CHEXGEN_HOME itself (weights, features, indexes).

@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from evaluators import limits
+from evaluators import limits, settings
 from evaluators.errors import InputError, UnavailableError
 from evaluators.pathologies import INDEX as LABEL_INDEX
 from evaluators.pathologies import PATHOLOGIES, positives
@@ -57,17 +57,7 @@ PUBLIC_MAX_PIXELS = 4096 * 4096  # CHEXGEN_PUBLIC_MAX_PIXELS: pixels per uploade
 PUBLIC_MAX_GENERATE_SET = 256  # CHEXGEN_PUBLIC_MAX_GENERATE_SET: images per "generate a synthetic set" job
 
 
-def env_int(name: str, default: int) -> int:
-    raw = os.environ.get(name, "").strip()
-    if not raw:
-        return default
-    try:
-        value = int(float(raw))
-    except ValueError:
-        value = 0
-    if value <= 0:
-        raise InputError(f"{name}={raw!r} is not a positive whole number; unset it or give e.g. {default}.")
-    return value
+env_int = settings.int_setting  # one whole-number parser for every setting (evaluators.settings)
 
 
 @dataclass(frozen=True)
@@ -314,7 +304,7 @@ class Studio:
         from .quotas import DiskQuota
 
         self.quota = DiskQuota(public)  # public mode: disk quotas, deletion of finished inputs, expiry
-        self._encoder_name = encoder or os.environ.get("CHEXGEN_APP_ENCODER") or None
+        self._encoder_name = encoder or settings.get("CHEXGEN_APP_ENCODER") or None
         self._device = device
         self._store_path = store_path
         self._lock = threading.RLock()

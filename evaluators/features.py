@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from . import jobs
+from . import jobs, settings
 from .errors import BadFile, InputError
 from .settings import subdir
 
@@ -244,7 +244,7 @@ def loader_workers(n_images: int, on_cuda: bool) -> int:
 
 def _dist_state():
     """accelerate's PartialState when several processes were launched, else None."""
-    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+    if settings.get("WORLD_SIZE") <= 1:
         return None
     from accelerate import PartialState
 

@@ -30,6 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
+from . import settings
 from .errors import InputError
 
 MAX_PIXELS = 8192 * 8192  # 67,108,864 pixels per image (per frame for DICOM); env CHEXGEN_MAX_PIXELS overrides
@@ -47,16 +48,7 @@ _HASH_CHUNK = 1 << 20
 
 def max_pixels_limit() -> int:
     """The pixel limit in force: ``CHEXGEN_MAX_PIXELS`` if set, else :data:`MAX_PIXELS`."""
-    raw = os.environ.get(MAX_PIXELS_ENV, "").strip()
-    if not raw:
-        return MAX_PIXELS
-    try:
-        value = int(float(raw))
-    except ValueError:
-        value = 0
-    if value <= 0:
-        raise InputError(f"{MAX_PIXELS_ENV}={raw!r} is not a positive number of pixels; unset it or use e.g. 67108864.")
-    return value
+    return settings.int_setting(MAX_PIXELS_ENV, MAX_PIXELS)
 
 
 def sniff_format(head: bytes) -> str | None:

@@ -31,6 +31,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from . import settings
 from .errors import BadFile, InputError
 from .pathologies import (
     DEFAULT_UNCERTAIN_POLICY,
@@ -305,16 +306,7 @@ def parse_set_spec(spec: str | os.PathLike) -> tuple[str, str | None]:
 
 
 def max_rows_limit() -> int:
-    raw = os.environ.get(MAX_ROWS_ENV, "").strip()
-    if not raw:
-        return MAX_ROWS
-    try:
-        value = int(float(raw))
-    except ValueError:
-        value = 0
-    if value <= 0:
-        raise InputError(f"{MAX_ROWS_ENV}={raw!r} is not a positive number of rows; unset it or use e.g. 5000000.")
-    return value
+    return settings.int_setting(MAX_ROWS_ENV, MAX_ROWS)
 
 
 # --------------------------------------------------------------------------------------------------

@@ -18,7 +18,6 @@ Folder layout (``--out DIR``)::
 from __future__ import annotations
 
 import json
-import os
 import pickle
 import shutil
 import time
@@ -29,6 +28,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from . import settings
 from .errors import InputError
 from .features import Progress, extract_features
 from .pathologies import INDEX as LABEL_INDEX
@@ -261,7 +261,7 @@ def build_index(
         skip_bad=skip_bad,
         show_progress=show_progress,
     )
-    if int(os.environ.get("RANK", "0")) != 0:
+    if settings.get("RANK") != 0:
         return None
     t_features = time.perf_counter() - t0
     table = image_set.table.iloc[feats.index].reset_index(drop=True)

@@ -9,9 +9,10 @@ process on ZeroGPU: give it plain (picklable) arguments and let it return CPU da
 from __future__ import annotations
 
 import importlib.util
-import os
 from collections.abc import Callable
 from typing import TypeVar
+
+from . import settings
 
 F = TypeVar("F", bound=Callable)
 
@@ -21,12 +22,12 @@ TOKEN_ENVS = ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN")
 
 def is_space() -> bool:
     """True inside a Hugging Face Space (the platform sets SPACE_ID)."""
-    return bool(os.environ.get("SPACE_ID"))
+    return bool(settings.get("SPACE_ID"))
 
 
 def zero_gpu() -> bool:
     """True when ZeroGPU is in force: the Space sets SPACES_ZERO_GPU and the ``spaces`` package is installed."""
-    return bool(os.environ.get(ZERO_GPU_ENV)) and importlib.util.find_spec("spaces") is not None
+    return bool(settings.get(ZERO_GPU_ENV)) and importlib.util.find_spec("spaces") is not None
 
 
 def gpu(duration: int | None = 60) -> Callable[[F], F]:
@@ -52,7 +53,7 @@ def hf_token() -> str | None:
     wants to say whether a token is present, or to pass ``token=`` explicitly.
     """
     for name in TOKEN_ENVS:
-        value = os.environ.get(name, "").strip()
+        value = settings.get(name)
         if value:
             return value
     return None

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .. import settings
 from ..errors import InputError
 
 VOLATILE_KEYS = ("weights_id", "weights_path", "library_versions", "device", "inference_graph")
@@ -90,11 +91,11 @@ def parse_dtype(dtype: str | torch.dtype, device: str) -> torch.dtype:
 
 def hf_cache_dir() -> str:
     """The Hugging Face hub cache, read from the environment now (huggingface_hub reads it once at import)."""
-    env = os.environ.get("HF_HUB_CACHE") or os.environ.get("HUGGINGFACE_HUB_CACHE")
+    env = settings.get("HF_HUB_CACHE") or settings.get("HUGGINGFACE_HUB_CACHE")
     if env:
-        return str(Path(env).expanduser())
-    if os.environ.get("HF_HOME"):
-        return str(Path(os.environ["HF_HOME"]).expanduser() / "hub")
+        return str(env)
+    if settings.get("HF_HOME"):
+        return str(settings.get("HF_HOME") / "hub")
     from huggingface_hub import constants
 
     return str(constants.HF_HUB_CACHE)
@@ -249,7 +250,7 @@ class Encoder:
             model.eval()
             model.requires_grad_(False)
             model.to(self.device)
-            if self.foldable and os.environ.get(PLAIN_ENV, "") in ("", "0"):
+            if self.foldable and not settings.get(PLAIN_ENV):
                 self.net, self.graph = inference_graph(model)
 
     # subclasses implement this on a batch already on the device

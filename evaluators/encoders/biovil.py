@@ -11,13 +11,13 @@ repeated to 3 channels, no normalisation (resize: the project's bicubic; the pac
 
 from __future__ import annotations
 
-import os
 import tempfile
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from .. import settings
 from ..settings import is_offline
 from .base import Encoder, as_gray, center_crop, hf_cache_dir, library_versions, resize_shortest_edge
 from .registry import Availability, EncoderSpec
@@ -46,7 +46,7 @@ def _cached() -> Path | None:
 
 
 def locate(weights: str | Path | None = None) -> tuple[Path | None, str]:
-    given = weights or os.environ.get(ENV)
+    given = weights or settings.get(ENV)
     if given:
         path = Path(given).expanduser()
         path = path / FILENAME if path.is_dir() else path
@@ -75,7 +75,7 @@ def check(weights: str | Path | None = None) -> Availability:
         return Availability(True, f"weights from {why}")
     how = (f"put {FILENAME} from {HF_ID} (revision {REVISION}) in the Hugging Face cache (`hf download {HF_ID} "
            f"{FILENAME} --revision {REVISION}`), or pass --weights FILE, or set {ENV}=FILE")
-    if not weights and not os.environ.get(ENV) and not is_offline():
+    if not weights and not settings.get(ENV) and not is_offline():
         return Availability(True, f"{why}; it will be downloaded from the Hub on first use (network allowed)", download=True)
     return Availability(False, why, how)
 

@@ -13,13 +13,13 @@ what torchmetrics' Inception Score uses.
 
 from __future__ import annotations
 
-import os
 import threading
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from .. import settings
 from ..settings import is_offline
 from .base import Encoder, as_gray, library_versions, resize
 from .registry import Availability, EncoderSpec
@@ -43,7 +43,7 @@ def how_to_provide() -> str:
 
 
 def locate(weights: str | Path | None = None) -> tuple[Path | None, str]:
-    given = weights or os.environ.get(ENV)
+    given = weights or settings.get(ENV)
     path = Path(given).expanduser() if given else default_path()
     source = "--weights" if weights else (f"${ENV}" if given else "the torch hub cache")
     if path.is_dir():
@@ -61,7 +61,7 @@ def check(weights: str | Path | None = None) -> Availability:
     path, why = locate(weights)
     if path is not None:
         return Availability(True, f"weights from {why}")
-    if not weights and not os.environ.get(ENV) and not is_offline():
+    if not weights and not settings.get(ENV) and not is_offline():
         return Availability(True, f"{why}; it will be downloaded on first use (network allowed)", download=True)
     return Availability(False, why, how_to_provide())
 

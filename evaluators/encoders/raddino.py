@@ -11,12 +11,12 @@ Weights come from, in order: ``--weights DIR``, ``$CHEXGEN_RADDINO``, the Huggin
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from .. import settings
 from ..settings import is_offline
 from .base import Encoder, as_gray, center_crop, hf_cache_dir, library_versions, resize, resize_shortest_edge
 from .registry import Availability, EncoderSpec
@@ -49,7 +49,7 @@ def _cached_snapshot() -> Path | None:
 
 def locate(weights: str | Path | None = None) -> tuple[Path | None, str]:
     """(folder, where it came from) or (None, why not)."""
-    given = weights or os.environ.get(ENV)
+    given = weights or settings.get(ENV)
     if given:
         folder = Path(given).expanduser()
         source = "--weights" if weights else f"${ENV}"
@@ -76,7 +76,7 @@ def check(weights: str | Path | None = None) -> Availability:
     folder, why = locate(weights)
     if folder is not None:
         return Availability(True, f"weights from {why}")
-    if not weights and not os.environ.get(ENV) and not is_offline():
+    if not weights and not settings.get(ENV) and not is_offline():
         return Availability(True, f"{why}; it will be downloaded from the Hub on first use (network allowed)", download=True)
     return Availability(False, why, HOW)
 

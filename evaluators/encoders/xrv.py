@@ -20,12 +20,12 @@ from __future__ import annotations
 
 import contextlib
 import io
-import os
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from .. import settings
 from ..settings import is_offline
 from .base import Encoder, as_gray, library_versions
 from .registry import Availability, EncoderSpec
@@ -52,7 +52,7 @@ def how_to_provide() -> str:
 
 
 def locate(weights: str | Path | None = None) -> tuple[Path | None, str]:
-    given = weights or os.environ.get(ENV)
+    given = weights or settings.get(ENV)
     path = Path(given).expanduser() if given else default_dir() / FILENAME
     source = "--weights" if weights else (f"${ENV}" if given else "the torchxrayvision cache")
     if path.is_dir():
@@ -74,7 +74,7 @@ def check(weights: str | Path | None = None) -> Availability:
     path, why = locate(weights)
     if path is not None:
         return Availability(True, f"weights from {why}")
-    if not weights and not os.environ.get(ENV) and not is_offline():
+    if not weights and not settings.get(ENV) and not is_offline():
         return Availability(
             True, f"{why}; torchxrayvision will download it on first use (network allowed)", download=True
         )

@@ -17,12 +17,12 @@ of its own (prompt, seed), never on its batch neighbours. ``steps`` and ``guidan
 
 from __future__ import annotations
 
-import os
 import re
 from typing import Any
 
 import numpy as np
 
+from .. import settings
 from ..errors import InputError
 from ..pathologies import N_LABELS
 from .base import Generator, stable_seed
@@ -96,7 +96,7 @@ class CopycatGenerator(Generator):
                  perturbations: tuple[str, ...] = COPYCAT_PERTURBATIONS) -> None:
         from ..imagesets import ImageSet, load_image_set
 
-        spec = source if source is not None else (os.environ.get(COPYCAT_SOURCE_ENV, "").strip()
+        spec = source if source is not None else (settings.get(COPYCAT_SOURCE_ENV)
                                                   or DEFAULT_COPYCAT_SOURCE)
         self.images = spec if isinstance(spec, ImageSet) else load_image_set(spec)
         if len(self.images) == 0:

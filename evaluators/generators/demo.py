@@ -30,13 +30,12 @@ Weights live in ``assets/demo_generator/`` (``model.safetensors`` fp16 + ``confi
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from .. import jobs
+from .. import jobs, settings
 from ..errors import InputError, UnavailableError
 from ..pathologies import N_LABELS
 from .base import Generator, stable_seed
@@ -73,7 +72,7 @@ SCHEDULER_CONFIG: dict[str, Any] = {
 
 def weights_dir() -> Path:
     """Where the demo generator's weights are read from (env override, else the shipped assets)."""
-    env = os.environ.get(WEIGHTS_ENV, "").strip()
+    env = settings.get(WEIGHTS_ENV)
     if env:
         return Path(env).expanduser()
     from ..settings import assets_dir

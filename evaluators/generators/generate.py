@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from .. import settings
 from ..errors import InputError
 from ..pathologies import PATHOLOGIES, label_columns_present, labels_from_mapping, resolve_pathology
 
@@ -118,7 +119,7 @@ def _labels_for(prompts: Sequence[str], frame, pathology: str | None) -> list[np
 
 def _distributed_state():
     """accelerate's PartialState when launched with several processes, else None."""
-    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+    if settings.get("WORLD_SIZE") <= 1:
         return None
     import torch
     from accelerate import PartialState

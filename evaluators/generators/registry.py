@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .. import settings
 from ..errors import InputError
 
 BUILTIN_FILE = Path(__file__).with_name("entries.toml")
@@ -116,7 +117,7 @@ class ModelEntry:
 
 def remote_code_allowed() -> bool:
     """The operator's switch: remote code from the Hub runs only when CHEXGEN_ALLOW_REMOTE_CODE=1."""
-    return os.environ.get(REMOTE_CODE_ENV, "").strip().lower() in {"1", "true", "yes", "on"}
+    return settings.get(REMOTE_CODE_ENV)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -327,10 +328,7 @@ def default_files() -> list[Path]:
     home_models = chexgen_home() / "models"
     if home_models.is_dir():
         files += sorted(p for p in home_models.iterdir() if p.suffix.lower() in {".toml", ".yaml", ".yml"})
-    for part in os.environ.get("CHEXGEN_MODELS", "").split(os.pathsep):
-        if not part.strip():
-            continue
-        path = Path(part.strip()).expanduser()
+    for path in settings.get("CHEXGEN_MODELS"):
         if path.is_dir():
             files += sorted(p for p in path.iterdir() if p.suffix.lower() in {".toml", ".yaml", ".yml"})
         else:

@@ -31,6 +31,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from .. import settings
 from ..checkpoints import load_state_dict, save_state_dict
 from ..errors import InputError, UnavailableError
 from .distances import as_gray01, resize_to
@@ -110,7 +111,7 @@ class ReIDModel(nn.Module):
         changes (an optimiser step, ``load_state_dict``, a move to another device)."""
         from ..encoders.base import PLAIN_ENV, inference_graph
 
-        if os.environ.get(PLAIN_ENV, "") not in ("", "0"):
+        if settings.get(PLAIN_ENV):
             return self.forward_once(x)
         key = tuple((t.data_ptr(), t._version) for t in itertools.chain(self.model.parameters(), self.model.buffers()))
         cached = self.__dict__.get("_inference")

@@ -40,7 +40,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import jobs
+from .. import jobs, settings
 from ..errors import InputError
 from .memorisation import (
     DEFAULT_PERCENTILE,
@@ -267,9 +267,9 @@ def _map(fn, items: Sequence, workers: int, desc: str | None = None) -> list:
 
 def default_workers() -> int:
     """Threads for the copy matcher: ``CHEXGEN_MATCH_WORKERS`` when set, else the CPUs this process may use."""
-    env = os.environ.get("CHEXGEN_MATCH_WORKERS", "").strip()
-    if env.isdigit() and int(env) > 0:
-        return int(env)
+    env = settings.get("CHEXGEN_MATCH_WORKERS")
+    if env is not None:
+        return env
     try:
         return max(1, len(os.sched_getaffinity(0)))
     except AttributeError:  # not on Linux

@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from .. import settings
 from ..errors import UnavailableError
 from ..pathologies import INDEX, N_LABELS
 
@@ -36,7 +37,7 @@ HOW_TO_PROVIDE = (f"Download chexbert.pth (stanfordmlgroup/CheXbert's README lin
 
 
 def _bert_folder(weights: Path) -> str | None:
-    for cand in (weights.parent / "bert-base-uncased", Path(os.environ.get(BERT_ENV, "") or "/nonexistent")):
+    for cand in (weights.parent / "bert-base-uncased", Path(settings.get(BERT_ENV) or "/nonexistent")):
         if (cand / "config.json").is_file() and (cand / "vocab.txt").is_file():
             return str(cand)
     try:
@@ -53,7 +54,7 @@ def _bert_folder(weights: Path) -> str | None:
 
 def find(weights: str | os.PathLike | None = None) -> tuple[Path | None, str | None, str]:
     """(checkpoint, BERT folder, reason): both found, or a reason naming what is missing."""
-    w = weights or os.environ.get(WEIGHTS_ENV)
+    w = weights or settings.get(WEIGHTS_ENV)
     if not w:
         return None, None, f"CheXbert weights not given (--chexbert FILE or {WEIGHTS_ENV}); {HOW_TO_PROVIDE}"
     path = Path(w).expanduser()

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .. import settings
 from ..errors import InputError
 
 BUILTIN_FILE = Path(__file__).with_name("entries.toml")
@@ -119,10 +120,8 @@ def default_files() -> list[Path]:
     home = chexgen_home() / "report_models"
     if home.is_dir():
         files += sorted(p for p in home.iterdir() if p.suffix.lower() in (".toml", ".yaml", ".yml"))
-    for part in os.environ.get(ENV, "").split(os.pathsep):
-        if part.strip():
-            p = Path(part.strip()).expanduser()
-            files += sorted(q for q in p.iterdir() if q.suffix.lower() in (".toml", ".yaml", ".yml")) if p.is_dir() else [p]
+    for p in settings.get(ENV):
+        files += sorted(q for q in p.iterdir() if q.suffix.lower() in (".toml", ".yaml", ".yml")) if p.is_dir() else [p]
     return files
 
 
