@@ -6,7 +6,10 @@ call the engine functions of the domain modules (``evaluators.fidelity``, ``eval
 which hold no CLI code. User errors (:class:`InputError`, :class:`UnavailableError`) are printed without
 a traceback and exit with 2.
 
-A new command goes into the module of its group (or a new module listed in :data:`GROUPS`).
+A new command goes into the module of its group (or a new module listed in :data:`GROUPS`). Group modules
+import no engine module at import time: handlers import what they call, and options whose choices or
+defaults come from an engine module are added through :func:`.args.add_options`, so ``--help`` and
+:func:`build_parser` stay fast (no torch).
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import importlib
 import sys
 
 from ..errors import InputError, UnavailableError
+from .args import CommandParser
 
 # Command groups, in the order --help lists their commands.
 GROUPS = (
@@ -32,7 +36,7 @@ GROUPS = (
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = CommandParser(
         prog="python -m evaluators",
         description="CheXGen Studio engine: synthetic chest X-ray fidelity, privacy and utility.",
     )

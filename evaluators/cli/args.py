@@ -1,4 +1,4 @@
-"""Shared argparse pieces: range-checking types and the options several commands share.
+"""Shared argparse pieces: range-checking types, the options several commands share, and deferred options.
 
 Types check ranges while the command line is parsed, before any image is read.
 
@@ -94,4 +94,44 @@ def add_preprocess_argument(parser) -> None:
              "clean for other encoders. Cached separately per mode.")
 
 
-__all__ = ["add_dtype_argument", "add_preprocess_argument", "float_range", "int_range", "knob", "positive"]
+class CommandParser(argparse.ArgumentParser):
+    """An ``ArgumentParser`` whose options can be added when it is first used (see :func:`add_options`).
+
+    ``python -m evaluators --help`` builds every command's parser but parses or prints only the top one;
+    a command whose choices and defaults come from an engine module (``fidelity``: ``MATCH_MODES``,
+    ``--encoder-dtype``: torch dtypes) adds those options only when that command is parsed or its help
+    printed, so listing the commands imports no engine module (no torch, numpy or pandas).
+    """
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._pending_options: list[Callable[[argparse.ArgumentParser], None]] = []
+
+    def add_pending_options(self) -> None:
+        while self._pending_options:
+            self._pending_options.pop(0)(self)
+
+    def parse_known_args(self, args=None, namespace=None):  # a subcommand is parsed through this too
+        self.add_pending_options()
+        return super().parse_known_args(args, namespace)
+
+    def format_usage(self) -> str:
+        self.add_pending_options()
+        return super().format_usage()
+
+    def format_help(self) -> str:
+        self.add_pending_options()
+        return super().format_help()
+
+
+def add_options(parser: argparse.ArgumentParser, add: Callable[[argparse.ArgumentParser], None]) -> None:
+    """``add(parser)`` adds a command's options: on a :class:`CommandParser` when the command is first parsed or
+    its help printed, on a plain ``ArgumentParser`` now. ``add`` imports the engine constants it needs."""
+    if isinstance(parser, CommandParser):
+        parser._pending_options.append(add)
+    else:
+        add(parser)
+
+
+__all__ = ["CommandParser", "add_dtype_argument", "add_options", "add_preprocess_argument", "float_range",
+           "int_range", "knob", "positive"]

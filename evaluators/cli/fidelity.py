@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from ..fidelity import DEFAULT_MIN_COUNT, MATCH_MODES
-from ..limits import KNOBS
-from .args import add_dtype_argument, add_preprocess_argument, int_range, knob
+from .args import add_dtype_argument, add_options, add_preprocess_argument, int_range, knob
 
 
 def add_cli(subparsers) -> None:
@@ -18,6 +16,14 @@ def add_cli(subparsers) -> None:
             "Writes JSON (and a CSV with CheXGenBench's column names)."
         ),
     )
+    p.set_defaults(func=_cli_fidelity)
+    add_options(p, _fidelity_options)
+
+
+def _fidelity_options(p: argparse.ArgumentParser) -> None:
+    from ..fidelity import DEFAULT_MIN_COUNT, MATCH_MODES
+    from ..limits import KNOBS
+
     p.add_argument("--real", required=True, help="real set (folder, CSV, 'demo', PATH@SPLIT) or a reference index folder")
     p.add_argument("--synthetic", required=True, help="synthetic set (folder, CheXGenBench CSV, PATH@SPLIT)")
     p.add_argument("--real-images-root", default=None, help="folder that the real CSV's image paths are under")
@@ -43,7 +49,6 @@ def add_cli(subparsers) -> None:
     p.add_argument("--csv", default=None, help="also write a CSV with CheXGenBench's column names")
     p.add_argument("--model", default=None, help="model name to record with the run in the results store")
     p.add_argument("--no-store", action="store_true", help="do not save the run to the results store (leaderboard)")
-    p.set_defaults(func=_cli_fidelity)
 
 
 def _cli_fidelity(args: argparse.Namespace) -> int:

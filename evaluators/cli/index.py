@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from ..index import INDEX_TYPES
-from .args import add_dtype_argument, add_preprocess_argument, int_range
+from .args import add_dtype_argument, add_options, add_preprocess_argument, int_range
 
 
 def add_cli(subparsers) -> None:
@@ -19,6 +18,13 @@ def add_cli(subparsers) -> None:
             "encoding across processes, GPUs or nodes."
         ),
     )
+    p.set_defaults(func=_cli_index)
+    add_options(p, _index_options)
+
+
+def _index_options(p: argparse.ArgumentParser) -> None:
+    from ..index import INDEX_TYPES
+
     p.add_argument("--reference", required=True, help="reference set: folder, CSV, or 'demo'; PATH@SPLIT selects a split")
     p.add_argument("--images-root", default=None, help="folder that relative image paths in a CSV are under")
     p.add_argument("--encoder", default=None, help="encoder name (default: the best available; see `encoders`)")
@@ -34,7 +40,6 @@ def add_cli(subparsers) -> None:
     add_preprocess_argument(p)
     p.add_argument("--skip-bad", action="store_true", help="skip unreadable images and list them instead of stopping")
     p.add_argument("--seed", type=int, default=0, help="seed for UMAP and IVF training (default 0)")
-    p.set_defaults(func=_cli_index)
 
 
 def _cli_index(args: argparse.Namespace) -> int:

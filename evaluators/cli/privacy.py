@@ -7,11 +7,7 @@ import argparse
 import json
 import sys
 
-from ..privacy.memorisation import DEFAULT_PERCENTILE
-from ..privacy.reid import BACKBONES
-from ..privacy.search import DEFAULT_CALIBRATION_QUERIES, DEFAULT_CANDIDATES, DEFAULT_MATCH, MATCH_MODES
-from ..privacy.suite import DEFAULT_SEEDS
-from .args import add_dtype_argument, int_range, knob, positive
+from .args import add_dtype_argument, add_options, int_range, knob, positive
 
 
 def add_cli(subparsers) -> None:
@@ -68,7 +64,10 @@ def _cli_protocol(args: argparse.Namespace) -> int:
     return 0
 
 
-def _common(p) -> None:
+def _common(p: argparse.ArgumentParser) -> None:
+    from ..privacy.memorisation import DEFAULT_PERCENTILE
+    from ..privacy.search import DEFAULT_CALIBRATION_QUERIES, DEFAULT_CANDIDATES, DEFAULT_MATCH, MATCH_MODES
+
     p.add_argument("--train", required=True,
                    help="training set (folder, CSV, PATH@SPLIT, 'demo@train') or a reference index folder")
     p.add_argument("--encoder", default=None, help="encoder for the memorisation search (default: best available)")
@@ -106,15 +105,26 @@ def _add_privacy(subparsers) -> None:
         description="Search every synthetic image against the whole training set, flag near-copies above a "
                     "threshold calibrated on held-out patients, and score re-identification against the "
                     "nearest training image. Writes JSON and saves the run to the results store.")
-    p.add_argument("--synthetic", required=True, help="synthetic set (folder, CSV, PATH@SPLIT)")
-    _common(p)
-    p.add_argument("--out", required=True, help="JSON results file")
     p.set_defaults(func=_cli_privacy)
+    add_options(p, _privacy_options)
 
     q = subparsers.add_parser(
         "privacy-protocol", help="CheXGenBench's privacy protocol: M training prompts x S seeds of a generator",
         description="Generate S images for each of M training prompts; per prompt, re-ID scores and pixel / "
                     "latent distances against the prompt's real image; plus the whole-set memorisation search.")
+    q.set_defaults(func=_cli_protocol)
+    add_options(q, _protocol_options)
+
+
+def _privacy_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--synthetic", required=True, help="synthetic set (folder, CSV, PATH@SPLIT)")
+    _common(p)
+    p.add_argument("--out", required=True, help="JSON results file")
+
+
+def _protocol_options(q: argparse.ArgumentParser) -> None:
+    from ..privacy.suite import DEFAULT_SEEDS
+
     q.add_argument("--model", required=True, help="generator name (python -m evaluators models)")
     _common(q)
     q.add_argument("--prompts", type=positive(int), default=20, help="M, training prompts (default: 20)")
@@ -124,7 +134,6 @@ def _add_privacy(subparsers) -> None:
     q.add_argument("--batch-size", type=positive(int), default=4)
     q.add_argument("--prompt-seed", type=int, default=0, help="seed that draws the prompts (default: 0)")
     q.add_argument("--out", required=True, help="JSON results file")
-    q.set_defaults(func=_cli_protocol)
 
 
 def _cli_train_reid(args: argparse.Namespace) -> int:
@@ -151,6 +160,13 @@ def _add_train_reid(subparsers) -> None:
         description="Train a siamese re-ID model on pairs of studies (same / different patient); writes "
         "safetensors plus a JSON sidecar with the held-out-patient AUC. Rerun to resume.",
     )
+    p.set_defaults(func=_cli_train_reid)
+    add_options(p, _train_reid_options)
+
+
+def _train_reid_options(p: argparse.ArgumentParser) -> None:
+    from ..privacy.reid import BACKBONES
+
     p.add_argument("--train", required=True, help="image set with patient ids (path, CSV or 'demo')")
     p.add_argument("--out", default=None,
                    help="output weights file (.safetensors); default: the file `privacy --reid auto` looks for this "
@@ -164,4 +180,3 @@ def _add_train_reid(subparsers) -> None:
     p.add_argument("--batch-size", type=int_range(1), default=32)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default=None, help="cuda, mps, cpu (default: best available)")
-    p.set_defaults(func=_cli_train_reid)

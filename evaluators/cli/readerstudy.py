@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import argparse
+
 from ..errors import InputError
+from .args import add_options
 
 
 def add_cli(subparsers) -> None:
@@ -10,18 +13,8 @@ def add_cli(subparsers) -> None:
                               description="A blinded reader study: can readers tell real from synthetic images?")
     sub = p.add_subparsers(dest="reader_command", metavar="ACTION")
     c = sub.add_parser("create", help="draw a balanced blinded sample and print the reader codes")
-    c.add_argument("--reference", required=True, help="real images: folder, CSV, PATH@SPLIT or 'demo'")
-    c.add_argument("--synthetic", required=True, nargs="+", help="one or more synthetic sets")
-    c.add_argument("--models", nargs="+", default=None, help="a model name per synthetic set (for the leaderboard)")
-    c.add_argument("--n-images", type=int, default=40, help="images in the study, half real, half synthetic")
-    c.add_argument("--readers", default="2", help="a number of readers, or comma-separated reader names")
-    c.add_argument("--mix", default=None, help="pathology mix per side, e.g. 'Cardiomegaly=0.25,Edema=0.25'")
-    c.add_argument("--questions", default=",".join(_questions()),
-                   help="comma-separated: real_synthetic, findings, quality, comment")
-    c.add_argument("--size", type=int, default=None, help="served size in px (default: largest native side)")
-    c.add_argument("--seed", type=int, default=0)
-    c.add_argument("--name", default=None)
     c.set_defaults(func=_create)
+    add_options(c, _create_options)
     s = sub.add_parser("status", help="a study's settings and each reader's progress")
     s.add_argument("study_id")
     s.set_defaults(func=_status)
@@ -34,10 +27,20 @@ def add_cli(subparsers) -> None:
     ls.set_defaults(func=_list)
 
 
-def _questions():
+def _create_options(c: argparse.ArgumentParser) -> None:
     from ..readerstudy.study import QUESTIONS
 
-    return QUESTIONS
+    c.add_argument("--reference", required=True, help="real images: folder, CSV, PATH@SPLIT or 'demo'")
+    c.add_argument("--synthetic", required=True, nargs="+", help="one or more synthetic sets")
+    c.add_argument("--models", nargs="+", default=None, help="a model name per synthetic set (for the leaderboard)")
+    c.add_argument("--n-images", type=int, default=40, help="images in the study, half real, half synthetic")
+    c.add_argument("--readers", default="2", help="a number of readers, or comma-separated reader names")
+    c.add_argument("--mix", default=None, help="pathology mix per side, e.g. 'Cardiomegaly=0.25,Edema=0.25'")
+    c.add_argument("--questions", default=",".join(QUESTIONS),
+                   help="comma-separated: real_synthetic, findings, quality, comment")
+    c.add_argument("--size", type=int, default=None, help="served size in px (default: largest native side)")
+    c.add_argument("--seed", type=int, default=0)
+    c.add_argument("--name", default=None)
 
 
 def _create(args) -> int:
