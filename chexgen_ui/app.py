@@ -24,8 +24,10 @@ from evaluators.pathologies import PATHOLOGIES
 from evaluators.space import gpu
 
 from . import figures, public_paths, report_utility_service, utility_service
+from .display import to_uint8, window_level
 from .jobctl import JobControl
-from .services import Generated, Studio, fidelity_note_line, privacy_verdict_line, to_uint8, window_level
+from .services import Generated, Studio
+from .tables import fidelity_note_line, privacy_verdict_line
 from .tabs import reader_study
 
 log = logging.getLogger("chexgen_ui")

@@ -37,6 +37,9 @@ from evaluators.pathologies import PATHOLOGIES, positives
 from evaluators.settings import chexgen_home, subdir
 from evaluators.store import finite
 
+from .display import to_uint8
+from .tables import counts_table, overall_table, per_pathology_table, privacy_image_table
+
 log = logging.getLogger("chexgen_ui")
 
 Progress = Callable[[int, int, str], None]
@@ -138,81 +141,6 @@ class PrivacyRun:
     top: pd.DataFrame
     json_path: Path
     run_id: int | None
-
-
-def privacy_verdict_line(result: dict) -> str:
-    """The privacy run's verdict counts and comparability note, as markdown to append to a status line."""
-    summ = result.get("summary") or {}
-    counts = summ.get("verdicts") or {}
-    out = ""
-    if counts:
-        out += "\n\nVerdicts (one per image): " + ", ".join(f"{v} {k}" for k, v in counts.items()
-                                                              if v or k != "unknown") + "."
-    if summ.get("encoder_note"):
-        out += f"\n\nEncoder note: results {summ['encoder_note']}."
-    return out
-
-
-def fidelity_note_line(result: dict) -> str:
-    """The fidelity run's comparability notes (the demo encoder on images that are not the demo world)."""
-    notes = result.get("encoder_notes") or {}
-    return "".join(f"\n\nEncoder note ({name}): results {note}." for name, note in notes.items())
-
-
-def privacy_image_table(result: dict, limit: int = 50) -> pd.DataFrame:
-    """One row per synthetic image with its one verdict and the evidence (from the engine's privacy JSON):
-    memorised first, then same patient, then by copy score; at most ``limit`` rows."""
-    order = {"memorised": 0, "same patient": 1, "new": 2, "unknown": 3}
-    rows = []
-    for smp in result["samples"]:
-        match = smp.get("match") or {}
-        v = smp.get("verdict") or {}
-        row = {"synthetic": Path(str(smp["synthetic"])).name, "verdict": v.get("decision", ""),
-               "copy_score": match.get("copy_score")}
-        if smp.get("copy_p_value") is not None:
-            row["copy p-value"] = smp["copy_p_value"]
-        row["matched training image"] = Path(str(match.get("path", ""))).name
-        row["reid_score"] = smp.get("reid_score")
-        if smp.get("reid_score") is not None:
-            row["re-ID model (AUC)"] = f"{smp.get('reid_model')} ({smp.get('reid_auc_text', 'unknown')})"
-        row["why"] = v.get("reason", "")
-        rows.append(row)
-    rows.sort(key=lambda r: (order.get(r["verdict"], 9), -(r["copy_score"] if r["copy_score"] is not None else -1.0)))
-    return pd.DataFrame(rows[:limit])
-
-
-# --------------------------------------------------------------------------------------------------
-# Images for viewing
-
-
-def to_uint8(img: np.ndarray) -> np.ndarray:
-    return (np.clip(np.asarray(img, dtype=np.float32), 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
-
-
-def window_level(img: np.ndarray, level: float = 0.5, width: float = 1.0, zoom: float = 1.0,
-                 min_size: int = 512) -> np.ndarray:
-    """Display an image in [0,1] with a window (centre ``level``, ``width``) and a centred zoom (crop factor).
-
-    As on a PACS viewer: values below level - width/2 are black, above level + width/2 white. ``zoom`` 2
-    shows the central half of the image, enlarged back to the original size. Images smaller than
-    ``min_size`` are enlarged for display (bicubic), so a 64-pixel image is not a thumbnail.
-    """
-    from PIL import Image
-
-    x = np.asarray(img, dtype=np.float32)
-    width = max(float(width), 1e-3)
-    lo = float(level) - width / 2
-    out = np.clip((x - lo) / width, 0.0, 1.0)
-    zoom = max(1.0, float(zoom))
-    h, w = out.shape[:2]
-    ch, cw = max(1, round(h / zoom)), max(1, round(w / zoom))
-    top, left = (h - ch) // 2, (w - cw) // 2
-    crop = to_uint8(out[top : top + ch, left : left + cw])
-    scale = max(1.0, min_size / max(h, w))
-    size = (round(w * scale), round(h * scale))
-    if crop.shape[:2] == (size[1], size[0]):
-        return crop
-    return np.asarray(Image.fromarray(crop).resize(size, Image.Resampling.BICUBIC))
 
 
 # --------------------------------------------------------------------------------------------------
@@ -1060,71 +988,3 @@ class Studio:
                      + f" · Hub token (HF_TOKEN, for gated models): {'set' if hf_token() else 'not set'}"
                      + (" · public mode" if self.public else ""))
         return "\n\n".join(lines + [f"Note: {n}" for n in self.notes])
-
-
-# --------------------------------------------------------------------------------------------------
-# Result tables
-
-
-def _fmt_ci(ci, key):
-    if not ci or key not in ci or ci[key] is None:
-        return ""
-    lo, hi = ci[key]
-    return "" if lo is None or hi is None else f"[{lo:.4g}, {hi:.4g}]"
-
-
-METRICS = ("FID", "KID", "Precision", "Recall", "Density", "Coverage")
-
-
-def _tidy(df: pd.DataFrame) -> pd.DataFrame:
-    """Round metrics to 4 significant digits and drop CI columns that are empty (no bootstrap)."""
-    for c in df.columns:
-        if c.endswith("95% CI") and not df[c].astype(str).str.len().gt(0).any():
-            df = df.drop(columns=c)
-        elif c in METRICS:
-            df[c] = [None if v is None or not np.isfinite(v) else float(f"{v:.4g}") for v in
-                     pd.to_numeric(df[c], errors="coerce").astype(float)]
-    return df
-
-
-def overall_table(result: dict) -> pd.DataFrame:
-    rows = []
-    for enc, vals in result.get("overall", {}).items():
-        row = {"encoder": enc, "preprocess": (result.get("preprocess") or {}).get(enc, "clean"),
-               "n_real": vals.get("n_real"), "n_synthetic": vals.get("n_synthetic")}
-        for m in METRICS:
-            row[m] = finite(vals.get(m))
-            row[f"{m} 95% CI"] = _fmt_ci(vals.get("ci95"), m)
-        rows.append(row)
-    return _tidy(pd.DataFrame(rows))
-
-
-def per_pathology_table(result: dict) -> pd.DataFrame:
-    """One row per (pathology, encoder); the skip reason sits next to the name, where a reader looks first."""
-    rows = []
-    for r in result.get("per_pathology", []):
-        row = {"pathology": r["pathology"], "skipped": _short_skip(r.get("skipped") or "", r["pathology"]),
-               "n_real": r["n_real"],
-               "n_synthetic": r["n_synthetic"], "encoder": r["encoder"],
-               "preprocess": (result.get("preprocess") or {}).get(r["encoder"], "clean")}
-        for m in METRICS:
-            row[m] = finite(r.get(m))
-            row[f"{m} 95% CI"] = _fmt_ci(r.get("ci95"), m)
-        rows.append(row)
-    return _tidy(pd.DataFrame(rows))
-
-
-def _short_skip(reason: str, pathology: str) -> str:
-    """The skip reason, short enough to sit beside the name ("only 4 synthetic image(s)"); CSV/JSON keep it whole."""
-    return reason.split(" (")[0].replace(f" positive for {pathology}", "").strip()
-
-
-def counts_table(result: dict) -> pd.DataFrame:
-    """Long-tail counts: real and synthetic positives per pathology, rarest real first."""
-    seen: dict[str, dict] = {}
-    for r in result.get("per_pathology", []):
-        seen.setdefault(r["pathology"], {"pathology": r["pathology"], "n_real": r["n_real"],
-                                         "n_synthetic": r["n_synthetic"],
-                                         "evaluated": "no" if r.get("skipped") else "yes"})
-    df = pd.DataFrame(list(seen.values()), columns=["pathology", "n_real", "n_synthetic", "evaluated"])
-    return df.sort_values("n_real", kind="stable").reset_index(drop=True)

@@ -15,8 +15,9 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from chexgen_ui import figures, services
-from chexgen_ui.services import Studio, safe_extract_zip, window_level
+from chexgen_ui import display, figures, tables
+from chexgen_ui.display import window_level
+from chexgen_ui.services import Studio, safe_extract_zip
 from evaluators.errors import InputError
 from evaluators.labeler import label_report
 from evaluators.pathologies import INDEX, PATHOLOGIES
@@ -179,7 +180,7 @@ def test_app_and_cli_privacy_agree(studio, world, tmp_path):
     copies.mkdir()
     gen = studio.generate(COPIER, "Small left pleural effusion.", n=4, seed=2)
     for i, img in enumerate(gen.images):
-        Image.fromarray(services.to_uint8(img)).save(copies / f"c{i}.png")
+        Image.fromarray(display.to_uint8(img)).save(copies / f"c{i}.png")
     cli = run_privacy(f"{world}@train", copies, encoder="pixels", reid=None)
     app = studio.run_privacy(studio.synthetic_from_folder(str(copies)))
     assert cli["calibration"]["threshold"] == pytest.approx(studio.calibration()["threshold"])
@@ -358,6 +359,6 @@ def test_reid_outside_the_demo_world_is_unavailable_until_trained_on_the_referen
     gen = s.generate(COPIER, "Small left pleural effusion.", n=2, seed=1)
     verdict = s.verdict(gen, 0)
     assert "Verdict: memorised." in verdict and f"by trained on this set, verification AUC {choice.auc_text}" in verdict
-    table = services.privacy_image_table(s.run_privacy(s.synthetic_from_folder(str(world.parent / "images"))).result)
+    table = tables.privacy_image_table(s.run_privacy(s.synthetic_from_folder(str(world.parent / "images"))).result)
     assert {"verdict", "copy_score", "reid_score", "re-ID model (AUC)", "why"} <= set(table.columns)
     assert table["re-ID model (AUC)"].str.startswith("trained on this set (").all()

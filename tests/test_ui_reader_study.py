@@ -17,7 +17,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from chexgen_ui.services import Studio, window_level
+from chexgen_ui.display import window_level
+from chexgen_ui.services import Studio
 from chexgen_ui.tabs import reader_study as rs
 from evaluators.errors import InputError
 from evaluators.pathologies import PATHOLOGIES

@@ -23,7 +23,7 @@ from evaluators.pathologies import PATHOLOGIES
 from evaluators.readerstudy import export as rs_export
 from evaluators.readerstudy.study import QUESTIONS, Reader, create_study
 
-from ..services import window_level
+from ..display import window_level
 
 PUBLIC_MAX_IMAGES = 200
 QUESTION_LABELS = {"real_synthetic": "real or synthetic (+ confidence 1-5)", "findings": "findings present",
