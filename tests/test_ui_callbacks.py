@@ -317,7 +317,7 @@ def test_build_app_public_mode_hides_server_folder(studio, world):
 def test_user_errors_become_gradio_errors():
     import gradio as gr
 
-    from chexgen_ui.app import _user_errors
+    from chexgen_ui.widgets import _user_errors
 
     @_user_errors
     def bad():

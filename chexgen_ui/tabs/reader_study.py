@@ -208,7 +208,7 @@ def build(studio, public: bool, source_choices: list[str]) -> None:
     """The tab's layout and callbacks (call inside the app's ``gr.Tabs``)."""
     import gradio as gr
 
-    from ..app import _session, _user_errors
+    from ..widgets import _session, _user_errors
 
     src_choices = [c for c in source_choices if c.startswith(("upload", "server"))]
     with gr.Tab("Reader study", id="reader-study"):

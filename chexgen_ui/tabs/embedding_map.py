@@ -1,0 +1,108 @@
+"""The "Embedding map" tab: UMAP of the reference set's encoder features with the generated images on it; a
+click on a point shows that image. Also the app's first load (build/load the index, calibrate, draw the map)."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import gradio as gr
+
+from evaluators.errors import InputError
+from evaluators.space import gpu
+
+from .. import figures
+from ..display import to_uint8
+from ..services import Generated, Studio
+from ..widgets import GPU_DURATION, GPU_QUEUE, AppContext, _progress, _user_errors, log, plotly_html
+
+
+def map_json(studio: Studio, gen: Generated | None) -> str:
+    """The map figure (reference points, plus ``gen``'s images as stars) as plotly JSON."""
+    points = studio.map_points()
+    xy = gen.umap if gen is not None else None
+    text = [f"#{i} seed {s}: {p}" for i, (s, p) in enumerate(zip(gen.seeds, gen.prompts))] if gen else None
+    return figures.umap_figure(points, xy, text).to_json()
+
+
+def map_outputs(studio: Studio, gen: Generated | None) -> tuple[str, str]:
+    """(map JSON, the status line under it: size, encoder and folder of the reference index)."""
+    idx = studio.index()
+    return map_json(studio, gen), f"{len(idx)} reference images · encoder {idx.encoder} · index `{idx.dir.name}`"
+
+
+def layout(ctx: AppContext) -> SimpleNamespace:
+    """The tab's widgets (call inside the app's ``gr.Tabs``)."""
+    t = SimpleNamespace()
+    with gr.Tab("Embedding map", id="map"):
+        gr.Markdown("UMAP of the reference set's encoder features, coloured by pathology (click legend "
+                    "entries to toggle). Generated images appear as orange stars. Click a point to see it.")
+        with gr.Row():
+            with gr.Column(scale=3):
+                t.map_html = plotly_html("umap", ctx.static_dir)
+                t.map_status = gr.Markdown()
+            with gr.Column(scale=1, min_width=280):
+                t.map_img = gr.Image(label="Chosen point", type="numpy", interactive=False, height=300,
+                                     elem_id="map-image")
+                t.map_caption = gr.Markdown(elem_id="map-caption")
+                with gr.Row():
+                    t.row_nb = gr.Number(0, precision=0, label="or reference row")
+                    t.row_btn = gr.Button("Show")
+                t.map_btn = gr.Button("Redraw map")
+    return t
+
+
+def wire(ctx: AppContext, t: SimpleNamespace) -> None:
+    """Redraw, click a point, show a reference row."""
+    studio = ctx.studio
+
+    @_user_errors
+    @gpu(GPU_DURATION)
+    @ctx.job
+    def on_map(gen, progress=gr.Progress()):  # noqa: B008 - Gradio's idiom
+        studio.index(_progress(progress))
+        return map_outputs(studio, gen)
+
+    t.map_btn.click(on_map, ctx.gen_state, [t.map_html, t.map_status], concurrency_id=GPU_QUEUE)
+
+    @_user_errors
+    def on_point(gen, evt: gr.EventData):
+        key = str(getattr(evt, "key", None) or (evt._data or {}).get("key", ""))
+        kind, _, num = key.partition(":")
+        if kind == "gen" and gen is not None:
+            i = int(num)
+            return to_uint8(gen.images[i]), f"generated #{i} (seed {gen.seeds[i]})\n\n{gen.prompts[i]}\n\n" \
+                + studio.verdict(gen, i)
+        if kind == "ref":
+            img, caption = studio.reference_image(int(num))
+            return img, caption
+        raise InputError(f"Unrecognised point {key!r}.")
+
+    t.map_html.click(on_point, ctx.gen_state, [t.map_img, t.map_caption])
+
+    @_user_errors
+    def on_row(row):
+        return studio.reference_image(int(row or 0))
+
+    t.row_btn.click(on_row, t.row_nb, [t.map_img, t.map_caption])
+
+
+def wire_first_load(ctx: AppContext, demo: gr.Blocks, t: SimpleNamespace) -> None:
+    """First load of the page: build/load the index (first start shows progress), calibrate, draw the map."""
+    studio = ctx.studio
+
+    @_user_errors
+    @gpu(GPU_DURATION)
+    @ctx.job
+    def on_load(progress=gr.Progress()):  # noqa: B008 - Gradio's idiom
+        report = _progress(progress)
+        studio.index(report)
+        try:  # calibrate the memorisation threshold now (once; cached), not on the first Generate click
+            report(0, 1, "calibrating the memorisation threshold on held-out patients")
+            studio.calibration()
+            report(0, 1, "calibrating the re-ID verdict threshold on held-out patients")
+            studio.reid_calibration()
+        except InputError as exc:
+            log.warning("memorisation threshold not calibrated: %s", exc)
+        return map_outputs(studio, None)
+
+    demo.load(on_load, None, [t.map_html, t.map_status], concurrency_id=GPU_QUEUE)

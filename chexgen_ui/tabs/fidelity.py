@@ -1,0 +1,69 @@
+"""The "Per-pathology fidelity" tab: FID, KID, Precision, Recall, Density and Coverage for each label, with
+bootstrap intervals and the image counts behind each value."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import gradio as gr
+
+from evaluators import limits
+from evaluators.space import gpu
+
+from .. import figures
+from ..widgets import (
+    GPU_CONCURRENCY,
+    GPU_DURATION,
+    GPU_QUEUE,
+    PREPROCESS_CHOICES,
+    PREPROCESS_LABEL,
+    AppContext,
+    _progress,
+    _session,
+    _user_errors,
+)
+
+
+def layout(ctx: AppContext) -> SimpleNamespace:
+    """The tab's widgets (call inside the app's ``gr.Tabs``)."""
+    public = ctx.public
+    t = SimpleNamespace()
+    with gr.Tab("Per-pathology fidelity", id="fidelity"):
+        gr.Markdown("FID, KID, Precision, Recall, Density and Coverage for each of the 14 labels, with "
+                    "95% bootstrap intervals and the number of images behind each value.")
+        with gr.Row():
+            with gr.Column(scale=1, min_width=320):
+                t.src, t.files, t.folder, t.mdl, t.n, t.steps = ctx.set_chooser("pp")
+                with gr.Row():
+                    t.boot = gr.Number(0, precision=0, minimum=0, maximum=limits.maximum("bootstrap", public),
+                                       label=f"Bootstrap resamples (0 = no CI; at most {limits.maximum('bootstrap', public)})")
+                    t.min = gr.Number(10, precision=0, label="Min images per pathology", elem_id="pp-min")
+                t.pre = gr.Radio(PREPROCESS_CHOICES, value="auto", label=PREPROCESS_LABEL, elem_id="pp-preprocess")
+                t.btn = gr.Button("Compute per-pathology fidelity", variant="primary", elem_id="pp-run")
+            with gr.Column(scale=2):
+                t.table = gr.Dataframe(label="Per pathology", wrap=False, pinned_columns=1, elem_id="pp-table",
+                                       interactive=False)  # one line per pathology; narrow headers stay whole
+                t.plot = gr.Plot(label="Per-pathology metrics")
+                t.counts = gr.Plot(label="Long-tail counts")
+    return t
+
+
+def wire(ctx: AppContext, t: SimpleNamespace) -> None:
+    """The Compute button: one fidelity run (saved to the results store), its table and two charts."""
+    studio = ctx.studio
+
+    @_user_errors
+    @gpu(GPU_DURATION)
+    @ctx.job
+    def on_pp(src, files, folder, mdl, n, steps, boot, min_count, preprocess="auto", progress=gr.Progress(),  # noqa: B008 - Gradio's idiom
+              request: gr.Request = None):
+        report = _progress(progress)
+        synthetic, model = ctx.load_set(src, files, folder, mdl, n, steps, report, _session(request))
+        run = studio.run_fidelity(synthetic, model=model, per_pathology=True, bootstrap=int(boot or 0),
+                                  min_count=int(min_count or 1), session=_session(request),
+                                  progress=report, preprocess=preprocess or "auto")
+        return run.per_pathology, figures.fidelity_bars(run.per_pathology, result=run.result), \
+            figures.counts_figure(run.counts)
+
+    t.btn.click(on_pp, [t.src, t.files, t.folder, t.mdl, t.n, t.steps, t.boot, t.min, t.pre],
+                [t.table, t.plot, t.counts], concurrency_id=GPU_QUEUE, concurrency_limit=GPU_CONCURRENCY)
