@@ -8,11 +8,8 @@ Nothing here imports Gradio; every user-facing problem is an :class:`InputError`
 
 from __future__ import annotations
 
-import contextlib
 import csv
-import hashlib
 import io
-import json
 import logging
 import os
 import re
@@ -34,6 +31,7 @@ from evaluators import limits, settings
 from evaluators.errors import InputError, UnavailableError
 from evaluators.pathologies import INDEX as LABEL_INDEX
 from evaluators.pathologies import PATHOLOGIES, positives
+from evaluators.runs.save import session_folder
 from evaluators.settings import chexgen_home, subdir
 from evaluators.store import finite
 
@@ -82,12 +80,6 @@ class Limits:
             max_pixels=env_int("CHEXGEN_PUBLIC_MAX_PIXELS", PUBLIC_MAX_PIXELS),
             max_generate_set=env_int("CHEXGEN_PUBLIC_MAX_GENERATE_SET", PUBLIC_MAX_GENERATE_SET),
         )
-
-
-def session_folder(session: str | None) -> str:
-    """The per-session folder name under uploads/, synthetic/, exports/ and runs/ ('local' without one)."""
-    name = re.sub(r"[^A-Za-z0-9_-]+", "-", session or "").strip("-")[:64]
-    return name or "local"
 
 
 def _slug(text: str) -> str:
@@ -232,28 +224,23 @@ class Studio:
         from .quotas import DiskQuota
 
         self.quota = DiskQuota(public)  # public mode: disk quotas, deletion of finished inputs, expiry
-        self._encoder_name = encoder or settings.get("CHEXGEN_APP_ENCODER") or None
-        self._device = device
-        self._store_path = store_path
-        self._lock = threading.RLock()
-        self._gen_lock = threading.Lock()
-        self._ref = None
-        self._index = None
-        self._encoder = None
-        self._generators: dict[str, object] = {}
-        self._search = None
-        self._reid = None
-        self._reid_reason: str | None = None
-        self.notes: list[str] = []
+        from evaluators.runs import RunContext
 
-    # ---- basics
+        # the reference side (set, encoder, index, memorisation search, re-ID), shared with the CLI's run layer
+        self.ctx = RunContext(reference, encoder=encoder or settings.get("CHEXGEN_APP_ENCODER") or None,
+                              device=device, umap=umap, fallback=True)
+        self._store_path = store_path
+        self._gen_lock = threading.Lock()
+        self._generators: dict[str, object] = {}
+
+    # ---- basics (the reference side lives in self.ctx: evaluators.runs.RunContext)
     @property
     def device(self) -> str:
-        if self._device is None:
-            from evaluators.settings import select_device
+        return self.ctx.device
 
-            self._device = select_device()
-        return self._device
+    @property
+    def notes(self) -> list[str]:
+        return self.ctx.notes
 
     def store(self):
         from evaluators.store import ResultsStore
@@ -261,60 +248,21 @@ class Studio:
         return ResultsStore(self._store_path)
 
     def reference_set(self):
-        with self._lock:
-            if self._ref is None:
-                from evaluators.imagesets import load_image_set
-
-                self._ref = load_image_set(self.reference)
-            return self._ref
+        return self.ctx.reference_set()
 
     def encoder(self):
-        """The encoder of the reference index: CHEXGEN_APP_ENCODER, else the best available one.
-
-        If the preferred encoder cannot be loaded here (e.g. its weights are not cached and the machine is
-        offline), the app falls back to ``pixels`` and says so in :attr:`notes` (shown on the Setup tab).
-        """
-        with self._lock:
-            if self._encoder is None:
-                from evaluators import encoders
-
-                name = self._encoder_name or encoders.default_encoder()
-                try:
-                    self._encoder = encoders.load_encoder(name, device=self.device, preprocess="auto")
-                except Exception as exc:  # any load failure falls back, with the reason shown
-                    if self._encoder_name:
-                        raise
-                    note = f"encoder {name!r} could not be loaded ({exc}); using 'pixels' instead"
-                    log.warning(note)
-                    self.notes.append(note)
-                    self._encoder = encoders.load_encoder("pixels", device=self.device)
-            return self._encoder
+        """The encoder of the reference index: CHEXGEN_APP_ENCODER, else the best available one (falling back to
+        ``pixels`` with a note on the Setup tab when the best one cannot load here)."""
+        return self.ctx.encoder()
 
     def index_dir(self) -> Path:
-        from evaluators.imagesets import parse_set_spec
-
-        path, split = parse_set_spec(self.reference)
-        resolved = path if path.split("@")[0] == "demo" else str(Path(path).expanduser().resolve())
-        digest = hashlib.sha256(f"{resolved}@{split}".encode()).hexdigest()[:10]
-        name = f"{_slug(Path(path).name)}-{split or 'all'}-{digest}-{self.encoder().cache_key()}"
-        return subdir("indexes") / (name if self.umap else name + "-nomap")
+        return self.ctx.index_dir()
 
     def index(self, progress: Progress | None = None):
         """The reference index, built on first use (visible progress) and loaded from disk afterwards."""
-        with self._lock:
-            if self._index is None:
-                from evaluators.index import ReferenceIndex, build_index
-
-                out = self.index_dir()
-                if (out / "index.json").is_file():
-                    self._index = ReferenceIndex(out)
-                else:
-                    t0 = time.perf_counter()
-                    log.info("building the reference index for %s under %s (first start)", self.reference, out)
-                    self._index = build_index(self.reference_set(), self.encoder(), out, umap=self.umap,
-                                              progress=progress, show_progress=False)
-                    log.info("reference index ready in %.1f s", time.perf_counter() - t0)
-            return self._index
+        if not self.ctx.index_built:
+            log.info("loading or building the reference index for %s under %s", self.reference, self.index_dir())
+        return self.ctx.index(progress)
 
     # ---- catalogue
     def models(self) -> list[dict]:
@@ -469,60 +417,32 @@ class Studio:
         gen.reid = self.reid_scores(gen)
         return gen
 
-    # ---- memorisation search (engine: evaluators.privacy.search)
+    # ---- memorisation search and re-ID (engine: evaluators.runs.RunContext)
     def search(self):
         """The engine's memorisation search for this reference (calibrated once, cached next to the index)."""
-        with self._lock:
-            if self._search is None:
-                from evaluators.privacy.search import MemorisationSearch
-
-                self._search = MemorisationSearch(self.index(), self.encoder(), spec=self.reference,
-                                                  percentile=CALIBRATION_PERCENTILE)
-            return self._search
+        return self.ctx.search(percentile=CALIBRATION_PERCENTILE)
 
     def calibration(self) -> dict:
         """The memorisation threshold and how it was calibrated (the engine's calibration dict)."""
-        with self._lock:
-            return self.search().calibration
+        return self.search().calibration
 
-    # ---- re-identification
     def reid_choice(self):
         """The engine's re-ID choice for the reference set (evaluators.privacy.reid_choice): the demo model only on
         the demo world; else CheXGenBench's checkpoint, else one trained on the reference; with its held-out AUC."""
-        with self._lock:
-            if self._reid is None:
-                from evaluators.privacy.reid_choice import ReidChoice, choose_reid
-
-                try:
-                    self._reid = choose_reid("auto", self.reference_set(), spec=self.reference, device=self.device)
-                except Exception as exc:  # a broken weights file: say why, never substitute another model
-                    self._reid = ReidChoice(None, None, reason=str(exc))
-                self._reid_reason = self._reid.reason
-            return self._reid
+        return self.ctx.reid_choice("auto")
 
     def reid_model(self):
         """The chosen re-ID model, or None with :meth:`reid_status` saying why."""
         return self.reid_choice().model
 
     def reid_status(self, short: bool = False) -> str:
-        """'re-ID by MODEL (verification AUC ...)', or 'unavailable (reason)'; ``short`` keeps the first sentence."""
-        choice = self.reid_choice()
-        if choice.available:
-            return f"re-ID by {choice.label()}"
-        reason = str(choice.reason)
-        if short:
-            reason = reason.split(". ")[0].split(" (looked for")[0] + "; see the Setup tab"
-        return f"re-ID: unavailable ({reason})"
+        from evaluators.runs.privacy import reid_status
+
+        return reid_status(self.reid_choice(), short)
 
     def reid_calibration(self) -> dict:
         """The re-ID threshold of a "same patient" verdict (evaluators.privacy.reid_choice.calibrate_reid), cached."""
-        with self._lock:
-            key = id(self.reid_choice())
-            if getattr(self, "_reid_cal", (None, None))[0] != key:
-                from evaluators.privacy.suite import reid_verdict_calibration
-
-                self._reid_cal = (key, reid_verdict_calibration(self.search(), self.reid_choice()))
-            return self._reid_cal[1]
+        return self.ctx.reid_calibration(self.search(), self.reid_choice())
 
     def train_reid(self, *, epochs: int = 5, progress: Progress | None = None, **settings) -> dict:
         """Train a re-ID model on the reference set's patients where the default choice finds it (resumable: a
@@ -531,17 +451,13 @@ class Studio:
 
         result = train_reid(self.reference_set(), epochs=int(epochs), device=self.device, progress=progress,
                             **settings)  # settings: train_reid's (pairs_per_epoch, batch_size, backbone...)
-        with self._lock:
-            self._reid = None
+        self.ctx.forget_reid()
         return result
 
     def domain_notes(self) -> list[str]:
         """What makes this app's numbers incomparable elsewhere (the demo encoder on images that are not the demo
         world), from evaluators.domain."""
-        from evaluators.domain import encoder_note
-
-        note = encoder_note(self.encoder().name, self.reference_set())
-        return [f"Encoder note: results {note}."] if note else []
+        return self.ctx.domain_notes()
 
     def reid_scores(self, gen: Generated) -> list[float | None]:
         """Re-ID score of each image against its matched training image (else its nearest by encoder)."""
@@ -827,13 +743,13 @@ class Studio:
         table.to_csv(out / "metadata.csv", index=False)
         return load_image_set(str(out / "metadata.csv"), images_root=str(out))
 
-    # ---- fidelity
+    # ---- fidelity, privacy (evaluators.runs: the same jobs and the same save as the CLI)
     def run_fidelity(self, synthetic, *, model: str | None = None, per_pathology: bool = True,
                      bootstrap: int = 0, min_count: int = 10, kid_subsets: int = 100, session: str | None = None,
                      progress: Progress | None = None, preprocess: str = "auto") -> FidelityRun:
         """Fidelity of ``synthetic`` against the reference index; saved to the results store and to files.
         ``preprocess``: auto / clean / chexgenbench (:mod:`evaluators.encoders.chexgenbench`)."""
-        from evaluators import fidelity
+        from evaluators.runs import FidelityConfig, fidelity
 
         bootstrap = limits.check("bootstrap", bootstrap, self.public)
         kid_subsets = limits.check("kid_subsets", min(int(kid_subsets), limits.maximum("kid_subsets", self.public))
@@ -841,80 +757,48 @@ class Studio:
         if int(min_count) < 1:
             raise InputError(f"Min images per pathology must be at least 1; got {min_count}.")
         self.quota.check(session, 0, "This fidelity job")
-        settings = {"per_pathology": per_pathology, "bootstrap": int(bootstrap), "min_count": int(min_count),
-                    "kid_subsets": int(kid_subsets), "k": PRDC_K, "preprocess": preprocess}
-        with self.partial_on_failure("fidelity", synthetic, model=model, session=session, settings=settings):
-            # Precision/Recall/Density/Coverage need k + 1 images on each side (k = 5)
-            index = self.index(progress)
-            result = fidelity.run_fidelity(
-                index, synthetic, encoders=[index.encoder], per_pathology=per_pathology, bootstrap=int(bootstrap),
-                k=PRDC_K, min_count=int(min_count), kid_subsets=int(kid_subsets), device=self.device,
-                progress=progress, load_encoder=self._load_encoder_for(index.encoder), preprocess=preprocess or "auto",
-            )
-        out = subdir("runs") / session_folder(session) / f"fidelity-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
-        csv_path = fidelity.write_csv(result, out / "fidelity.csv")
-        json_path = fidelity.write_json(result, out / "fidelity.json")
-        run_id = self.store().save("fidelity", result, model=model or "upload", synthetic=synthetic.name,
-                                   reference=self.reference, session=session)
+        config = FidelityConfig(per_pathology=per_pathology, bootstrap=int(bootstrap), min_count=int(min_count),
+                                kid_subsets=int(kid_subsets), k=PRDC_K, preprocess=preprocess or "auto")
+        with self.partial_on_failure("fidelity", synthetic, model=model, session=session, settings=config.settings()):
+            run = fidelity.run(self.ctx, synthetic, config, progress=progress)
+        saved = self._save(run, synthetic, model=model, session=session, csv=True)
+        result = run.data
         return FidelityRun(result, overall_table(result), per_pathology_table(result), counts_table(result),
-                           csv_path, json_path, run_id)
+                           saved.csv_path, saved.json_path, saved.run_id)
 
-    # ---- privacy (memorisation against the whole reference, re-ID when a model is present)
     def run_privacy(self, synthetic, *, model: str | None = None, session: str | None = None,
                     progress: Progress | None = None) -> PrivacyRun:
         """The engine's privacy suite (memorisation search + re-ID) on a synthetic set; saved to the store."""
-        from evaluators.privacy.suite import run_privacy
+        from evaluators.runs import PrivacyConfig, privacy
 
         self.quota.check(session, 0, "This privacy job")
+        config = PrivacyConfig(percentile=CALIBRATION_PERCENTILE)
         with self.partial_on_failure("privacy", synthetic, model=model, session=session, settings={}):
-            search = self.search()
-            result = run_privacy(search.index, synthetic, search=search, reid=self.reid_choice(), progress=progress)
-        result["reid"]["status"] = self.reid_status()
-        summ = result["summary"]
-        n = len(result["samples"])
-        n_flagged = sum(s["flagged"] for s in result["samples"])
-        result["memorisation"] = {"n": n, "n_flagged": n_flagged, "threshold": summ["memorisation_threshold"],
-                                  "expected_fraction": summ["expected_fraction_flagged"]}
-        out = subdir("runs") / session_folder(session) / f"privacy-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
-        out.mkdir(parents=True, exist_ok=True)
-        json_path = out / "privacy.json"
-        json_path.write_text(json.dumps(result, indent=2, default=str))
-        run_id = self.store().save("privacy", result, model=model or "upload", synthetic=synthetic.name,
-                                   reference=self.reference, session=session)
-        per_path = pd.DataFrame(summ.get("per_pathology") or [])
+            run = privacy.run(self.ctx, synthetic, config, progress=progress)
+        saved = self._save(run, synthetic, model=model, session=session)
+        result = run.data
+        per_path = pd.DataFrame(result["summary"].get("per_pathology") or [])
         top = privacy_image_table(result)
-        return PrivacyRun(result, per_path.round(4), top.round(4), json_path, run_id)  # readable in the page
+        return PrivacyRun(result, per_path.round(4), top.round(4), saved.json_path, saved.run_id)
 
-    @contextlib.contextmanager
+    def _save(self, run, synthetic, *, model: str | None, session: str | None, csv: bool = False):
+        """The run layer's one save: ``runs/<session>/<kind>-<time>/<kind>.json`` (+ CSV) and a store row."""
+        from evaluators.runs import run_folder, save
+
+        out = run_folder(run.kind, session)
+        return save(run, json_path=out / f"{run.kind}.json", csv_path=out / f"{run.kind}.csv" if csv else None,
+                    store=self.store(), model=model or "upload", synthetic=synthetic.name, reference=self.reference,
+                    session=session)
+
     def partial_on_failure(self, kind: str, synthetic, *, model: str | None, session: str | None, settings: dict,
-                           note: str = "stopped before the end; encoded features are cached and a rerun resumes "
-                                       "from them"):
-        """A job that fails or is cancelled leaves a ``partial`` row in the results store (with the reason and
-        ``note``: what a rerun reuses), then re-raises."""
-        try:
-            yield
-        except BaseException as exc:
-            cancelled = isinstance(exc, KeyboardInterrupt) or "cancel" in type(exc).__name__.lower()
-            reason = "cancelled" if cancelled else f"{type(exc).__name__}: {exc}"
-            reason = getattr(exc, "reason", None) or reason  # evaluators.jobs.Stopped: cancelled / client left / time
-            result = {"status": "partial", "error": reason, "settings": settings,
-                      "synthetic": {"name": getattr(synthetic, "name", None), "n": len(synthetic)}, "note": note}
-            try:
-                self.store().save(kind, result, model=model or "upload", synthetic=getattr(synthetic, "name", None),
-                                  reference=self.reference, session=session, settings=settings, status="partial")
-            except Exception:  # never hide the original error behind a store problem
-                log.exception("could not record the partial %s run", kind)
-            raise
+                           note: str | None = None):
+        """A job that fails or is cancelled leaves a ``partial`` row in the results store (evaluators.runs.save)."""
+        from evaluators.runs import partial_on_failure
+        from evaluators.runs.save import PARTIAL_NOTE
 
-    def _load_encoder_for(self, index_encoder: str):
-        def load(name: str):
-            if name == index_encoder:
-                return self.encoder()
-            from evaluators.encoders import load_encoder
-
-            return load_encoder(name, device=self.device)
-
-        return load
+        return partial_on_failure(kind, synthetic, store=self.store(), model=model or "upload",
+                                  reference=self.reference, session=session, settings=settings,
+                                  note=note or PARTIAL_NOTE)
 
     # ---- leaderboard
     def _visible_session(self, session: str | None) -> str | None:
@@ -977,10 +861,11 @@ class Studio:
             lines.append(f"Images: {d['n_images']}; patients: {d['n_patients']}; splits: {d['splits']}")
         except (InputError, UnavailableError) as exc:
             lines.append(f"Not loaded: {exc}")
-        if self._index is not None:
-            lines.append(f"Index: `{self._index.dir}` (encoder {self._index.encoder}, {len(self._index)} images)")
+        if self.ctx.index_built:
+            index = self.index()
+            lines.append(f"Index: `{index.dir}` (encoder {index.encoder}, {len(index)} images)")
         else:
-            lines.append(f"Index folder: `{self.index_dir() if self._encoder is not None else '(not built yet)'}`")
+            lines.append("Index folder: (not built yet)")
         from evaluators.space import hf_token, zero_gpu
 
         lines.append(f"CHEXGEN_HOME: `{chexgen_home()}` · device: {self.device}"

@@ -10,13 +10,7 @@ Nothing here imports Gradio.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
-import shutil
-import threading
-import time
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,10 +21,15 @@ import pandas as pd
 
 from evaluators import limits
 from evaluators.errors import InputError
-from evaluators.settings import subdir
-from evaluators.store import finite
+from evaluators.runs.utility import (  # noqa: F401
+    PARTIAL_NOTE,
+    UtilityConfig,
+    baseline_for,
+    lock_for,
+    split_specs,
+)
 
-from .services import Progress, Studio, env_int, session_folder
+from .services import Progress, Studio, env_int
 
 log = logging.getLogger("chexgen_ui")
 
@@ -49,13 +48,6 @@ BATCH_SIZE = 32
 SEED = 0
 POLICY = "zeros"
 SCHEDULER = "cosine"
-
-PARTIAL_NOTE = ("stopped before the end; finished epochs of the real baseline are checkpointed and a rerun "
-                "resumes from them")
-
-_baseline_locks: dict[str, threading.Lock] = {}
-_locks_guard = threading.Lock()
-
 
 @dataclass(frozen=True)
 class UtilityLimits:
@@ -118,32 +110,14 @@ def check_settings(studio: Studio, *, model: str | None, epochs: int, image_size
     return name, epochs, image_size
 
 
-def split_specs(reference: str) -> tuple[str, str]:
-    """(real training spec, real test spec) from the app's reference, e.g. 'demo@train' -> 'demo@test'."""
-    from evaluators.imagesets import parse_set_spec
-
-    base, split = parse_set_spec(reference)
-    if split is not None and split.lower() in ("test", "testing"):
-        raise InputError(f"The reference {reference!r} is a test split; the utility axis trains its real baseline "
-                         "on the reference and tests on its 'test' split. Start the app with e.g. PATH@train.")
-    return reference, f"{base}@test"
-
-
 def baseline_dir(reference: str, *, model: str, epochs: int, image_size: int) -> Path:
     """The stable folder of the real-trained baseline: one per reference and training settings."""
-    from evaluators.imagesets import parse_set_spec
-
-    base, split = parse_set_spec(reference)
-    resolved = base if base.split("@")[0] == "demo" else str(Path(base).expanduser().resolve())
-    key = json.dumps([resolved, split, model, epochs, image_size, BATCH_SIZE, SEED, POLICY, SCHEDULER])
-    digest = hashlib.sha256(key.encode()).hexdigest()[:12]
-    name = "".join(c if c.isalnum() or c in "._-" else "-" for c in Path(base).name)[:40] or "reference"
-    return subdir("utility") / "baselines" / f"{name}-{split or 'all'}-{model}-{image_size}px-e{epochs}-{digest}"
+    return baseline_for(reference, _config(model, epochs, image_size, False))
 
 
-def _lock_for(folder: Path) -> threading.Lock:
-    with _locks_guard:
-        return _baseline_locks.setdefault(str(folder), threading.Lock())
+def _config(model: str, epochs: int, image_size: int, mixed: bool) -> UtilityConfig:
+    return UtilityConfig(model=model, epochs=epochs, image_size=image_size, mixed=bool(mixed), batch_size=BATCH_SIZE,
+                         seed=SEED, policy=POLICY, scheduler=SCHEDULER)
 
 
 def progress_adapter(report: Progress | None) -> Callable[[dict], None] | None:
@@ -179,104 +153,33 @@ def display_table(rows: list[dict], settings: list[str]) -> pd.DataFrame:
     return df
 
 
-def _cli_hint(synthetic: Any, real: str, test: str, model: str, epochs: int, image_size: int, mixed: bool,
-              work: Path) -> str:
-    """The equivalent ``python -m evaluators utility`` command (the synthetic set named by its folder)."""
-    root = getattr(synthetic, "root", None)
-    syn = str(root) if root is not None else "SYNTHETIC_SET"
-    cmd = (f"python -m evaluators utility --train {real} --synthetic {syn} --test {test} --model {model} "
-           f"--epochs {epochs} --image-size {image_size} --batch-size {BATCH_SIZE} --seed {SEED} "
-           f"--policy {POLICY} --scheduler {SCHEDULER} --work-dir {work} --out utility.json")
-    return cmd + ("" if mixed else "  (the CLI also trains real+synthetic)")
-
-
 def run_utility_job(studio: Studio, synthetic: Any, *, model: str | None = None, epochs: int = DEFAULT_EPOCHS,
                     image_size: int = DEFAULT_IMAGE_SIZE, mixed: bool = False, session: str | None = None,
                     source: str | None = None, progress: Progress | None = None) -> UtilityRun:
-    """Train on ``synthetic`` (and the cached real baseline), test both on the reference's test split.
+    """Train on ``synthetic`` (and the cached real baseline), test both on the reference's test split
+    (:func:`evaluators.runs.utility.run`); saved as kind 'utility' and as ``utility.json``.
 
     ``model``: a timm architecture (default: the engine's default for the device). ``mixed`` adds
-    CheXGenBench's real + synthetic setting. ``source`` names the synthetic set's origin in the store
-    (a model name, 'upload'...). The report is saved as kind 'utility' and as ``utility.json``.
+    CheXGenBench's real + synthetic setting. ``source`` names the synthetic set's origin in the store.
     """
-    from evaluators.imagesets import load_image_set
-    from evaluators.utility.run import MIXED, REAL, SYNTHETIC, run_utility, side_by_side, standard_settings
+    from evaluators.runs import run_folder, save
+    from evaluators.runs import utility as job
 
     name, epochs, image_size = check_settings(studio, model=model, epochs=epochs, image_size=image_size)
     studio.quota.check(session, 0, "This utility job")
-    real_spec, test_spec = split_specs(studio.reference)
-    labels = np.asarray(synthetic.labels, dtype=np.float32)
-    if len(synthetic) < 2 or np.isnan(labels).all():
-        raise InputError(
-            f"The synthetic set {getattr(synthetic, 'name', '')!r} has "
-            + ("fewer than 2 images" if len(synthetic) < 2 else "no labels (no label columns and no prompts)")
-            + "; the utility axis trains a classifier on its images and labels. Upload a CSV with a 'prompt' "
-              "column or the 14 label columns, or generate the set from a model (it carries the reference prompts)."
-        )
-    settings = {"model": name, "epochs": epochs, "image_size": image_size, "mixed": bool(mixed),
-                "batch_size": BATCH_SIZE, "seed": SEED, "policy": POLICY, "scheduler": SCHEDULER,
-                "test": test_spec}
-    syn_key = f"synthetic:{getattr(synthetic, 'name', 'set')}"
-    loaded: dict[str, Any] = {syn_key: synthetic}
-
-    def loader(spec: str) -> Any:
-        if spec not in loaded:
-            loaded[spec] = studio.reference_set() if spec == studio.reference else load_image_set(spec)
-        return loaded[spec]
-
-    with studio.partial_on_failure("utility", synthetic, model=source, session=session, settings=settings,
-                                   note=PARTIAL_NOTE):
-        try:
-            loader(test_spec)
-        except InputError as exc:
-            raise InputError(f"The utility axis tests on the reference's test split {test_spec!r}, which could "
-                             f"not be loaded: {exc}") from None
-        common = dict(model=name, epochs=epochs, image_size=image_size, batch_size=BATCH_SIZE, seed=SEED,
-                      policy=POLICY, scheduler=SCHEDULER, device=studio.device, show_bars=False,
-                      progress=progress_adapter(progress), loader=loader)
-        base = baseline_dir(studio.reference, model=name, epochs=epochs, image_size=image_size)
-        with _lock_for(base):  # two sessions never train the same baseline at once
-            try:
-                real = run_utility({REAL: [real_spec]}, test_spec, work_dir=base, **common)
-            except InputError as exc:
-                if "different run" not in str(exc):
-                    raise
-                log.warning("the cached real baseline in %s no longer matches the reference; retraining", base)
-                real = run_utility({REAL: [real_spec]}, test_spec, work_dir=base, resume=False, **common)
-        out = subdir("runs") / session_folder(session) / f"utility-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
-        wanted = standard_settings([real_spec], [syn_key])
-        syn_settings = {k: v for k, v in wanted.items() if k == SYNTHETIC or (k == MIXED and mixed)}
-        try:
-            syn = run_utility(syn_settings, test_spec, work_dir=out / "work", **common)
-        finally:
-            if studio.public:  # public mode keeps utility.json only: the checkpoints are ~170 MB per job
-                shutil.rmtree(out / "work", ignore_errors=True)
-
-    r = real["settings"][REAL]
-    real_reused = r["epochs_run"] > 0 and r["resumed_from_epoch"] == r["epochs_run"]
-    results = {**real["settings"], **syn["settings"]}
-    table = side_by_side(results)
-    result = finite({
-        **{k: syn[k] for k in ("test", "n_test", "model", "weights", "image_size", "policy", "scheduler", "seed",
-                               "epochs", "device")},
-        "synthetic": {"name": getattr(synthetic, "name", None), "n": len(synthetic), "source": source},
-        "real_baseline": {"work_dir": str(base), "reused": real_reused},
-        "settings": settings,
-        "per_setting": results,
-        "table": table,
-        # what the results store lists per run (evaluators.store.flatten_metrics: 'AUC (<setting>)')
-        "utility": {n: {"auc_macro": v["metrics"]["macro_auc"], "f1_micro": v["metrics"]["f1_micro"],
-                        "f1_macro": v["metrics"]["f1_macro"], "accuracy": v["metrics"]["accuracy"],
-                        "n_train": v["n_train"]} for n, v in results.items()},
-        "notes": [*real.get("notes", []), *syn.get("notes", [])],
-        "seconds": round(real["seconds"] + syn["seconds"], 1),
-        "cli": _cli_hint(synthetic, real_spec, test_spec, name, epochs, image_size, mixed, out / "work"),
-    })
-    json_path = out / "utility.json"
-    json_path.write_text(json.dumps(result, indent=2, default=str))
-    run_id = studio.store().save("utility", result, model=source or "upload", synthetic=getattr(synthetic, "name", None),
-                                 reference=studio.reference, session=session, settings=settings)
-    return UtilityRun(result, display_table(result["table"], list(results)), json_path, run_id, real_reused)
+    job.check_trainable(synthetic)
+    config = _config(name, epochs, image_size, mixed)
+    _, test_spec = split_specs(studio.reference)
+    with studio.partial_on_failure("utility", synthetic, model=source, session=session,
+                                   settings=config.settings(test_spec), note=job.PARTIAL_NOTE):
+        out = run_folder("utility", session)
+        run = job.run(studio.ctx, synthetic, config, run_dir=out, source=source, progress=progress_adapter(progress),
+                      keep_checkpoints=not studio.public)
+    saved = save(run, json_path=out / "utility.json", store=studio.store(), model=source or "upload",
+                 synthetic=getattr(synthetic, "name", None), reference=studio.reference, session=session)
+    result = run.data
+    return UtilityRun(result, display_table(result["table"], list(result["per_setting"])), saved.json_path,
+                      saved.run_id, result["real_baseline"]["reused"])
 
 
 def summary(run: UtilityRun) -> str:

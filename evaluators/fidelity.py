@@ -9,7 +9,6 @@ with 5,000. ``bootstrap`` gives a percentile confidence interval for every numbe
 from __future__ import annotations
 
 import csv
-import json
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -18,12 +17,11 @@ import numpy as np
 
 from .errors import InputError, UnavailableError
 from .features import Progress, extract_features
-from .metrics import bootstrap_ci, fidelity_metrics, inception_score, multilabel_auc
+from .metrics import bootstrap_ci, fidelity_metrics, multilabel_auc
+from .metrics import registry as metric_registry
 from .pathologies import INDEX as LABEL_INDEX
 from .pathologies import PATHOLOGIES, binarize
-from .store import finite
 
-METRIC_KEYS = ("FID", "KID", "KID_std", "Precision", "Recall", "Density", "Coverage")
 MATCH_MODES = ("labels", "prompts")
 DEFAULT_MIN_COUNT = 10
 
@@ -31,14 +29,17 @@ DEFAULT_MIN_COUNT = 10
 class RealSide:
     """The real side of a comparison: an image set (encoded through the cache) or a reference index."""
 
-    def __init__(self, source):
+    def __init__(self, source, name: str | None = None):
         from .index import ReferenceIndex
 
         self.index = source if isinstance(source, ReferenceIndex) else None
         self.image_set = None if self.index is not None else source
+        self._name = name
 
     @property
     def name(self) -> str:
+        if self._name:
+            return self._name
         if self.index is not None:
             return f"index:{self.index.dir}"
         return self.image_set.name
@@ -113,7 +114,8 @@ def _with_ci(metrics: dict, fr: np.ndarray, fs: np.ndarray, n_boot: int, seed: i
     if n_boot <= 0:
         return metrics
     ci = bootstrap_ci(lambda r, f: fidelity_metrics(r, f, **kw), fr, fs, n_boot=n_boot, seed=seed)
-    metrics["ci95"] = {k: [ci[k]["low"], ci[k]["high"]] for k in METRIC_KEYS if k in ci}
+    keys = [o.key for o in metric_registry.outputs("fidelity") if o.ci]
+    metrics["ci95"] = {k: [ci[k]["low"], ci[k]["high"]] for k in keys if k in ci}
     return metrics
 
 
@@ -170,12 +172,15 @@ def run_fidelity(
     progress: Progress | None = None,
     load_encoder: Callable | None = None,
     preprocess: str = "auto",
+    real_name: str | None = None,
 ) -> dict:
     """Every fidelity metric of ``synthetic`` against ``real`` (an ImageSet or a ReferenceIndex).
 
     Encoders named in ``encoders`` load on ``device`` in ``dtype`` (half precision only on CUDA). ``preprocess``:
     ``auto`` (chexgenbench for raddino and inception, clean for the others), ``clean`` or ``chexgenbench``
-    (:mod:`evaluators.encoders.chexgenbench`); each encoder's mode is in the result."""
+    (:mod:`evaluators.encoders.chexgenbench`); each encoder's mode is in the result. Every metric comes from
+    :mod:`evaluators.metrics.registry`. ``real_name``: how the result names the real side (default: the set's
+    name, or ``index:<folder>``)."""
     from . import encoders as registry
 
     if match not in MATCH_MODES:
@@ -183,7 +188,7 @@ def run_fidelity(
     if len(synthetic) == 0:
         raise InputError(f"The synthetic set {synthetic.name!r} has no images.")
     load = load_encoder or (lambda name: registry.load_encoder(name, device=device, dtype=dtype))
-    real_side = RealSide(real)
+    real_side = RealSide(real, real_name)
     optional: set[str] = set()  # encoders added on their own: a refused weights file skips them with a note
     if encoders is None:
         encoders = [real_side.index.encoder] if real_side.index is not None else [registry.default_encoder()]
@@ -252,10 +257,9 @@ def run_fidelity(
         keep_s = fset.index
         overall = fidelity_metrics(fr, fs, real_stats=real_side.pathology_stats(enc, None), **metric_kw)
         result["overall"][name] = _with_ci(overall, fr, fs, bootstrap, seed, metric_kw)
-        if "logits" in fset.outputs and name == "inception":
-            splits = min(10, len(fs))  # fewer images than splits would leave empty splits
-            mean, std = inception_score(fset.outputs["logits"], splits=splits, seed=seed)
-            result["Inception Score"] = {"mean": mean, "std": std, "splits": splits, "n": len(fs)}
+        for metric in metric_registry.metrics("fidelity", inputs=("synthetic_logits",)):  # Inception Score
+            if "logits" in fset.outputs and metric.applies_to(name):
+                result[metric.name] = metric.compute({"synthetic_logits": fset.outputs["logits"]}, metric_kw)
         if per_pathology:
             need = max(min_count, k + 1)  # PRDC's k-th neighbour needs k + 1 images on each side
             synth_sub = _SubsetView(synthetic, keep_s)
@@ -273,7 +277,7 @@ def run_fidelity(
                 stats = real_side.pathology_stats(enc, p) if match == "labels" else None
                 m = fidelity_metrics(fr[rm], fs[sm], real_stats=stats, **metric_kw)
                 m = _with_ci(m, fr[rm], fs[sm], bootstrap, seed, metric_kw)
-                row.update({key: m[key] for key in METRIC_KEYS})
+                row.update({o.key: m.get(o.key) for o in metric_registry.outputs("fidelity")})
                 if "ci95" in m:
                     row["ci95"] = m["ci95"]
                 result["per_pathology"].append(row)
@@ -307,13 +311,13 @@ class _SubsetView:
 # CheXGenBench-compatible CSV
 
 
-def _column(metric: str, encoder: str) -> str:
-    """CheXGenBench's column names: FID/KID on Inception are bare, on RadDino suffixed; others suffixed too."""
-    if metric in ("FID", "KID"):
-        if encoder == "inception":
-            return metric
-        return f"{metric} ({'RadDino' if encoder == 'raddino' else encoder})"
-    return metric
+def _column(output, encoder: str) -> str:
+    """CheXGenBench's column names: a per-encoder number (FID, KID) is bare on Inception, suffixed on the others
+    ("FID (RadDino)"); a number taken from the PRDC encoder (Precision...) is bare."""
+    name = output.csv_column
+    if not output.column_per_encoder or encoder == "inception":
+        return name
+    return f"{name} ({'RadDino' if encoder == 'raddino' else encoder})"
 
 
 def _preprocessing_column(result: dict, encoders: list[str]) -> str:
@@ -337,14 +341,14 @@ def csv_rows(result: dict) -> list[dict]:
 
     def row_for(values_by_enc: dict[str, dict], pathology: str) -> dict:
         row: dict = {"Pathology": pathology}
+        shown = metric_registry.outputs("fidelity", shown_only=True)
         for enc, vals in values_by_enc.items():
-            if "FID" not in vals:
-                continue
-            row[_column("FID", enc)] = vals["FID"]
-            row[_column("KID", enc)] = vals["KID"]
-        if prdc_enc in values_by_enc and "Precision" in values_by_enc[prdc_enc]:
-            for key in ("Precision", "Recall", "Density", "Coverage"):
-                row[key] = values_by_enc[prdc_enc][key]
+            for o in shown:
+                if o.column_per_encoder and o.key in vals:
+                    row[_column(o, enc)] = vals[o.key]
+        for o in shown:
+            if not o.column_per_encoder and o.key in values_by_enc.get(prdc_enc, {}):
+                row[o.csv_column] = values_by_enc[prdc_enc][o.key]
         row["PRDC encoder"] = prdc_enc
         row["Preprocessing"] = _preprocessing_column(result, list(values_by_enc))
         first = next(iter(values_by_enc.values()))
@@ -355,8 +359,10 @@ def csv_rows(result: dict) -> list[dict]:
         return row
 
     rows = [row_for(result["overall"], "All")]
-    if "Inception Score" in result:
-        rows[0]["Inception Score"] = result["Inception Score"]["mean"]
+    for metric in metric_registry.metrics("fidelity", inputs=("synthetic_logits",)):  # set-level: Inception Score
+        for o in metric.outputs:
+            if o.shown and metric.name in result:
+                rows[0][o.csv_column] = result[metric.name].get(o.key)
     by_p: dict[str, dict[str, dict]] = {}
     for r in result["per_pathology"]:
         by_p.setdefault(r["pathology"], {})[r["encoder"]] = r
@@ -375,21 +381,6 @@ def write_csv(result: dict, path: str | Path) -> Path:
         w = csv.DictWriter(fh, fieldnames=columns)
         w.writeheader()
         w.writerows(rows)
-    return path
-
-
-def _json_default(o):
-    if isinstance(o, np.generic):
-        return o.item()
-    if isinstance(o, np.ndarray):
-        return o.tolist()
-    return str(o)
-
-
-def write_json(result: dict, path: str | Path) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(finite(result), indent=2, default=_json_default))
     return path
 
 
@@ -412,14 +403,13 @@ def format_summary(result: dict) -> str:
     lines = [f"note: {n}" for n in result.get("encoder_notes", [])]
     modes = result.get("preprocess") or {}
     for enc, m in result["overall"].items():
-        lines.append(
-            f"[{enc}, {modes.get(enc, 'clean')} preprocessing] FID {m['FID']:.3f}  KID {m['KID']:.5f}±{m['KID_std']:.5f}  P {m['Precision']:.3f}  "
-            f"R {m['Recall']:.3f}  D {m['Density']:.3f}  C {m['Coverage']:.3f}  "
-            f"(n_real {m['n_real']}, n_synthetic {m['n_synthetic']})"
-        )
-    if "Inception Score" in result:
-        lines.append(f"Inception Score {result['Inception Score']['mean']:.3f} ± {result['Inception Score']['std']:.3f}"
-                     f" ({modes.get('inception', 'clean')} preprocessing)")
+        lines.append(f"[{enc}, {modes.get(enc, 'clean')} preprocessing] {_numbers(m, long=True)}  "
+                     f"(n_real {m['n_real']}, n_synthetic {m['n_synthetic']})")
+    for metric in metric_registry.metrics("fidelity", inputs=("synthetic_logits",)):
+        if metric.name in result:
+            v, enc = result[metric.name], (metric.encoders or ("",))[0]
+            lines.append(f"{metric.name} {v[metric.outputs[0].key]:.3f} ± {v.get('std', float('nan')):.3f}"
+                         f" ({modes.get(enc, 'clean')} preprocessing)")
     al = result.get("alignment") or {}
     if al.get("available"):
         auc = al["macro_AUC"]
@@ -435,9 +425,26 @@ def format_summary(result: dict) -> str:
             lines.append(f"  {row['pathology']:<27} [{row['encoder']}, {modes.get(row['encoder'], 'clean')}] "
                          f"skipped: {row['skipped']}")
         else:
-            lines.append(
-                f"  {row['pathology']:<27} [{row['encoder']}, {modes.get(row['encoder'], 'clean')}] FID {row['FID']:.3f}  KID {row['KID']:.5f}  "
-                f"P {row['Precision']:.3f} R {row['Recall']:.3f} D {row['Density']:.3f} C {row['Coverage']:.3f}  "
-                f"n {row['n_real']}/{row['n_synthetic']}"
-            )
+            lines.append(f"  {row['pathology']:<27} [{row['encoder']}, {modes.get(row['encoder'], 'clean')}] "
+                         f"{_numbers(row)}  n {row['n_real']}/{row['n_synthetic']}")
     return "\n".join(lines)
+
+
+_SHORT = {"Precision": "P", "Recall": "R", "Density": "D", "Coverage": "C"}
+
+
+def _numbers(values: dict, long: bool = False) -> str:
+    """The registry's shown numbers of one row ("FID 1.234  KID 0.00012±0.00003  P 0.812 ..."); a ``<key>_std``
+    output is shown as its metric's ± in the long form."""
+    parts = []
+    for o in metric_registry.outputs("fidelity", shown_only=True):
+        v = values.get(o.key)
+        if v is None:
+            continue
+        digits = 5 if o.key.startswith("KID") else 3
+        text = f"{_SHORT.get(o.key, o.label)} {v:.{digits}f}"
+        std = values.get(f"{o.key}_std")
+        if long and std is not None:
+            text += f"±{std:.{digits}f}"
+        parts.append(text)
+    return "  ".join(parts)

@@ -87,3 +87,21 @@ def file_hashes(paths: Sequence[str | os.PathLike]) -> list[str]:
         if changed:
             _save(memo_path, folder, memo)
     return out  # type: ignore[return-value]
+
+
+def hash_files(h, paths: Sequence[str]) -> None:
+    """Feed each file's path, size and modification time (or 'missing') into the hash ``h``: the one way cache
+    keys (reference index, calibration, re-ID calibration) follow a set's files without reading them."""
+    for p in paths:
+        try:
+            st = os.stat(p)
+            h.update(f"{p}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+        except OSError:
+            h.update(f"{p}\0missing\n".encode())
+
+
+def files_key(paths: Sequence[str]) -> str:
+    """:func:`hash_files` of ``paths`` alone, as a hex digest."""
+    h = hashlib.sha256()
+    hash_files(h, paths)
+    return h.hexdigest()

@@ -17,6 +17,7 @@ Folder layout (``--out DIR``)::
 
 from __future__ import annotations
 
+import hashlib
 import json
 import pickle
 import shutil
@@ -329,6 +330,65 @@ def build_index(
     if progress:
         progress(3, 3, "index ready")
     return ReferenceIndex(out)
+
+
+def index_key(image_set, encoder) -> str:
+    """The one cache key of a reference index: the encoder (with its preprocessing) and every image's path, size and
+    modification time, plus the patient ids when any are given (they decide the patient-disjoint calibration, so
+    a CSV that gains a patient_id column gets a fresh index; its features come from the feature cache)."""
+    from .filehashes import hash_files
+
+    h = hashlib.sha256(encoder.cache_key().encode())
+    hash_files(h, image_set.paths)
+    pids = image_set.patient_ids
+    if any(p is not None for p in pids):
+        h.update(("patients\0" + "\0".join("" if p is None else p for p in pids)).encode())
+    return f"privacy-{encoder.name}-{h.hexdigest()[:16]}"
+
+
+def patient_ids(table) -> list[str] | None:
+    """Patient ids of a table as strings, or None when any is missing."""
+    if "patient_id" not in table.columns:
+        return None
+    col = table["patient_id"]
+    if col.isna().any() or (col.astype(str).str.strip() == "").any():
+        return None
+    return col.astype(str).tolist()
+
+
+def cached_index(image_set, encoder, *, umap: bool = False, progress: Progress | None = None) -> ReferenceIndex:
+    """The reference index of ``image_set`` under ``CHEXGEN_HOME/indexes/<index_key>``, built on first use; with
+    ``umap`` a map is added to an index built without one. The app, the fidelity and the privacy commands all come
+    here, so one set encoded once has one index."""
+    from .settings import subdir
+
+    folder = subdir("indexes") / index_key(image_set, encoder)
+    if (folder / "index.json").is_file():
+        index = ReferenceIndex(folder)
+        # an index cached before the key held the ids may hold other ids: rebuilt
+        if len(index) == len(image_set) and patient_ids(index.meta) == patient_ids(image_set.table):
+            if umap and not index.has_umap:
+                add_umap(index, progress=progress)
+            return index
+    return build_index(image_set, encoder, folder, umap=umap, show_progress=False, progress=progress)
+
+
+def add_umap(index: ReferenceIndex, *, neighbors: int = 15, seed: int = 0, progress: Progress | None = None) -> None:
+    """Fit the UMAP map of an index built without one (the map files are written last, so a reader never sees a
+    reducer without coordinates)."""
+    if progress:
+        progress(1, 3, "fitting the UMAP map")
+    t0 = time.perf_counter()
+    coords = _fit_umap(index.normed, index.dir, neighbors=neighbors, seed=seed)
+    np.save(index.dir / "umap.npy.partial.npy", coords)
+    (index.dir / "umap.npy.partial.npy").replace(index.dir / "umap.npy")
+    info = dict(index.info)
+    info["umap"] = {"fitted": True, "n_neighbors": neighbors, "metric": "cosine", "seed": seed}
+    info.setdefault("timings_s", {})["umap"] = round(time.perf_counter() - t0, 3)
+    (index.dir / "index.json").write_text(json.dumps(info, indent=2, default=str))
+    index.info = info
+    if progress:
+        progress(3, 3, "index ready")
 
 
 def _fit_umap(normed: np.ndarray, folder: Path, *, neighbors: int, seed: int) -> np.ndarray:

@@ -270,8 +270,8 @@ def test_calibration_is_cached_next_to_the_index_and_follows_the_held_out_files(
     import os
 
     from evaluators.encoders import load_encoder
+    from evaluators.index import cached_index as reference_index
     from evaluators.privacy.search import MemorisationSearch
-    from evaluators.privacy.suite import reference_index
 
     enc = load_encoder(ENCODER)
     spec = f"{world['root'] / 'train_world'}@train"
@@ -336,8 +336,8 @@ def test_reference_index_follows_the_patient_ids(world):
     """The index's table decides the patient-disjoint calibration: the same files with and without a patient_id
     column get different indexes (the features come from the cache)."""
     from evaluators.encoders import load_encoder
+    from evaluators.index import cached_index as reference_index
     from evaluators.privacy.search import patient_ids
-    from evaluators.privacy.suite import reference_index
 
     enc = load_encoder(ENCODER)
     with_ids = reference_index(world["train"], enc)

@@ -1,4 +1,4 @@
-"""``fidelity``: a synthetic set against a real one (:func:`evaluators.fidelity.run_fidelity`)."""
+"""``fidelity``: a synthetic set against a real one (:func:`evaluators.runs.fidelity.run`)."""
 
 from __future__ import annotations
 
@@ -52,40 +52,25 @@ def _fidelity_options(p: argparse.ArgumentParser) -> None:
 
 
 def _cli_fidelity(args: argparse.Namespace) -> int:
-    from ..fidelity import format_summary, load_real, run_fidelity, write_csv, write_json
+    """The run layer's fidelity job (:mod:`evaluators.runs`): the same config gives the app's result."""
+    from ..fidelity import format_summary, load_real
     from ..imagesets import load_image_set
+    from ..runs import FidelityConfig, RunContext, fidelity, save
     from ..settings import select_device
-    from ..store import finite
 
-    real = load_real(args.real, args.real_images_root)
+    real = args.real if args.real_images_root is None else load_real(args.real, args.real_images_root)
+    ctx = RunContext(real, encoder=args.encoder[0] if args.encoder else None, device=select_device(args.device),
+                     dtype=args.encoder_dtype, preprocess=args.preprocess)
     synthetic = load_image_set(args.synthetic, images_root=args.synthetic_images_root, skip_bad=args.skip_bad)
-    result = run_fidelity(
-        real,
-        synthetic,
-        encoders=args.encoder,
-        per_pathology=args.per_pathology,
-        match=args.match,
-        bootstrap=args.bootstrap,
-        min_count=args.min_count,
-        k=args.k,
-        kid_subsets=args.kid_subsets,
-        seed=args.seed,
-        device=select_device(args.device),
-        dtype=args.encoder_dtype,
-        batch_size=args.batch_size,
-        skip_bad=args.skip_bad,
-        alignment=not args.no_alignment,
-        preprocess=args.preprocess,
-    )
-    write_json(result, args.out)
-    if args.csv:
-        write_csv(result, args.csv)
-    if not args.no_store:
-        from ..store import ResultsStore
-
-        run_id = ResultsStore().save("fidelity", finite(result), model=args.model, synthetic=args.synthetic,
-                                     reference=args.real)
-        print(f"saved as run {run_id} in the results store")
-    print(format_summary(result))
+    config = FidelityConfig(encoders=tuple(args.encoder) if args.encoder else None, per_pathology=args.per_pathology,
+                            match=args.match, bootstrap=args.bootstrap, min_count=args.min_count, k=args.k,
+                            kid_subsets=args.kid_subsets, seed=args.seed, batch_size=args.batch_size,
+                            skip_bad=args.skip_bad, alignment=not args.no_alignment, preprocess=args.preprocess)
+    run = fidelity.run(ctx, synthetic, config)
+    saved = save(run, json_path=args.out, csv_path=args.csv, store=False if args.no_store else None,
+                 model=args.model, synthetic=args.synthetic, reference=args.real)
+    if saved.run_id is not None:
+        print(f"saved as run {saved.run_id} in the results store")
+    print(format_summary(run.data))
     print(f"results: {args.out}" + (f", {args.csv}" if args.csv else ""))
     return 0

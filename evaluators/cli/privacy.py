@@ -21,12 +21,10 @@ def _progress(done: int, total: int, desc: str) -> None:
 
 
 def _save(result: dict, out: str, *, model: str | None, synthetic: str | None, reference: str | None) -> int:
-    from ..fidelity import write_json
-    from ..store import ResultsStore
+    from ..runs import RunResult, save
 
-    write_json(result, out)
-    return ResultsStore().save("privacy", result, model=model, synthetic=synthetic, reference=reference,
-                               settings=result["settings"])
+    return save(RunResult("privacy", result), json_path=out, model=model, synthetic=synthetic,
+                reference=reference).run_id
 
 
 def _reid_arg(value: str | None):
@@ -34,15 +32,19 @@ def _reid_arg(value: str | None):
 
 
 def _cli_privacy(args: argparse.Namespace) -> int:
-    from ..privacy.suite import format_summary, run_privacy
+    """The run layer's privacy job (:mod:`evaluators.runs`): the same config gives the app's result."""
+    from ..privacy.suite import format_summary
+    from ..runs import PrivacyConfig, RunContext, privacy
+    from ..settings import select_device
 
-    result = run_privacy(args.train, args.synthetic, encoder=args.encoder, reid=_reid_arg(args.reid), k=args.k,
-                         percentile=args.percentile, heldout=args.heldout, match=args.match,
-                         candidates=args.candidates, device=args.device, encoder_dtype=args.encoder_dtype,
-                         encoder_preprocess=args.preprocess,
-                         calibration_queries=args.calibration_queries or None, progress=_progress)
-    run_id = _save(result, args.out, model=None, synthetic=args.synthetic, reference=args.train)
-    print(format_summary(result))
+    ctx = RunContext(args.train, encoder=args.encoder, device=select_device(args.device), dtype=args.encoder_dtype,
+                     preprocess=args.preprocess)
+    config = PrivacyConfig(reid=_reid_arg(args.reid), k=args.k, percentile=args.percentile, heldout=args.heldout,
+                           match=args.match, candidates=args.candidates,
+                           calibration_queries=args.calibration_queries or None)
+    run = privacy.run(ctx, args.synthetic, config, progress=_progress)
+    run_id = _save(run.data, args.out, model=None, synthetic=args.synthetic, reference=args.train)
+    print(format_summary(run.data))
     print(f"results: {args.out} (store run {run_id})")
     return 0
 

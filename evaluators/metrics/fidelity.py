@@ -26,6 +26,7 @@ import torch
 
 from .. import jobs
 from ..errors import InputError
+from .registry import Output, compute, register
 
 ArrayLike = np.ndarray | torch.Tensor
 Subsets = Sequence[tuple[Any, Any]]
@@ -408,37 +409,59 @@ def _fid_few_samples(r: np.ndarray, f: np.ndarray) -> float:
     return float(diff @ diff + (a1 * a1).sum() + (a2 * a2).sum() - 2.0 * nuc)
 
 
+@register("FID", direction="lower", column="FID")
+def fid_metric(real: np.ndarray, synthetic: np.ndarray, *,
+               real_stats: tuple[ArrayLike, ArrayLike] | None = None) -> float:
+    """FID; ``real_stats=(mu, sigma)`` of ``real`` (cached with a reference index) skips the real Gaussian. With
+    fewer images than feature dimensions on both sides it is computed from the samples (:func:`_fid_few_samples`)."""
+    r, f = _pair(real, synthetic)
+    if max(r.shape[0], f.shape[0]) < r.shape[1]:
+        # fewer images than dimensions: exact from the samples, no D x D eigensolver (seconds at D = 1024, where
+        # a cancelled job could not stop); ``real_stats`` are the statistics of ``real`` and add nothing here
+        return _fid_few_samples(r, f)
+    mu_r, s_r = feature_stats(r) if real_stats is None else real_stats
+    return frechet_distance(mu_r, s_r, *feature_stats(f))
+
+
+@register("KID", outputs=(Output("KID", direction="lower", column="KID"),
+                          Output("KID_std", display="KID std", direction="none", shown=False)))
+def kid_metric(real: np.ndarray, synthetic: np.ndarray, *, kid_subsets: int = 100,
+               kid_subset_size: int | None = None, seed: int = 0,
+               device: str | torch.device | None = None) -> dict[str, float]:
+    mean, std = kid(real, synthetic, subsets=kid_subsets, subset_size=kid_subset_size, seed=seed, device=device)
+    return {"KID": mean, "KID_std": std}
+
+
+@register("PRDC", outputs=tuple(Output(name, direction="higher", column_per_encoder=False)
+                                for name in ("Precision", "Recall", "Density", "Coverage")))
+def prdc_metric(real: np.ndarray, synthetic: np.ndarray, *, k: int = 5,
+                device: str | torch.device | None = None) -> dict[str, float]:
+    pr = prdc(real, synthetic, k=k, device=device)
+    return {"Precision": pr["precision"], "Recall": pr["recall"], "Density": pr["density"],
+            "Coverage": pr["coverage"]}
+
+
+@register("Inception Score", inputs=("synthetic_logits",), encoders=("inception",), per_pathology=False,
+          outputs=(Output("mean", display="Inception Score", direction="higher", column="Inception Score"),
+                   Output("std", display="Inception Score std", direction="none", shown=False, ci=False)))
+def inception_score_metric(synthetic_logits: np.ndarray, *, seed: int = 0) -> dict[str, float | int]:
+    """Inception Score over min(10, n) splits (fewer images than splits would leave empty splits)."""
+    splits = min(10, len(synthetic_logits))
+    mean, std = inception_score(synthetic_logits, splits=splits, seed=seed)
+    return {"mean": mean, "std": std, "splits": splits, "n": len(synthetic_logits)}
+
+
 def fidelity_metrics(real: ArrayLike, fake: ArrayLike, *, k: int = 5, kid_subsets: int = 100,
                      kid_subset_size: int | None = None, seed: int = 0,
                      real_stats: tuple[ArrayLike, ArrayLike] | None = None,
                      device: str | torch.device | None = None) -> dict[str, float | int]:
-    """FID, KID (mean, std), Precision, Recall, Density, Coverage and the set sizes.
-
-    ``real_stats=(mu, sigma)`` (e.g. cached with the reference features; they must be those of ``real``) skips
-    recomputing the real Gaussian for FID; the other metrics still need the real features. With fewer images
-    than feature dimensions on both sides FID is computed from the samples (see :func:`_fid_few_samples`).
-    """
+    """Every registered fidelity metric of two feature matrices (FID, KID, Precision, Recall, Density, Coverage
+    and any metric added to :mod:`.registry`), and the set sizes."""
     r, f = _pair(real, fake)
-    if max(r.shape[0], f.shape[0]) < r.shape[1]:
-        # fewer images than dimensions: exact from the samples, no D x D eigensolver (seconds at D = 1024, where
-        # a cancelled job could not stop); ``real_stats`` are the statistics of ``real`` and add nothing here
-        fid_value = _fid_few_samples(r, f)
-    else:
-        mu_r, s_r = feature_stats(r) if real_stats is None else real_stats
-        fid_value = frechet_distance(mu_r, s_r, *feature_stats(f))
-    kid_mean, kid_std = kid(r, f, subsets=kid_subsets, subset_size=kid_subset_size, seed=seed, device=device)
-    pr = prdc(r, f, k=k, device=device)
-    return {
-        "FID": fid_value,
-        "KID": kid_mean,
-        "KID_std": kid_std,
-        "Precision": pr["precision"],
-        "Recall": pr["recall"],
-        "Density": pr["density"],
-        "Coverage": pr["coverage"],
-        "n_real": int(r.shape[0]),
-        "n_synthetic": int(f.shape[0]),
-    }
+    out = compute(r, f, k=k, kid_subsets=kid_subsets, kid_subset_size=kid_subset_size, seed=seed,
+                  real_stats=real_stats, device=device)
+    out.update({"n_real": int(r.shape[0]), "n_synthetic": int(f.shape[0])})
+    return out
 
 
 # --------------------------------------------------------------------------------------------

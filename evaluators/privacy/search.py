@@ -42,6 +42,8 @@ import numpy as np
 
 from .. import jobs, settings
 from ..errors import InputError
+from ..filehashes import files_key, hash_files  # noqa: F401 - hash_files: re-exported for callers
+from ..index import patient_ids
 from .memorisation import (
     DEFAULT_PERCENTILE,
     conformal_threshold,
@@ -84,16 +86,6 @@ def load_set(spec, what: str):
     if spec is None:
         raise InputError(f"No {what} set given; pass a folder, a CSV, PATH@SPLIT or 'demo'.")
     return load_image_set(spec)
-
-
-def patient_ids(table) -> list[str] | None:
-    """Patient ids of a table as strings, or None when any is missing."""
-    if "patient_id" not in table.columns:
-        return None
-    col = table["patient_id"]
-    if col.isna().any() or (col.astype(str).str.strip() == "").any():
-        return None
-    return col.astype(str).tolist()
 
 
 def _sibling_heldout(spec: str | None, train_set, train_paths: set[str]):
@@ -474,24 +466,6 @@ def _check_level(n: int, level: float) -> None:
     """Refuse a level ``n`` calibration images cannot support, before any work."""
     if level < smallest_level(n) - 1e-12:
         conformal_threshold(np.zeros(max(n, 1)), level)  # raises with the supported level
-
-
-def hash_files(h, paths: Sequence[str]) -> None:
-    """Feed each file's path, size and modification time (or 'missing') into the hash ``h``: the one way cache
-    keys here (index, calibration, re-ID calibration) follow a set's files without reading them."""
-    for p in paths:
-        try:
-            st = os.stat(p)
-            h.update(f"{p}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
-        except OSError:
-            h.update(f"{p}\0missing\n".encode())
-
-
-def files_key(paths: Sequence[str]) -> str:
-    """:func:`hash_files` of ``paths`` alone, as a hex digest."""
-    h = hashlib.sha256()
-    hash_files(h, paths)
-    return h.hexdigest()
 
 
 @dataclass

@@ -13,7 +13,6 @@ the memorisation search over the whole training set.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import os
 import time
 from collections.abc import Callable, Sequence
@@ -32,7 +31,6 @@ from .search import (
     DEFAULT_MATCH,
     MATCH_MODES,
     MemorisationSearch,
-    hash_files,
     image_array,
     load_set,
     patient_ids,
@@ -73,31 +71,6 @@ def _is_index_dir(spec) -> bool:
     return Path(path).is_dir() and (Path(path) / "index.json").is_file()
 
 
-def _index_key(image_set, encoder) -> str:
-    """A cache key: encoder + every training path with its size and modification time (+ the patient ids when
-    any are given: the index's table decides the patient-disjoint calibration, so a CSV that gains a patient_id
-    column gets a fresh index; its features come from the feature cache)."""
-    h = hashlib.sha256(encoder.cache_key().encode())
-    hash_files(h, image_set.paths)
-    pids = image_set.patient_ids
-    if any(p is not None for p in pids):
-        h.update(("patients\0" + "\0".join("" if p is None else p for p in pids)).encode())
-    return f"privacy-{encoder.name}-{h.hexdigest()[:16]}"
-
-
-def reference_index(image_set, encoder, *, progress: Progress | None = None):
-    """The reference index of ``image_set`` under ``CHEXGEN_HOME/indexes/<key>`` (built on first use)."""
-    from ..index import ReferenceIndex, build_index
-    from ..settings import subdir
-
-    folder = subdir("indexes") / _index_key(image_set, encoder)
-    if (folder / "index.json").is_file():
-        index = ReferenceIndex(folder)
-        if len(index) == len(image_set) and patient_ids(index.meta) == patient_ids(image_set.table):
-            return index  # (an index cached before the key held the ids may hold other ids: rebuilt)
-    return build_index(image_set, encoder, folder, umap=False, show_progress=False, progress=progress)
-
-
 def _train_source(train, encoder, progress, device: str, dtype: str, preprocess: str | None = None):
     """(index, train ImageSet or None, spec string or None, encoder object)."""
     from ..imagesets import ImageSet
@@ -119,7 +92,9 @@ def _train_source(train, encoder, progress, device: str, dtype: str, preprocess:
     if len(image_set) == 0:
         raise InputError(f"The training set {image_set.name!r} has no images.")
     enc = _encoder(encoder, device, dtype, preprocess=preprocess)
-    return reference_index(image_set, enc, progress=progress), image_set, spec, enc
+    from ..index import cached_index
+
+    return cached_index(image_set, enc, progress=progress), image_set, spec, enc
 
 
 # --------------------------------------------------------------------------------------------------
