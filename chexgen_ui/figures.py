@@ -66,14 +66,23 @@ def _wrap(text: str, width: int = 70, max_lines: int = 6) -> str:
     return "<br>".join(lines)
 
 
-def fidelity_bars(per_pathology: pd.DataFrame, metrics=("FID", "KID", "Precision", "Recall", "Density", "Coverage"),
-                  result: dict | None = None) -> go.Figure:
-    """One small bar chart per metric, a bar per evaluated pathology with its 95% CI when bootstrapped."""
+def fidelity_bars(per_pathology: pd.DataFrame, metrics=None, result: dict | None = None) -> go.Figure:
+    """One small bar chart per metric (default: every shown fidelity metric of the registry), a bar per evaluated
+    pathology with its 95% CI when bootstrapped; each title says which direction is better."""
     from plotly.subplots import make_subplots
 
+    from evaluators.metrics.registry import outputs
+
+    shown = {o.key: o for o in outputs("fidelity", shown_only=True)}
+    metrics = list(metrics or shown)
     df = per_pathology[per_pathology["skipped"].fillna("") == ""] if "skipped" in per_pathology else per_pathology
-    fig = make_subplots(rows=2, cols=3, subplot_titles=[f"{m} ({'lower' if m in ('FID', 'KID') else 'higher'} is better)"
-                                                        for m in metrics], vertical_spacing=0.22)
+    rows = max(1, -(-len(metrics) // 3))
+
+    def title(m: str) -> str:
+        o = shown.get(m)
+        return m if o is None or o.direction == "none" else f"{o.label} ({o.direction} is better)"
+
+    fig = make_subplots(rows=rows, cols=3, subplot_titles=[title(m) for m in metrics], vertical_spacing=0.44 / rows)
     ci = {}
     if result is not None:
         for r in result.get("per_pathology", []):
@@ -91,12 +100,12 @@ def fidelity_bars(per_pathology: pd.DataFrame, metrics=("FID", "KID", "Precision
                      "array": [(h - v) if h is not None else 0 for h, v in zip(err_hi, vals)],
                      "arrayminus": [(v - lo) if lo is not None else 0 for lo, v in zip(err_lo, vals)]}
         fig.add_trace(go.Bar(
-            x=df["pathology"], y=vals, name=m, marker_color=PALETTE[k], error_y=error,
+            x=df["pathology"], y=vals, name=m, marker_color=PALETTE[k % len(PALETTE)], error_y=error,
             customdata=np.stack([df["n_real"], df["n_synthetic"]], axis=1),
             hovertemplate="%{x}<br>" + m + " %{y:.4g}<br>n real %{customdata[0]}, n synthetic %{customdata[1]}<extra></extra>",
             showlegend=False,
         ), row=k // 3 + 1, col=k % 3 + 1)
-    fig.update_layout(height=620, margin={"l": 10, "r": 10, "t": 50, "b": 10}, template="plotly_white")
+    fig.update_layout(height=310 * rows, margin={"l": 10, "r": 10, "t": 50, "b": 10}, template="plotly_white")
     fig.update_xaxes(tickangle=-40, tickfont={"size": 10})
     if df.empty:
         fig.add_annotation(text="No pathology had enough images on both sides (see the skipped column).",

@@ -61,7 +61,11 @@ def _fmt_ci(ci, key):
     return "" if lo is None or hi is None else f"[{lo:.4g}, {hi:.4g}]"
 
 
-METRICS = ("FID", "KID", "Precision", "Recall", "Density", "Coverage")
+def shown_metrics() -> list[str]:
+    """The fidelity numbers the app shows, in the registry's order (FID, KID, Precision, ... and any new metric)."""
+    from evaluators.metrics.registry import outputs
+
+    return [o.key for o in outputs("fidelity", shown_only=True)]
 
 
 def _tidy(df: pd.DataFrame) -> pd.DataFrame:
@@ -69,7 +73,7 @@ def _tidy(df: pd.DataFrame) -> pd.DataFrame:
     for c in df.columns:
         if c.endswith("95% CI") and not df[c].astype(str).str.len().gt(0).any():
             df = df.drop(columns=c)
-        elif c in METRICS:
+        elif c in shown_metrics():
             df[c] = [None if v is None or not np.isfinite(v) else float(f"{v:.4g}") for v in
                      pd.to_numeric(df[c], errors="coerce").astype(float)]
     return df
@@ -80,7 +84,7 @@ def overall_table(result: dict) -> pd.DataFrame:
     for enc, vals in result.get("overall", {}).items():
         row = {"encoder": enc, "preprocess": (result.get("preprocess") or {}).get(enc, "clean"),
                "n_real": vals.get("n_real"), "n_synthetic": vals.get("n_synthetic")}
-        for m in METRICS:
+        for m in shown_metrics():
             row[m] = finite(vals.get(m))
             row[f"{m} 95% CI"] = _fmt_ci(vals.get("ci95"), m)
         rows.append(row)
@@ -95,7 +99,7 @@ def per_pathology_table(result: dict) -> pd.DataFrame:
                "n_real": r["n_real"],
                "n_synthetic": r["n_synthetic"], "encoder": r["encoder"],
                "preprocess": (result.get("preprocess") or {}).get(r["encoder"], "clean")}
-        for m in METRICS:
+        for m in shown_metrics():
             row[m] = finite(r.get(m))
             row[f"{m} 95% CI"] = _fmt_ci(r.get("ci95"), m)
         rows.append(row)

@@ -1,0 +1,142 @@
+"""The run layer (evaluators.runs) and the metric registry: the app and the CLI are one engine.
+
+- same config -> same result: the CLI and the app write byte-identical fidelity and privacy JSON (run times aside);
+- a metric registered in its own module appears in the JSON, the CSV, the app's tables, the summary and the
+  leaderboard with nothing else edited;
+- one index folder per set and encoder, whoever asks first.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from chexgen_ui import services
+from chexgen_ui.services import Studio
+from evaluators.cli import main as cli
+from evaluators.metrics import registry
+from tests.ui_world import COPIER, copier_world
+
+TIMES = ("wall_time_s", "seconds")
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    return copier_world(tmp_path_factory.mktemp("runs_world"), patients=85)
+
+
+@pytest.fixture(scope="module")
+def studio(world):
+    return Studio(f"{world}@train", encoder="pixels", device="cpu", umap=False)
+
+
+@pytest.fixture(scope="module")
+def copies(studio, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("copies")
+    gen = studio.generate(COPIER, "Small left pleural effusion.", n=12, seed=3)
+    for i, img in enumerate(gen.images):
+        Image.fromarray(services.to_uint8(img)).save(folder / f"c{i:02d}.png")
+    return folder
+
+
+def _without_times(obj):
+    if isinstance(obj, dict):
+        return {k: _without_times(v) for k, v in obj.items() if k not in TIMES}
+    if isinstance(obj, list):
+        return [_without_times(v) for v in obj]
+    return obj
+
+
+def _same_json_but_times(a: str, b: str) -> None:
+    """Byte-identical once the run times are blanked (the JSON writer is the same one)."""
+    ja, jb = json.loads(a), json.loads(b)
+    assert _without_times(ja) == _without_times(jb)
+    blank = json.dumps(_without_times(ja), indent=2)
+    assert blank == json.dumps(_without_times(jb), indent=2)
+
+
+def test_app_and_cli_write_the_same_fidelity_json(studio, world, copies, tmp_path):
+    out = tmp_path / "cli.json"
+    assert cli(["fidelity", "--real", f"{world}@train", "--synthetic", str(copies), "--encoder", "pixels",
+                "--per-pathology", "--device", "cpu", "--out", str(out), "--min-count", "2"]) == 0
+    app = studio.run_fidelity(studio.synthetic_from_folder(str(copies)), min_count=2)
+    _same_json_but_times(out.read_text(), app.json_path.read_text())
+    assert json.loads(out.read_text())["real"]["name"] == f"{world}@train"  # the spec, not a cache folder
+
+
+def test_app_and_cli_write_the_same_privacy_json(studio, world, copies, tmp_path):
+    out = tmp_path / "cli.json"
+    assert cli(["privacy", "--train", f"{world}@train", "--synthetic", str(copies), "--encoder", "pixels",
+                "--device", "cpu", "--out", str(out)]) == 0
+    app = studio.run_privacy(studio.synthetic_from_folder(str(copies)))
+    _same_json_but_times(out.read_text(), app.json_path.read_text())
+    data = json.loads(out.read_text())
+    assert data["memorisation"]["n_flagged"] == 12  # the copier's images are training images
+    assert data["settings"]["index"] == str(studio.index().dir)  # one index folder for the app and the CLI
+
+
+def test_one_index_folder_per_set_and_encoder(studio, world):
+    from evaluators.index import cached_index, index_key
+
+    idx = cached_index(studio.reference_set(), studio.encoder())
+    assert idx.dir == studio.index().dir and idx.dir.name == index_key(studio.reference_set(), studio.encoder())
+
+
+@pytest.fixture
+def toy_metric():
+    """A metric registered the way a new module under evaluators/metrics/ would register it."""
+
+    @registry.register("Toy", direction="lower", display="Toy distance", column="Toy")
+    def toy(real, synthetic):
+        return float(np.abs(np.asarray(real).mean(0) - np.asarray(synthetic).mean(0)).sum())
+
+    yield toy
+    registry.unregister("Toy")
+
+
+def test_a_registered_metric_reaches_json_csv_tables_summary_and_leaderboard(studio, copies, toy_metric):
+    from evaluators.fidelity import format_summary
+
+    syn = studio.synthetic_from_folder(str(copies))
+    run = studio.run_fidelity(syn, model="toy-check", min_count=2, kid_subsets=5)
+    data = json.loads(run.json_path.read_text())
+    expected = toy_metric(studio.index().features, np.zeros((1, 1)))  # shape check only below
+    value = data["overall"]["pixels"]["Toy"]
+    assert isinstance(value, float) and value >= 0 and expected is not None
+    assert all("Toy" in row for row in data["per_pathology"] if "skipped" not in row)
+    with open(run.csv_path) as fh:
+        header = next(csv.reader(fh))
+    assert "Toy (pixels)" in header  # a per-encoder column, named as CheXGenBench names FID (RadDino)
+    assert "Toy" in run.overall.columns and "Toy" in run.per_pathology.columns
+    assert "Toy distance" in format_summary(data)
+    board = studio.leaderboard("fidelity")
+    assert board.loc[board["model"] == "toy-check", "Toy (pixels)"].iloc[0] == pytest.approx(value)
+
+
+def test_registry_refuses_what_it_cannot_route():
+    with pytest.raises(ValueError, match="unknown input"):
+        registry.register("Bad", inputs=("real", "labels"))(lambda real, labels: 0.0)
+    with pytest.raises(TypeError, match="does not take"):
+        registry.register("Bad", inputs=("real", "synthetic"))(lambda a, b: 0.0)
+    with pytest.raises(ValueError, match="direction"):
+        registry.register("Bad", direction="up")(lambda real, synthetic: 0.0)
+    assert "Bad" not in {m.name for m in registry.metrics(None)}
+
+
+def test_fidelity_metrics_come_from_the_registry_and_match_the_functions():
+    from evaluators.metrics import fidelity_metrics, kid, prdc
+    from evaluators.metrics.fidelity import fid
+
+    rng = np.random.default_rng(0)
+    a, b = rng.normal(size=(80, 6)), rng.normal(size=(70, 6)) + 0.3
+    m = fidelity_metrics(a, b, kid_subsets=20, seed=1)
+    assert m["FID"] == pytest.approx(fid(a, b))
+    assert (m["KID"], m["KID_std"]) == pytest.approx(kid(a, b, subsets=20, seed=1))
+    assert m["Precision"] == pytest.approx(prdc(a, b, k=5)["precision"])
+    names = [o.key for o in registry.outputs("fidelity")]
+    assert names[:7] == ["FID", "KID", "KID_std", "Precision", "Recall", "Density", "Coverage"]
+    assert registry.output("FID").direction == "lower" and registry.output("Coverage").direction == "higher"
