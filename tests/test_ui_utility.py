@@ -173,3 +173,21 @@ def test_batch_tab_runs_the_utility_axis_end_to_end(studio, first_run):
     with pytest.raises(gr.Error, match="between 16 and"):
         list(on_batch("generate N from a model", None, "", COPIER, 4, 1, ["Utility"], 0, 10, "test_resnet", 1, 8,
                       False, progress=lambda *a, **k: None, request=None))
+
+
+def test_cli_reference_mode_runs_the_apps_job(studio, world, synthetic, first_run, tmp_path):
+    """`utility --reference SET` is the app's job: the same baseline folder, settings, table and numbers."""
+    from evaluators.cli import main as cli
+
+    out = tmp_path / "utility.json"
+    assert cli(["utility", "--reference", f"{world}@train", "--synthetic", str(synthetic.root / "metadata.csv"),
+                "--model", "test_resnet", "--epochs", "1", "--image-size", "32", "--mixed", "--device", "cpu",
+                "--no-store", "--out", str(out)]) == 0
+    cli_res, app_res = json.loads(out.read_text()), json.loads(first_run.json_path.read_text())
+    assert cli_res["real_baseline"]["work_dir"] == app_res["real_baseline"]["work_dir"]
+    assert cli_res["real_baseline"]["reused"]  # trained by the app's run, reused by the CLI
+    assert cli_res["settings"] == app_res["settings"]
+    assert set(cli_res["utility"]) == set(app_res["utility"]) == {"real", "synthetic", "real+synthetic"}
+    for setting, vals in app_res["utility"].items():  # same seed, same data: the same numbers
+        assert cli_res["utility"][setting] == pytest.approx(vals, abs=1e-6)
+    assert [r["metric"] for r in cli_res["table"]] == [r["metric"] for r in app_res["table"]]

@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 from ..errors import InputError
@@ -70,18 +69,14 @@ def _cli_report_utility(args: argparse.Namespace) -> int:
         max_train_samples=args.max_train_samples, max_steps=args.max_steps, resume=not args.restart,
         meteor=not args.no_meteor, chexbert=args.chexbert, baseline=not args.no_baseline,
     )
-    from ..store import finite
+    from ..runs import RunResult, save, write_json
 
-    report = finite(report)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=2, default=str))
-    if not args.no_store:
-        from ..store import ResultsStore
-
-        syn = ",".join(args.synthetic) or None
-        report["run_id"] = ResultsStore().save("report-utility", report, model=report["model"], synthetic=syn,
-                                               reference=args.test, settings=_store_settings(report))
-        out.write_text(json.dumps(report, indent=2, default=str))
+    syn = ",".join(args.synthetic) or None
+    saved = save(RunResult("report-utility", report), json_path=out, store=False if args.no_store else None,
+                 model=report["model"], synthetic=syn, reference=args.test, settings=_store_settings(report))
+    if saved.run_id is not None:
+        report["run_id"] = saved.run_id
+        write_json(report, out)
     print(format_table(report))
     print(f"model {report['model']} ({report['model_kind']}), {report['image_size']} px, {report['n_test']} test "
           f"images; CheXbert: {report['chexbert']}; report written to {out}"

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 from ..errors import InputError
@@ -25,7 +24,12 @@ def add_cli(subparsers) -> None:
                    help="training image set (PATH[@SPLIT] or 'demo'); repeat to concatenate")
     p.add_argument("--synthetic", action="append", default=[], metavar="SET",
                    help="synthetic training image set; adds the 'synthetic' and 'real+synthetic' settings")
-    p.add_argument("--test", required=True, metavar="SET", help="real test image set, e.g. labels.csv@test")
+    p.add_argument("--test", default=None, metavar="SET", help="real test image set, e.g. labels.csv@test")
+    p.add_argument("--reference", default=None, metavar="SET",
+                   help="the app's utility axis: train on --synthetic beside a real baseline trained on SET (cached "
+                        "across runs) and test both on SET's test split; the same job and JSON as the app")
+    p.add_argument("--mixed", action="store_true", help="with --reference: also the real+synthetic setting")
+    p.add_argument("--no-store", action="store_true", help="do not save the run to the results store (leaderboard)")
     p.add_argument("--model", default=None, help="timm architecture (default: resnet50 on GPU, resnet18 on CPU)")
     p.add_argument("--epochs", type=knob("epochs"), default=20)
     p.add_argument("--image-size", type=knob("image_size"), default=128)
@@ -49,8 +53,14 @@ def add_cli(subparsers) -> None:
 
 
 def _cli_utility(args: argparse.Namespace) -> int:
+    from ..runs import RunResult, save
+    from ..runs.utility import headline
     from ..utility.run import format_table, run_utility, standard_settings
 
+    if args.reference:
+        return _cli_reference_utility(args)
+    if not args.test:
+        raise InputError("Give --test SET (the real test images), or --reference SET for the app's utility job.")
     if not args.train and not args.synthetic:
         raise InputError("Give at least one --train (real) or --synthetic set.")
     out = Path(args.out).expanduser()
@@ -77,9 +87,40 @@ def _cli_utility(args: argparse.Namespace) -> int:
         num_workers=args.num_workers,
         resume=not args.restart,
     )
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=2, default=str))
+    report["utility"] = headline(report["settings"])  # the leaderboard's columns, as the app's runs
+    saved = save(RunResult("utility", report), json_path=out, store=False if args.no_store else None,
+                 synthetic=",".join(args.synthetic) or None, reference=args.test,
+                 settings={k: report.get(k) for k in ("model", "epochs", "image_size", "policy", "scheduler", "seed",
+                                                      "test")})
     print(format_table(report))
+    if saved.run_id is not None:
+        print(f"saved as run {saved.run_id} in the results store")
     print(f"model {report['model']} ({report['weights']}), {report['image_size']}px, policy {report['policy']}; "
           f"report written to {out}")
+    return 0
+
+
+def _cli_reference_utility(args: argparse.Namespace) -> int:
+    """``--reference``: :func:`evaluators.runs.utility.run`, the job the app's Batch tab runs."""
+    from ..imagesets import load_image_set
+    from ..runs import RunContext, run_folder, save
+    from ..runs import utility as job
+    from ..settings import select_device
+    from ..utility.models import default_model
+
+    if len(args.synthetic) != 1 or args.train:
+        raise InputError("With --reference give exactly one --synthetic set and no --train (the reference is the "
+                         "real training set).")
+    ctx = RunContext(args.reference, device=select_device(args.device))
+    synthetic = load_image_set(args.synthetic[0])
+    config = job.UtilityConfig(model=args.model or default_model(ctx.device), epochs=args.epochs,
+                               image_size=args.image_size, mixed=args.mixed, batch_size=args.batch_size,
+                               seed=args.seed, policy=args.policy, scheduler=args.scheduler)
+    work = Path(args.work_dir) if args.work_dir else run_folder("utility")
+    run = job.run(ctx, synthetic, config, run_dir=work, source=args.synthetic[0])
+    saved = save(run, json_path=args.out, store=False if args.no_store else None, model=args.synthetic[0],
+                 synthetic=synthetic.name, reference=args.reference)
+    auc = {n: v["auc_macro"] for n, v in run.data["utility"].items()}
+    print("macro AUC: " + ", ".join(f"{n} {'n/a' if v is None else f'{v:.3f}'}" for n, v in auc.items()))
+    print(f"results: {args.out}" + (f" (store run {saved.run_id})" if saved.run_id is not None else ""))
     return 0

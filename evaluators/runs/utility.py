@@ -110,6 +110,13 @@ def reference_loader(ctx: RunContext, synthetic: Any, syn_key: str) -> Callable[
     return loader
 
 
+def headline(per_setting: dict) -> dict:
+    """Per setting: the numbers the results store lists (evaluators.store.flatten_metrics: 'AUC (<setting>)')."""
+    return {n: {"auc_macro": v["metrics"]["macro_auc"], "f1_micro": v["metrics"]["f1_micro"],
+                "f1_macro": v["metrics"]["f1_macro"], "accuracy": v["metrics"]["accuracy"], "n_train": v["n_train"]}
+            for n, v in per_setting.items()}
+
+
 def run(ctx: RunContext, synthetic: Any, config: UtilityConfig, *, run_dir: Path, source: str | None = None,
         progress: Callable[[dict], None] | None = None, keep_checkpoints: bool = True) -> RunResult:
     """Train on ``synthetic`` (and the cached real baseline), test both on the reference's test split."""
@@ -156,10 +163,7 @@ def run(ctx: RunContext, synthetic: Any, config: UtilityConfig, *, run_dir: Path
         "settings": c.settings(test_spec),
         "per_setting": results,
         "table": side_by_side(results),
-        # what the results store lists per run (evaluators.store.flatten_metrics: 'AUC (<setting>)')
-        "utility": {n: {"auc_macro": v["metrics"]["macro_auc"], "f1_micro": v["metrics"]["f1_micro"],
-                        "f1_macro": v["metrics"]["f1_macro"], "accuracy": v["metrics"]["accuracy"],
-                        "n_train": v["n_train"]} for n, v in results.items()},
+        "utility": headline(results),
         "notes": [*real.get("notes", []), *syn.get("notes", [])],
         "seconds": round(real["seconds"] + syn["seconds"], 1),
         "cli": (f"python -m evaluators utility --train {real_spec} --synthetic {syn_root or 'SYNTHETIC_SET'} "
