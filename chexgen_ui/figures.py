@@ -160,3 +160,34 @@ def leaderboard_figure(board: pd.DataFrame, max_runs: int = 12) -> go.Figure:
                       yaxis={"title": "value / max over runs"},
                       legend={"font": {"size": 10}})
     return fig
+
+
+def reader_roc_figure(curves: dict[str, dict], height: int = 420) -> go.Figure:
+    """Reader study: ROC of the confidence ratings (positive = synthetic), one line per curve. ``curves`` maps a
+    name ("pooled", a reader) to the engine's accuracy dict (``roc`` points, ``auc``, ``n_roc``)."""
+    fig = go.Figure()
+    fig.add_trace(go.Scatter(x=[0, 1], y=[0, 1], mode="lines", name="chance (AUC 0.5)", hoverinfo="skip",
+                             line={"color": "#888888", "dash": "dot", "width": 1}))
+    for k, (name, a) in enumerate(curves.items()):
+        pts = a.get("roc") or []
+        if not pts:
+            continue
+        auc = a.get("auc")
+        label = f"{name} (AUC {auc:.3f}, n={a.get('n_roc', a.get('n'))})" if auc is not None else name
+        thr = ["start" if p["threshold"] is None else f"score >= {p['threshold']:g}" for p in pts]
+        fig.add_trace(go.Scatter(
+            x=[p["fpr"] for p in pts], y=[p["tpr"] for p in pts], mode="lines+markers", name=label, text=thr,
+            line={"width": 3 if name == "pooled" else 1.5, "color": "black" if name == "pooled" else
+                  PALETTE[k % len(PALETTE)]},
+            hovertemplate="%{text}<br>real called synthetic %{x:.2f}<br>synthetic called synthetic %{y:.2f}"
+                          "<extra>" + name + "</extra>"))
+    fig.update_layout(
+        height=height, template="plotly_white", margin={"l": 10, "r": 10, "t": 40, "b": 10},
+        title={"text": "ROC of the confidence ratings (score: real 5 = 1 ... synthetic 5 = 10)", "font": {"size": 14}},
+        xaxis={"title": "false positive rate (real images called synthetic)", "range": [0, 1], "constrain": "domain"},
+        yaxis={"title": "true positive rate (synthetic called synthetic)", "range": [0, 1], "scaleanchor": "x"},
+        legend={"font": {"size": 11}})
+    if len(fig.data) == 1:
+        fig.add_annotation(text="No answer with a confidence yet.", showarrow=False, xref="paper", yref="paper",
+                           x=0.5, y=0.5)
+    return fig

@@ -164,6 +164,20 @@ def test_cli_create_status_results_and_store(sets, tmp_path, capsys):
     assert main(["reader-study", "status", "nope-nope"]) == 2
     assert Path(tmp_path / "res" / "results.json").stat().st_size > 0
     assert np.isfinite(runs[0]["metrics"]["Reader AUC"])
+    # ROC: ann's scores are 10 (synthetic) / 1 (real), bob's all 3 -> ann AUC 1, bob 0.5; pooled synthetic
+    # {10 x4, 3 x4} vs real {1 x4, 3 x4}: 32 + 16 wins and 16 ties of 64 pairs -> 56/64
+    assert runs[0]["metrics"]["Reader AUC"] == pytest.approx(56 / 64)
+    roc = pd.read_csv(tmp_path / "res" / "roc.csv")
+    assert set(roc["curve"]) == {"pooled", "reader", "synthetic set"}
+    auc = roc.groupby("name")["auc"].first()
+    assert (auc["ann"], auc["bob"], auc["pooled"]) == (1.0, 0.5, pytest.approx(56 / 64))
+    pooled = roc[roc["curve"] == "pooled"]  # thresholds 10, 3, 1 after the (0, 0) start
+    assert list(zip(pooled["fpr"], pooled["tpr"])) == [(0, 0), (0, 0.5), (0.5, 1), (1, 1)]
+    stored = ResultsStore().get(runs[0]["id"])["result"]
+    assert [(p["fpr"], p["tpr"]) for p in stored["roc"]] == [(0, 0), (0, 0.5), (0.5, 1), (1, 1)]
+    assert stored["roc_per_reader"]["ann"]["auc"] == 1.0 and stored["roc_per_reader"]["bob"]["auc"] == 0.5
+    assert stored["roc_per_reader"]["bob"]["points"] == [{"threshold": None, "fpr": 0.0, "tpr": 0.0},
+                                                         {"threshold": 3.0, "fpr": 1.0, "tpr": 1.0}]
 
 
 def test_center_square_keeps_proportions():

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import numpy as np
 import pytest
 from scipy.stats import binomtest
-from sklearn.metrics import cohen_kappa_score, roc_auc_score
+from sklearn.metrics import cohen_kappa_score, roc_auc_score, roc_curve
 
 from evaluators.readerstudy.results import (
     accuracy_summary,
@@ -15,6 +16,7 @@ from evaluators.readerstudy.results import (
     compute_results,
     fleiss_kappa,
     roc_auc,
+    roc_points,
     sens_spec,
     synthetic_score,
     wilson_interval,
@@ -107,3 +109,45 @@ def test_two_reader_study_against_hand_computed_values():
     assert q["synthetic"]["n"] == 3
     assert res["per_source"]["model A"]["n"] == 8
     assert res["summary"]["Reader accuracy"] == pytest.approx(7 / 8)
+
+
+def _trapezoid(points: list[dict]) -> float:
+    return sum((b["fpr"] - a["fpr"]) * (a["tpr"] + b["tpr"]) / 2 for a, b in itertools.pairwise(points))
+
+
+def test_roc_points_by_hand_and_against_sklearn():
+    res = compute_results([_row(r, i, TRUTH[i], c, k, f, LAB[i], q) for r, i, c, k, f, q in ANSWERS])
+    # pooled scores: synthetic {9, 6, 10, 8}, real {1, 7, 3, 2}; threshold "score >= s" from 10 down to 1
+    want = [(None, 0, 0), (10, 0, 0.25), (9, 0, 0.5), (8, 0, 0.75), (7, 0.25, 0.75), (6, 0.25, 1), (3, 0.5, 1),
+            (2, 0.75, 1), (1, 1, 1)]
+    assert [(p["threshold"], p["fpr"], p["tpr"]) for p in res["roc"]] == want
+    assert res["pooled"]["roc"] == res["roc"] and res["pooled"]["n_roc"] == 8
+    truth = [TRUTH[i] == "synthetic" for _, i, *_ in ANSWERS]
+    score = synthetic_score([c == "synthetic" for _, _, c, *_ in ANSWERS], [k for _, _, _, k, *_ in ANSWERS])
+    fpr, tpr, _ = roc_curve(truth, score, drop_intermediate=False)
+    assert [(p["fpr"], p["tpr"]) for p in res["roc"]] == pytest.approx(list(zip(fpr, tpr)))
+    for curve in (res["pooled"], res["per_reader"]["r1"], res["per_reader"]["r2"], res["per_source"]["model A"]):
+        assert _trapezoid(curve["roc"]) == pytest.approx(curve["auc"])
+    # per reader against sklearn: r1 scores A1 B7 C9 D6 -> 3/4; r2 A3 B2 C10 D8 -> 1
+    for who, want_auc in (("r1", 0.75), ("r2", 1.0)):
+        rows = [a for a in ANSWERS if a[0] == who]
+        t = [TRUTH[i] == "synthetic" for _, i, *_ in rows]
+        sc = synthetic_score([c == "synthetic" for _, _, c, *_ in rows], [k for _, _, _, k, *_ in rows])
+        assert res["per_reader"][who]["auc"] == pytest.approx(roc_auc_score(t, sc)) == pytest.approx(want_auc)
+
+
+def test_roc_of_a_random_answer_set_matches_sklearn():
+    rng = np.random.default_rng(7)
+    truth = rng.random(300) < 0.5
+    call = np.where(rng.random(300) < 0.7, truth, ~truth)  # readers right 70% of the time
+    conf = rng.integers(1, 6, 300)
+    rows = [_row(f"r{j % 3}", f"i{j}", "synthetic" if t else "real", "synthetic" if c else "real", int(k), None,
+                 {}, None) for j, (t, c, k) in enumerate(zip(truth, call, conf))]
+    res = compute_results(rows)
+    score = synthetic_score(call, conf)
+    assert res["pooled"]["auc"] == pytest.approx(roc_auc_score(truth, score), abs=1e-12)
+    fpr, tpr, thr = roc_curve(truth, score, drop_intermediate=False)
+    assert [(p["fpr"], p["tpr"]) for p in res["roc"]] == pytest.approx(list(zip(fpr, tpr)))
+    assert [p["threshold"] for p in res["roc"][1:]] == list(thr[1:])
+    assert _trapezoid(res["roc"]) == pytest.approx(res["pooled"]["auc"], abs=1e-12)
+    assert roc_points([True, True], [1, 2]) == [] and math.isnan(roc_auc([True], [1]))

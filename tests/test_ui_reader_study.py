@@ -14,6 +14,7 @@ import sqlite3
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 from PIL import Image
 
@@ -132,9 +133,18 @@ def test_two_readers_then_results_match_hand_computed_values(study, studio, worl
     assert qual.loc["pooled", "real mean (n)"] == "4.00 (8)" and qual.loc["pooled", "synthetic mean (n)"] == "2.00 (8)"
     assert list(t["findings"]["finding"]) == list(PATHOLOGIES)
     assert "ann 8/8" in t["markdown"] and "bob 8/8" in t["markdown"]
+    # ROC of confidence (all 3: a real call scores 3, a synthetic one 8). ann: synthetic {8,8,8,3} vs real {3,3,3,3}
+    # -> (12 + 4/2)/16; bob: synthetic {8,8,3,3} vs real {3,3,8,3} -> (6 + 2/2 + 6/2)/16
+    assert acc.loc["ann", "ROC AUC (confidence)"] == "0.875" and acc.loc["bob", "ROC AUC (confidence)"] == "0.625"
+    curves = {tr.name.split(" (")[0]: tr for tr in t["roc"].data}
+    assert set(curves) == {"chance", "ann", "bob", "pooled"}
+    assert "AUC 0.875" in curves["ann"].name and "AUC 0.750" in curves["pooled"].name
+    assert list(zip(curves["bob"].x, curves["bob"].y)) == [(0, 0), (0.25, 0.5), (1, 1)]
 
     files = rs.export_files(study["id"])
-    assert [f.rsplit("/", 1)[1] for f in files] == ["results.json", "answers.csv"]
+    assert [f.rsplit("/", 1)[1] for f in files] == ["results.json", "answers.csv", "roc.csv"]
+    roc = pd.read_csv(files[2])
+    assert roc[roc["name"] == "ann"]["auc"].iloc[0] == 0.875
     assert json.loads(Path(files[0]).read_text())["per_reader"]["ann"]["correct"] == 7
     store = ResultsStore(world["root"] / "store.sqlite")
     from evaluators.readerstudy.export import save_to_store

@@ -23,6 +23,7 @@ from evaluators.pathologies import PATHOLOGIES
 from evaluators.readerstudy import export as rs_export
 from evaluators.readerstudy.study import QUESTIONS, Reader, create_study
 
+from .. import figures
 from ..display import window_level
 
 PUBLIC_MAX_IMAGES = 200
@@ -162,7 +163,8 @@ def _f(v, spec=".3f"):
 
 
 def results_tables(study_id: str) -> dict:
-    """The engine's results as tables (accuracy, agreement, findings, quality) and a notes/progress markdown."""
+    """The engine's results as tables (accuracy, agreement, findings, quality), the ROC figure of the confidence
+    ratings (per reader and pooled) and a notes/progress markdown."""
     res = rs_export.study_results(str(study_id or "").strip())
     info = res["study"]
     acc_rows = []
@@ -193,14 +195,15 @@ def results_tables(study_id: str) -> dict:
     md = (f"**{info['name']}** (`{info['study_id']}`): {res['n_calls']} real/synthetic calls; progress: {prog}. "
           f"Intervals: {res['ci_method']}; chance is 50%.\n\n"
           + "\n".join(f"- {n}" for n in [*info["notes"], *res["notes"]]))
+    roc = figures.reader_roc_figure({**res["per_reader"], "pooled": res["pooled"]})
     return {"markdown": md, "accuracy": pd.DataFrame(acc_rows), "kappa": pd.DataFrame(kappa_rows),
-            "findings": pd.DataFrame(find_rows), "quality": pd.DataFrame(qual_rows)}
+            "findings": pd.DataFrame(find_rows), "quality": pd.DataFrame(qual_rows), "roc": roc}
 
 
 def export_files(study_id: str) -> list[str]:
     out = Path(tempfile.mkdtemp(prefix="reader-study-"))
     paths = rs_export.export(str(study_id or "").strip(), out)
-    return [str(paths["json"]), str(paths["csv"])]
+    return [str(paths["json"]), str(paths["csv"]), str(paths["roc_csv"])]
 
 
 # ---------------------------------------------------------------------------------------------- layout
@@ -275,13 +278,14 @@ def build(studio, public: bool, source_choices: list[str]) -> None:
             x_md = gr.Markdown(elem_id="rs-results")
             x_acc = gr.Dataframe(label="Real vs synthetic: accuracy (Wilson 95% CI, binomial test vs 50%)",
                                  interactive=False, wrap=True, elem_id="rs-accuracy", visible=False)
+            x_roc = gr.Plot(label="ROC of the confidence ratings", elem_id="rs-roc", visible=False)
             x_kappa = gr.Dataframe(label="Agreement between readers on the real/synthetic call", interactive=False,
                                    elem_id="rs-kappa", visible=False)
             x_qual = gr.Dataframe(label="Image quality 1-5", interactive=False, elem_id="rs-qual", visible=False)
             x_find = gr.Dataframe(label="Findings: sensitivity / specificity on real vs synthetic images "
                                         "(truth of a synthetic image = the label it was generated for)",
                                   interactive=False, wrap=True, elem_id="rs-findings-table", visible=False)
-            x_files = gr.File(label="results.json, answers.csv", file_count="multiple", interactive=False)
+            x_files = gr.File(label="results.json, answers.csv, roc.csv", file_count="multiple", interactive=False)
             x_saved = gr.Markdown(elem_id="rs-saved")
 
     # ---------------------------------------------------------------- callbacks
@@ -351,11 +355,11 @@ def build(studio, public: bool, source_choices: list[str]) -> None:
     @_user_errors
     def on_results(sid):
         t = results_tables(sid)
-        return (t["markdown"], *(gr.update(value=t[k], visible=True) for k in ("accuracy", "kappa", "quality",
-                                                                                "findings")))
+        return (t["markdown"], *(gr.update(value=t[k], visible=True) for k in ("accuracy", "roc", "kappa",
+                                                                                "quality", "findings")))
 
-    x_btn.click(on_results, x_id, [x_md, x_acc, x_kappa, x_qual, x_find])
-    x_id.submit(on_results, x_id, [x_md, x_acc, x_kappa, x_qual, x_find])
+    x_btn.click(on_results, x_id, [x_md, x_acc, x_roc, x_kappa, x_qual, x_find])
+    x_id.submit(on_results, x_id, [x_md, x_acc, x_roc, x_kappa, x_qual, x_find])
     x_export.click(_user_errors(export_files), x_id, x_files)
 
     @_user_errors

@@ -99,7 +99,7 @@ def _results(args) -> int:
         print(f"note: {note}")
     if args.out:
         paths = export(args.study_id, args.out)
-        print(f"wrote {paths['json']} and {paths['csv']}")
+        print(f"wrote {paths['json']}, {paths['csv']} and {paths['roc_csv']}")
     if args.save:
         ids = save_to_store(args.study_id)
         print(f"saved results-store run(s) {', '.join(map(str, ids))} (kind reader-study)")

@@ -1,4 +1,5 @@
-"""Reader-study results out: JSON, CSV of the answers, and results-store rows (kind ``reader-study``)."""
+"""Reader-study results out: JSON, CSV of the answers and of the ROC points, and results-store rows (kind
+``reader-study``)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,20 @@ from .study import answer_rows, study_info
 KIND = "reader-study"
 CSV_COLUMNS = ("reader", "item", "truth", "source", "model", "call", "confidence", "findings", "quality", "comment",
                "updated")
+ROC_COLUMNS = ("curve", "name", "threshold", "fpr", "tpr", "auc", "n")
+
+
+def roc_rows(res: dict) -> list[dict]:
+    """The ROC points of every curve (pooled, each reader, each synthetic set vs the real images) as flat rows;
+    ``threshold`` = the 10-point score at or above which an answer counts as "synthetic" (blank for (0, 0))."""
+    rows = []
+    curves = [("pooled", "pooled", res["pooled"]), *(("reader", k, a) for k, a in res["per_reader"].items()),
+              *(("synthetic set", k, a) for k, a in res["per_source"].items())]
+    for curve, name, a in curves:
+        for pt in a.get("roc") or []:
+            rows.append({"curve": curve, "name": name, "threshold": pt["threshold"], "fpr": pt["fpr"],
+                         "tpr": pt["tpr"], "auc": a["auc"], "n": a.get("n_roc", a["n"])})
+    return rows
 
 
 def study_results(study_id: str) -> dict:
@@ -23,7 +38,8 @@ def study_results(study_id: str) -> dict:
 
 
 def export(study_id: str, out_dir: str | Path) -> dict[str, Path]:
-    """Write ``results.json`` and ``answers.csv`` (one row per reader and image, with the truth) to ``out_dir``."""
+    """Write ``results.json``, ``answers.csv`` (one row per reader and image, with the truth) and ``roc.csv`` (the
+    ROC points of the confidence ratings, pooled, per reader and per synthetic set) to ``out_dir``."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     res = study_results(study_id)
@@ -35,7 +51,11 @@ def export(study_id: str, out_dir: str | Path) -> dict[str, Path]:
             row = dict(row)
             row["findings"] = "" if row["findings"] is None else ";".join(row["findings"])
             w.writerow(row)
-    return {"json": out / "results.json", "csv": out / "answers.csv"}
+    with open(out / "roc.csv", "w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=ROC_COLUMNS)
+        w.writeheader()
+        w.writerows(roc_rows(res))
+    return {"json": out / "results.json", "csv": out / "answers.csv", "roc_csv": out / "roc.csv"}
 
 
 def save_to_store(study_id: str, store: ResultsStore | None = None, session: str | None = None) -> list[int]:
@@ -53,8 +73,15 @@ def save_to_store(study_id: str, store: ResultsStore | None = None, session: str
                    "Reader AUC": acc["auc"], "Reader answers": acc["n"]}
         result = finite({"summary": summary, "study_id": study_id, "study_name": info["name"], "source": src,
                          "ci_method": res["ci_method"], "notes": info["notes"] + res["notes"],
-                         "readers": res["readers"]})
+                         "readers": res["readers"], "roc": acc["roc"],
+                         "roc_per_reader": _per_reader_roc(answer_rows(study_id), src)})
         ids.append(store.save(KIND, result, model=models.get(src) or src, synthetic=src,
                               reference=info["settings"]["reference"], settings=info["settings"],
                               session=session))
     return ids
+
+
+def _per_reader_roc(rows: list[dict], source: str) -> dict:
+    """Each reader's ROC (points and AUC) on one synthetic set's images against the study's real images."""
+    res = compute_results([r for r in rows if r["truth"] == "real" or r["source"] == source])
+    return {who: {"auc": a["auc"], "n": a["n_roc"], "points": a["roc"]} for who, a in res["per_reader"].items()}

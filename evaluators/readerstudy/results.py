@@ -5,8 +5,10 @@
   binomial test against 50% (``scipy.stats.binomtest``). Pooled accuracy counts every (reader, image) answer
   as one trial; answers of one image by several readers are not independent, so the pooled interval is
   narrower than a reader-level analysis would give (said in the result's ``notes``).
-- ROC AUC of the 10-point "synthetic-ness" score built from call + confidence (real 5 -> 1 ... real 1 -> 5,
-  synthetic 1 -> 6 ... synthetic 5 -> 10); positive class = synthetic. AUC 0.5 = readers cannot tell.
+- ROC of the 10-point "synthetic-ness" score built from call + confidence (real 5 -> 1 ... real 1 -> 5,
+  synthetic 1 -> 6 ... synthetic 5 -> 10); positive class = synthetic. Points (FPR, TPR) at each threshold and
+  the AUC (Mann-Whitney, ties 1/2; equals ``sklearn.metrics.roc_auc_score``), per reader, per synthetic set
+  and pooled. AUC 0.5 = readers cannot tell.
 - Finding sensitivity / specificity per pathology, separately on real and on synthetic images. Truth is the
   set's labels: for real images their (report-derived) labels, for synthetic images the labels the image was
   generated for (its prompt's labels), so on synthetic images this measures whether the finding asked for is
@@ -84,10 +86,14 @@ def roc_auc(truth_synthetic: Sequence[bool], score: Sequence[float]) -> float:
 
 
 def roc_points(truth_synthetic: Sequence[bool], score: Sequence[float]) -> list[dict]:
-    """(FPR, TPR) at every threshold "score >= s", from the strictest to the loosest, starting at (0, 0)."""
+    """(FPR, TPR) at every threshold "score >= s", from the strictest to the loosest, starting at (0, 0) (the
+    points of ``sklearn.metrics.roc_curve(..., drop_intermediate=False)``; the trapezoid area under them is
+    :func:`roc_auc`). Empty when one class is absent."""
     t = np.asarray(truth_synthetic, dtype=bool)
     s = np.asarray(score, dtype=float)
-    n1, n0 = max(int(t.sum()), 1), max(int((~t).sum()), 1)
+    n1, n0 = int(t.sum()), int((~t).sum())
+    if n1 == 0 or n0 == 0:
+        return []
     pts = [{"threshold": None, "fpr": 0.0, "tpr": 0.0}]
     for thr in sorted(set(s.tolist()), reverse=True):
         sel = s >= thr
@@ -160,17 +166,16 @@ def compute_results(answers: list[dict]) -> dict:
         truth = [r["truth"] == "synthetic" for r in rs]
         d = accuracy_summary(truth, [r["call"] == "synthetic" for r in rs])
         have = [r for r in rs if r.get("confidence") is not None]
-        d["auc"] = (roc_auc([r["truth"] == "synthetic" for r in have],
-                            synthetic_score([r["call"] == "synthetic" for r in have], [r["confidence"] for r in have]))
-                    if have else math.nan)
+        t_have = [r["truth"] == "synthetic" for r in have]
+        score = synthetic_score([r["call"] == "synthetic" for r in have], [r["confidence"] for r in have])
+        d["auc"] = roc_auc(t_have, score) if have else math.nan
+        d["roc"] = roc_points(t_have, score) if have else []  # the curve of this AUC (points "score >= threshold")
+        d["n_roc"] = len(have)  # calls with a confidence (the ROC's answers)
         return d
 
     out["per_reader"] = {rd: acc([r for r in rows if r["reader"] == rd]) for rd in readers}
     out["pooled"] = acc(rows)
-    have = [r for r in rows if r.get("confidence") is not None]
-    out["roc"] = roc_points([r["truth"] == "synthetic" for r in have],
-                            synthetic_score([r["call"] == "synthetic" for r in have],
-                                            [r["confidence"] for r in have])) if have else []
+    out["roc"] = out["pooled"]["roc"]  # pooled curve (kept at the top level; per reader/set: their "roc")
     out["per_source"] = {}
     for src in sorted({r["source"] for r in rows if r["truth"] == "synthetic"}):
         rs = [r for r in rows if r["truth"] == "real" or r["source"] == src]
