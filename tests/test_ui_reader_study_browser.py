@@ -1,23 +1,32 @@
 """End-to-end reader study in Chromium (Playwright): the lead creates a two-reader study in the Reader study tab,
 reader ann answers half her images with the keyboard (r/s, 1-5, n), the server is killed and restarted, ann
 resumes where she stopped, bob reads everything, and the lead's results screen shows the hand-computed accuracy,
-Wilson intervals and Cohen's kappa. Screenshots go to test-artifacts/. Skips when /usr/bin/chromium is absent.
+Wilson intervals, Cohen's kappa and the ROC figure. Every image a reader is shown is fetched again over HTTP
+from the URL the page uses (Gradio's file route) and its bytes checked: a PNG with only IHDR/IDAT/IEND chunks
+(no text, time or EXIF chunk), one size for every image of the study although the real (64 px) and synthetic
+(48 px, PNG text chunks added) sources differ, and no source path, file name, set name or label in the URL or
+the reader's page. Screenshots go to test-artifacts/. Skips when /usr/bin/chromium is absent.
 """
 
 from __future__ import annotations
 
+import io
 import os
 import re
 import signal
 import sqlite3
+import struct
 import subprocess
 import sys
 import time
+import urllib.parse
 import urllib.request
 from pathlib import Path
 
 import pytest
+from PIL import Image, PngImagePlugin
 
+from evaluators.pathologies import PATHOLOGIES
 from tests.test_ui_browser import ARGS, ARTIFACTS, CHROMIUM, REPO, _free_port
 from tests.ui_world import make_world
 
@@ -68,7 +77,11 @@ def server(tmp_path):
         pytest.skip(f"{CHROMIUM} is absent (apt-get install chromium)")
     pytest.importorskip("playwright.sync_api")
     real = make_world(tmp_path / "real", patients=10, size=64, seed=0)
-    fake = make_world(tmp_path / "gen_secret_name", patients=6, size=64, seed=1)
+    fake = make_world(tmp_path / "gen_secret_name", patients=6, size=48, seed=1)
+    tell = PngImagePlugin.PngInfo()  # a tell-tale that must not reach the reader
+    tell.add_text("Software", "FAKE-GENERATOR synthetic")
+    for png in (fake.parent / "images").glob("*.png"):
+        Image.open(png).save(png, pnginfo=tell)
     srv = Server(tmp_path, real)
     srv.fake = fake
     srv.start()
@@ -104,16 +117,68 @@ def _open_reader(page, url: str, code: str, expect: str) -> None:
     _tab(page, url)
     page.locator("#rs-code").locator("input, textarea").first.fill(code)
     page.click("#rs-open")
-    page.wait_for_function(f"document.querySelector('#rs-progress').innerText.includes({expect!r})", timeout=60_000)
+    page.wait_for_function(f"document.querySelector('#rs-progress').innerText.includes({expect!r})",
+                           timeout=120_000)  # a loaded 2-core machine after a restart
     page.wait_for_selector("#rs-image img", timeout=30_000)
+
+
+def _chunks(data: bytes) -> list[bytes]:
+    assert data[:8] == b"\x89PNG\r\n\x1a\n", "the served image is not a PNG"
+    out, pos = [], 8
+    while pos < len(data):
+        (length,) = struct.unpack(">I", data[pos:pos + 4])
+        out.append(data[pos + 4:pos + 8])
+        pos += 12 + length
+    return out
+
+
+class Served:
+    """Every image a reader's page shows, fetched again over HTTP from the URL in the page (Gradio's file route),
+    and what must not appear in the URL or the page: source paths, file names, set names, labels, the truth."""
+
+    def __init__(self, home: Path, study_id: str, synthetic_root: Path):
+        with sqlite3.connect(home / "reader_studies" / "studies.sqlite") as con:
+            rows = con.execute("SELECT source, model, source_path FROM items WHERE study_id = ?",
+                               (study_id,)).fetchall()
+        # the app's header names the reference (real) set in local mode: the same for every image, so it is not
+        # in this list; the synthetic sets, every image's own path, file name and source set are
+        self.secrets = {"gen_secret_name", "FAKE-GENERATOR", str(synthetic_root)}
+        for source, model, path in rows:
+            self.secrets |= {str(source), str(Path(path).parent), Path(path).name, Path(path).stem}
+            self.secrets |= {model} if model else set()
+        self.url_secrets = self.secrets | {"real", "synthetic", "gen-A", *PATHOLOGIES}
+        self.urls: list[str] = []
+        self.sizes: set[tuple[int, int]] = set()
+
+    def check_page(self, page, base: str) -> None:
+        src = page.locator("#rs-image img").get_attribute("src")
+        if self.urls and src == self.urls[-1]:
+            return
+        assert [w for w in self.url_secrets if w.lower() in src.lower()] == [], src
+        html = page.content()
+        assert [html[max(0, html.find(w) - 200):html.find(w) + 100] for w in self.secrets if w in html] == []
+        tag = page.locator("#rs-image img").evaluate("e => e.outerHTML")
+        assert [w for w in self.url_secrets if w.lower() in tag.replace(src, "").lower()] == [], tag
+        data = urllib.request.urlopen(urllib.parse.urljoin(base, src), timeout=30).read()
+        chunks = _chunks(data)
+        assert set(chunks) == {b"IHDR", b"IDAT", b"IEND"}, chunks  # no tEXt/iTXt/zTXt/tIME/eXIf/iCCP
+        img = Image.open(io.BytesIO(data))
+        assert not img.getexif() and not {k for k in img.info if k not in ("dpi",)}, img.info
+        assert [w for w in self.secrets if w.encode() in data] == []
+        self.sizes.add(img.size)
+        self.urls.append(src)
 
 
 def _blank(page) -> bool:
     return page.evaluate("document.querySelectorAll('#rs-call input:checked, #rs-confidence input:checked').length") == 0
 
 
-def _read(page, calls: list[str], start: int, stop: int) -> None:
+def _read(page, calls: list[str], start: int, stop: int, served: Served, base: str) -> None:
     for k in range(start, stop):
+        if served.urls:  # the new image has replaced the previous one in the page
+            page.wait_for_function(f"document.querySelector('#rs-image img').getAttribute('src') != "
+                                   f"{served.urls[-1]!r}", timeout=30_000)
+        served.check_page(page, base)
         page.locator("#rs-progress").click()  # focus out of the code field: the keys are shortcuts
         page.keyboard.press("r" if calls[k] == "real" else "s")
         page.keyboard.press("3")
@@ -151,20 +216,23 @@ def test_two_reader_study_survives_a_server_restart(server):
         # ann reads half in her own browser, with the keyboard; her page shows nothing of the source
         ann = browser.new_page(viewport={"width": 1400, "height": 1000})
         _open_reader(ann, server.url, codes["ann"], "Image 1 of 8")
-        html = ann.content()
-        assert "gen_secret_name" not in html and str(server.fake.parent) not in html
-        src = ann.locator("#rs-image img").get_attribute("src")
-        assert "gen_secret_name" not in src and not any(i in src for i in ("real", "synthetic"))
-        _read(ann, plan["ann"], 0, 4)
+        served = {who: Served(server.root / "home", study_id, server.fake.parent) for who in ("ann", "bob")}
+        _read(ann, plan["ann"], 0, 4, served["ann"], server.url)
         ann.screenshot(path=str(ARTIFACTS / "ui_reader_reading.png"), full_page=True)
 
         server.kill()  # mid-study crash
         server.start()
         _open_reader(ann, server.url, codes["ann"], "Image 5 of 8 (4 answered")  # resumes, nothing lost
-        _read(ann, plan["ann"], 4, 8)
+        _read(ann, plan["ann"], 4, 8, served["ann"], server.url)
         bob = browser.new_page(viewport={"width": 1400, "height": 1000})
         _open_reader(bob, server.url, codes["bob"], "Image 1 of 8")
-        _read(bob, plan["bob"], 0, 8)
+        _read(bob, plan["bob"], 0, 8, served["bob"], server.url)
+        # every image each reader saw came over HTTP at one size (64 px study, enlarged for display), and
+        # both readers were shown the same 8 images (their own order)
+        for who in ("ann", "bob"):
+            assert len(served[who].urls) == 8 and len(set(served[who].urls)) == 8, served[who].urls
+        assert served["ann"].sizes == served["bob"].sizes and len(served["ann"].sizes) == 1
+        assert set(served["ann"].urls) == set(served["bob"].urls)
 
         _tab(lead, server.url)
         lead.locator("#rs-study-id").locator("input, textarea").first.fill(study_id)
@@ -178,5 +246,8 @@ def test_two_reader_study_survives_a_server_restart(server):
             assert text in acc, text
         assert format(7 / 15, ".3f") in lead.locator("#rs-kappa").inner_text()
         assert "ann 8/8" in lead.locator("#rs-results").inner_text()
+        lead.wait_for_selector("#rs-roc .scatterlayer", timeout=30_000)  # the ROC figure, per reader and pooled
+        legend = lead.locator("#rs-roc .legend").text_content()
+        assert "pooled (AUC" in legend and "ann (AUC" in legend and "bob (AUC" in legend
         lead.screenshot(path=str(ARTIFACTS / "ui_reader_results.png"), full_page=True)
         browser.close()

@@ -252,8 +252,10 @@ def build(studio, public: bool, source_choices: list[str]) -> None:
             r_progress = gr.Markdown(elem_id="rs-progress")
             with gr.Row():
                 with gr.Column(scale=3):
+                    # format="png": lossless, and Gradio writes no metadata chunk for an array (its default WebP
+                    # is lossy); the served bytes are checked in tests/test_ui_reader_study_browser.py
                     r_img = gr.Image(label="Image", type="numpy", interactive=False, elem_id="rs-image", height=560,
-                                     buttons=[], show_label=False)
+                                     buttons=[], show_label=False, format="png")
                     with gr.Row():
                         r_level = gr.Slider(0.0, 1.0, value=0.5, step=0.01, label="Window level")
                         r_width = gr.Slider(0.05, 1.0, value=1.0, step=0.01, label="Window width")
