@@ -23,11 +23,12 @@ from chexgen_ui.services import Studio
 from chexgen_ui.tabs import reader_study as rs
 from evaluators.errors import InputError
 from evaluators.pathologies import PATHOLOGIES
-from evaluators.readerstudy.study import QUESTIONS, Reader, studies_dir
+from evaluators.readerstudy.study import QUESTIONS, Reader, studies_dir, study_info
 from evaluators.store import ResultsStore
-from tests.ui_world import make_world
+from tests.ui_world import COPIER, make_world, register_copier
 
 SERVER = "server folder or CSV"
+GENERATE = "generate N from a model"
 
 
 @pytest.fixture(scope="module")
@@ -174,7 +175,41 @@ def test_tab_is_built_and_public_mode_offers_uploads_only(studio, world):
 
     local = build_app(studio=studio)
     assert any(isinstance(b, gr.Tab) and b.label == "Reader study" for b in local.blocks.values())
-    assert [c[1] for c in rs_radio(local).choices] == ["upload (zip, or CSV + images)", SERVER]
+    assert [c[1] for c in rs_radio(local).choices] == ["upload (zip, or CSV + images)", SERVER, GENERATE]
+    ref = next(b for b in local.blocks.values() if getattr(b, "elem_id", None) == "rs-reference")
+    assert f"`{world['real']}@train`" in ref.value  # local mode: the reference path in use
     public = build_app(studio=Studio(f"{world['real']}@train", public=True, encoder="pixels", device="cpu"),
                        public=True)
-    assert [c[1] for c in rs_radio(public).choices] == ["upload (zip, or CSV + images)"]
+    assert [c[1] for c in rs_radio(public).choices] == ["upload (zip, or CSV + images)", GENERATE]
+    ref = next(b for b in public.blocks.values() if getattr(b, "elem_id", None) == "rs-reference")
+    assert str(world["root"]) not in ref.value and "metadata.csv@train" in ref.value  # public: no server path
+
+
+@pytest.mark.slow  # ~24 s on a loaded 2-core machine, most of it loading the demo model
+def test_set_up_generates_the_synthetic_side_from_models(studio, world):
+    """The demo model (offline, CPU, 2 steps) and the tests' copier each generate one set from reference prompts
+    through Studio.synthetic_from_model; model names default to the model ids."""
+    register_copier(world["real"])
+    seen = []
+    md, sid = rs.create(studio, GENERATE, None, "", "", 4, "", ["real_synthetic"], "ann", steps=2,
+                        gen_models=["demo", COPIER], progress=lambda d, t, m: seen.append((d, t, m)))
+    assert f"generated now by `demo`, `{COPIER}` (1 per model" in md and f"`{world['real']}@train`" in md
+    assert "served at 64x64 px" in md
+    assert {m for *_, m in seen} == {"generating 1 images with demo", f"generating 1 images with {COPIER}"}
+    info = study_info(sid)
+    assert info["settings"]["models"] == ["demo", COPIER] and info["settings"]["size"] == 64
+    assert info["settings"]["reference"] == f"{world['real']}@train"  # as the app's other runs record it
+    syn = info["settings"]["synthetic"]
+    assert len(syn) == 2 and all(Path(f, "metadata.csv").is_file() for f in syn)  # one generated set per model
+    with sqlite3.connect(studies_dir() / "studies.sqlite") as con:
+        rows = con.execute("SELECT truth, model, native_w FROM items WHERE study_id = ?", (sid,)).fetchall()
+    assert sorted(rows, key=str) == sorted([("real", None, 64), ("real", None, 64), ("synthetic", "demo", 64),
+                                            ("synthetic", COPIER, 64)], key=str)
+    code = re.search(r"- ann: `([A-Za-z0-9_-]+)`", md).group(1)
+    sizes = {Image.open(io.BytesIO(Reader(code).image_png(i))).size for i in Reader(code).order}
+    assert sizes == {(64, 64)}
+    with pytest.raises(InputError, match="at least 2 images per model"):
+        rs.create(studio, GENERATE, None, "", "", 4, "", ["real_synthetic"], "ann", gen_models=["demo"],
+                  n_generate=1)
+    with pytest.raises(InputError, match="Choose one or more models"):
+        rs.create(studio, GENERATE, None, "", "", 4, "", ["real_synthetic"], "ann", gen_models=[])

@@ -18,15 +18,21 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from evaluators import limits
 from evaluators.errors import InputError
 from evaluators.pathologies import PATHOLOGIES
 from evaluators.readerstudy import export as rs_export
 from evaluators.readerstudy.study import QUESTIONS, Reader, create_study
+from evaluators.space import gpu
 
 from .. import figures
 from ..display import window_level
 
 PUBLIC_MAX_IMAGES = 200
+# generating the synthetic side joins the app's GPU queue (chexgen_ui.app's GPU_QUEUE; its limit applies) and, on
+# ZeroGPU, holds the GPU at most this long per call (the app's CHEXGEN_GPU_DURATION default)
+GPU_QUEUE = "gpu"
+GPU_DURATION = 120
 QUESTION_LABELS = {"real_synthetic": "real or synthetic (+ confidence 1-5)", "findings": "findings present",
                    "quality": "image quality 1-5", "comment": "free comment"}
 CALLS = ["real", "synthetic"]
@@ -57,9 +63,26 @@ if (!window._chexgenReaderKeys) {
 
 
 # ---------------------------------------------------------------------------------------------- set-up
-def _synthetic_sets(studio, src: str, files, folder: str, session: str | None) -> tuple[list, list]:
-    """(image sets, uploaded sets to discard afterwards). Each uploaded zip is one set; other uploaded files
-    (a CSV plus its images) together are one set. Server paths: one per line (local mode)."""
+def _synthetic_sets(studio, src: str, files, folder: str, session: str | None, *, gen_models=None, per_model=0,
+                    steps=None, seed: int = 0, progress=None) -> tuple[list, list]:
+    """(image sets, uploaded/generated sets to discard afterwards). Each uploaded zip is one set; other uploaded
+    files (a CSV plus its images) together are one set. Server paths: one per line (local mode). Generate: one set
+    per model, ``per_model`` images each from reference prompts (the Batch suite's
+    :meth:`~chexgen_ui.services.Studio.synthetic_from_model`, so public-mode limits and quotas apply)."""
+    if src.startswith("generate"):
+        names = [m for m in ([gen_models] if isinstance(gen_models, str) else (gen_models or [])) if m]
+        if not names:
+            raise InputError("Choose one or more models to generate the synthetic images.")
+        sets = []
+        try:
+            for m in names:
+                sets.append(studio.synthetic_from_model(m, per_model, seed, int(steps) if steps else None,
+                                                        session=session, progress=progress))
+        except BaseException:
+            for made in sets:
+                studio.quota.discard(made)
+            raise
+        return sets, sets
     if src.startswith("server"):
         paths = [p.strip() for p in str(folder or "").splitlines() if p.strip()]
         if not paths:
@@ -77,8 +100,13 @@ def _synthetic_sets(studio, src: str, files, folder: str, session: str | None) -
 
 
 def create(studio, src: str, files, folder: str, models: str, n_images, mix: str, questions, readers: str,
-           size=None, seed=0, name: str = "", session: str | None = None) -> tuple[str, str]:
-    """Create a study on the app's reference set; returns (markdown with the reader codes, study id)."""
+           size=None, seed=0, name: str = "", session: str | None = None, *, gen_models=None, n_generate=0,
+           steps=None, progress=None) -> tuple[str, str]:
+    """Create a study on the app's reference set; returns (markdown with the reader codes, study id).
+
+    ``src`` "generate...": the synthetic side is generated now by ``gen_models`` (one set per model) from
+    prompts drawn from the reference set's reports (so every image has the labels it was generated for),
+    ``n_generate`` images per model (0: just the study's share, half the images split over the models)."""
     n = int(n_images or 0)
     if studio.public and n > PUBLIC_MAX_IMAGES:
         raise InputError(f"At most {PUBLIC_MAX_IMAGES} images per study in public mode; got {n}.")
@@ -87,20 +115,44 @@ def create(studio, src: str, files, folder: str, models: str, n_images, mix: str
     if rd in (0, []):
         raise InputError("Give a number of readers (e.g. 2) or their names, comma-separated.")
     model_names = [m.strip() for m in str(models or "").split(",") if m.strip()] or None
-    sets, uploaded = _synthetic_sets(studio, src or "", files, folder, session)
+    generating = str(src or "").startswith("generate")
+    if generating:
+        gen_models = [m for m in ([gen_models] if isinstance(gen_models, str) else (gen_models or [])) if m]
+        if n < 2 or n % 2:
+            raise InputError(f"The number of images must be even (half real, half synthetic); got {n}.")
+        share = -(-(n // 2) // max(1, len(gen_models)))  # ceil: each model's share of the synthetic half
+        per_model = int(n_generate or 0) or share
+        if per_model < share:
+            raise InputError(f"Generate at least {share} images per model: the study takes {share} from each of the "
+                             f"{len(gen_models)} model(s); got {per_model}.")
+        model_names = model_names or list(gen_models)
+    sets, uploaded = _synthetic_sets(studio, src or "", files, folder, session, gen_models=gen_models,
+                                     per_model=per_model if generating else 0, steps=steps, seed=int(seed or 0),
+                                     progress=progress)
     try:
         study = create_study(studio.reference_set(), sets, n_images=n, readers=rd, mix=mix or None,
                              questions=tuple(questions or ()), size=int(size) if size else None,
-                             seed=int(seed or 0), name=(name or "").strip() or None, models=model_names)
+                             seed=int(seed or 0), name=(name or "").strip() or None, models=model_names,
+                             reference_name=studio.reference)
     finally:
-        for s in uploaded:  # the study keeps its own blinded copies; public uploads go now
+        for s in uploaded:  # the study keeps its own blinded copies; public uploads / generated sets go now
             studio.quota.discard(s)
     lines = [f"**Study `{study['study_id']}`** ({study['name']}): {study['n_images']} images at "
              f"{study['size']} px, half real, half synthetic. Keep the study id: it opens the results.",
+             "", f"Real images: the reference set `{reference_label(studio)}`"
+             + (f"; synthetic images generated now by {', '.join(f'`{m}`' for m in gen_models)} "
+                f"({per_model} per model, prompts drawn from the reference reports)." if generating else "."),
              "", "Reader codes (give each reader only their own; it opens the Reading section):", ""]
     lines += [f"- {who}: `{code}`" for who, code in study["readers"].items()]
     lines += ["", *[f"Note: {n}" for n in study["notes"]]]
     return "\n".join(lines), study["study_id"]
+
+
+def reference_label(studio) -> str:
+    """The reference set in use as the app's header names it: its path/spec in local mode, scrubbed in public."""
+    from .. import public_paths
+
+    return public_paths.scrub(studio.reference) if studio.public else str(studio.reference)
 
 
 # ---------------------------------------------------------------------------------------------- reading
@@ -192,8 +244,9 @@ def results_tables(study_id: str) -> dict:
                                     for k in ("real", "synthetic")}}
                  for who, d in [*q["per_reader"].items(), ("pooled", q["pooled"])]]
     prog = ", ".join(f"{who} {done}/{info['n_images']}" for who, done in info["progress"].items())
+    ref = info["settings"].get("reference", "")  # public mode: the app scrubs server paths from every output
     md = (f"**{info['name']}** (`{info['study_id']}`): {res['n_calls']} real/synthetic calls; progress: {prog}. "
-          f"Intervals: {res['ci_method']}; chance is 50%.\n\n"
+          f"Intervals: {res['ci_method']}; chance is 50%. Reference (real images): `{ref}`.\n\n"
           + "\n".join(f"- {n}" for n in [*info["notes"], *res["notes"]]))
     roc = figures.reader_roc_figure({**res["per_reader"], "pooled": res["pooled"]})
     return {"markdown": md, "accuracy": pd.DataFrame(acc_rows), "kappa": pd.DataFrame(kappa_rows),
@@ -213,13 +266,20 @@ def build(studio, public: bool, source_choices: list[str]) -> None:
 
     from ..widgets import _session, _user_errors
 
-    src_choices = [c for c in source_choices if c.startswith(("upload", "server"))]
+    src_choices = [c for c in source_choices if c.startswith(("upload", "server", "generate"))]
+    models = studio.model_choices()
+    default_model = studio.default_model()
+    try:
+        default_steps = int(studio.model_presets(default_model).get("steps", 25)) if default_model else 25
+    except InputError:
+        default_steps = 25
     with gr.Tab("Reader study", id="reader-study"):
         gr.HTML("", js_on_load=KEYS_JS, elem_id="rs-keys", padding=False)
         with gr.Accordion("Set-up (study lead)", open=True):
             gr.Markdown("Reference (real) images come from the app's reference set; synthetic images from one or "
                         "more sets. The engine draws a balanced (half real, half synthetic), shuffled sample, "
-                        "re-encodes every image at one size under a random id, and gives each reader a code.")
+                        "re-encodes every image at one size under a random id, and gives each reader a code.\n\n"
+                        f"Reference (real images) in use: `{reference_label(studio)}`.", elem_id="rs-reference")
             with gr.Row():
                 with gr.Column():
                     s_src = gr.Radio(src_choices, value=src_choices[0], label="Synthetic sets", elem_id="rs-src")
@@ -228,6 +288,16 @@ def build(studio, public: bool, source_choices: list[str]) -> None:
                                       elem_id="rs-upload")
                     s_folder = gr.Textbox(label="Server folders or CSVs, one per line (local mode)", lines=2,
                                           visible=False, elem_id="rs-folder")
+                    with gr.Row(visible=False) as s_gen_row:
+                        s_gen = gr.Dropdown(models, value=[default_model] if default_model else [], multiselect=True,
+                                            label="Models (one synthetic set each; prompts drawn from the reference "
+                                                  "reports)", elem_id="rs-gen-models")
+                        s_gen_n = gr.Number(0, precision=0, minimum=0,
+                                            maximum=studio.limits.max_generate_set,
+                                            label="Images per model (0 = the study's share)", elem_id="rs-gen-n")
+                        s_steps = gr.Number(min(default_steps, limits.maximum("steps", public)), precision=0,
+                                            minimum=1, maximum=limits.maximum("steps", public), label="Steps",
+                                            elem_id="rs-gen-steps")
                     s_models = gr.Textbox(label="Model name per set, comma-separated (for the leaderboard; optional)",
                                           elem_id="rs-models")
                 with gr.Column():
@@ -291,17 +361,21 @@ def build(studio, public: bool, source_choices: list[str]) -> None:
             x_saved = gr.Markdown(elem_id="rs-saved")
 
     # ---------------------------------------------------------------- callbacks
-    s_src.change(lambda c: (gr.update(visible=c.startswith("upload")), gr.update(visible=c.startswith("server"))),
-                 s_src, [s_files, s_folder])
+    s_src.change(lambda c: (gr.update(visible=c.startswith("upload")), gr.update(visible=c.startswith("server")),
+                            gr.update(visible=c.startswith("generate"))),
+                 s_src, [s_files, s_folder, s_gen_row])
 
     @_user_errors
-    def on_create(src, files, folder, models, n, mix, questions, readers, name, request: gr.Request = None):
+    @gpu(GPU_DURATION)
+    def on_create(src, files, folder, models, n, mix, questions, readers, name, gen_models, gen_n, steps,
+                  request: gr.Request = None, progress=gr.Progress()):  # noqa: B008 - Gradio's idiom
         md, sid = create(studio, src, files, folder, models, n, mix, questions, readers, name=name,
-                         session=_session(request))
+                         session=_session(request), gen_models=gen_models, n_generate=gen_n, steps=steps,
+                         progress=lambda done, total, msg: progress((done, total), desc=msg))
         return md, sid, sid
 
-    s_btn.click(on_create, [s_src, s_files, s_folder, s_models, s_n, s_mix, s_q, s_readers, s_name],
-                [s_out, s_id, x_id])
+    s_btn.click(on_create, [s_src, s_files, s_folder, s_models, s_n, s_mix, s_q, s_readers, s_name, s_gen, s_gen_n,
+                            s_steps], [s_out, s_id, x_id], concurrency_id=GPU_QUEUE)
 
     def _view(view, level, width, zoom):
         q = view["questions"]

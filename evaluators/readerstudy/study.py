@@ -132,14 +132,16 @@ def png_bytes(img: np.ndarray) -> bytes:
 
 def create_study(reference, synthetic: list, *, n_images: int = 40, readers: int | list[str] = 2,
                  mix: str | dict | None = None, questions: tuple[str, ...] = QUESTIONS, size: int | None = None,
-                 seed: int = 0, name: str | None = None, models: list[str] | None = None) -> dict:
+                 seed: int = 0, name: str | None = None, models: list[str] | None = None,
+                 reference_name: str | None = None) -> dict:
     """Draw a balanced, shuffled, blinded sample and register readers; returns the study with reader codes.
 
     ``n_images`` (even): half real images from ``reference``, half synthetic split as evenly as possible over the
     ``synthetic`` sets. ``mix`` applies to each side. ``size``: the one served size (default: the largest square
     side in the sample, so no image is shrunk below another's detail). ``models``: a model name per synthetic
-    set (default: the set's name), used for the results-store row. Each reader sees the images in their own
-    seeded order.
+    set (default: the set's name), used for the results-store row. ``reference_name``: how the study records the
+    reference (default: its path or spec; the app passes its reference spec, so the leaderboard lines the study up
+    with the app's automatic runs on the same reference). Each reader sees the images in their own seeded order.
     """
     from ..imageio import resize
     from ..imagesets import load_image_set
@@ -194,7 +196,8 @@ def create_study(reference, synthetic: list, *, n_images: int = 40, readers: int
     except BaseException:
         shutil.rmtree(folder, ignore_errors=True)  # no half-written study left behind
         raise
-    settings = {"reference": str(reference), "synthetic": [str(s) for s in synthetic], "models": models,
+    settings = {"reference": reference_name or _spec(reference), "synthetic": [_spec(s) for s in synthetic],
+                "models": models,
                 "n_images": n_images, "mix": mixd, "questions": list(questions), "size": side, "seed": seed}
     study_name = name or f"study {time.strftime('%Y-%m-%d %H:%M')}"
     codes = {}
@@ -210,6 +213,14 @@ def create_study(reference, synthetic: list, *, n_images: int = 40, readers: int
             codes[rd] = code
     return {"study_id": study_id, "name": study_name, "n_images": len(rows), "size": side, "readers": codes,
             "settings": settings, "notes": notes}
+
+
+def _spec(image_set) -> str:
+    """A set as the study records it: the path/spec given, or a loaded set's folder (its name without one)."""
+    if isinstance(image_set, str | Path):
+        return str(image_set)
+    root = getattr(image_set, "root", None)
+    return str(root) if root is not None else str(getattr(image_set, "name", image_set))
 
 
 def study_info(study_id: str) -> dict:
