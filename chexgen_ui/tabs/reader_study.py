@@ -14,6 +14,7 @@ from __future__ import annotations
 import io
 import tempfile
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
@@ -29,10 +30,6 @@ from .. import figures
 from ..display import window_level
 
 PUBLIC_MAX_IMAGES = 200
-# generating the synthetic side joins the app's GPU queue (chexgen_ui.app's GPU_QUEUE; its limit applies) and, on
-# ZeroGPU, holds the GPU at most this long per call (the app's CHEXGEN_GPU_DURATION default)
-GPU_QUEUE = "gpu"
-GPU_DURATION = 120
 QUESTION_LABELS = {"real_synthetic": "real or synthetic (+ confidence 1-5)", "findings": "findings present",
                    "quality": "image quality 1-5", "comment": "free comment"}
 CALLS = ["real", "synthetic"]
@@ -261,109 +258,129 @@ def export_files(study_id: str) -> list[str]:
 
 # ---------------------------------------------------------------------------------------------- layout
 def build(studio, public: bool, source_choices: list[str]) -> None:
-    """The tab's layout and callbacks (call inside the app's ``gr.Tabs``)."""
+    """The tab's layout and callbacks (call inside the app's ``gr.Tabs``): three sections laid out, then wired."""
     import gradio as gr
 
-    from ..widgets import _session, _user_errors
+    with gr.Tab("Reader study", id="reader-study"):
+        gr.HTML("", js_on_load=KEYS_JS, elem_id="rs-keys", padding=False)
+        with gr.Accordion("Set-up (study lead)", open=True):
+            s = _setup_layout(gr, studio, public, source_choices)
+        with gr.Accordion("Reading (reader)", open=True):
+            r = _reading_layout(gr)
+        with gr.Accordion("Results (study lead)", open=True):
+            x = _results_layout(gr)
+    _wire_setup(gr, studio, s, x)
+    _wire_reading(gr, r)
+    _wire_results(gr, studio, x)
 
+
+def _setup_layout(gr, studio, public: bool, source_choices: list[str]) -> SimpleNamespace:
     src_choices = [c for c in source_choices if c.startswith(("upload", "server", "generate"))]
-    models = studio.model_choices()
     default_model = studio.default_model()
     try:
         default_steps = int(studio.model_presets(default_model).get("steps", 25)) if default_model else 25
     except InputError:
         default_steps = 25
-    with gr.Tab("Reader study", id="reader-study"):
-        gr.HTML("", js_on_load=KEYS_JS, elem_id="rs-keys", padding=False)
-        with gr.Accordion("Set-up (study lead)", open=True):
-            gr.Markdown("Reference (real) images come from the app's reference set; synthetic images from one or "
-                        "more sets. The engine draws a balanced (half real, half synthetic), shuffled sample, "
-                        "re-encodes every image at one size under a random id, and gives each reader a code.\n\n"
-                        f"Reference (real images) in use: `{reference_label(studio)}`.", elem_id="rs-reference")
+    s = SimpleNamespace()
+    gr.Markdown("Reference (real) images come from the app's reference set; synthetic images from one or "
+                "more sets. The engine draws a balanced (half real, half synthetic), shuffled sample, "
+                "re-encodes every image at one size under a random id, and gives each reader a code.\n\n"
+                f"Reference (real images) in use: `{reference_label(studio)}`.", elem_id="rs-reference")
+    with gr.Row():
+        with gr.Column():
+            s.src = gr.Radio(src_choices, value=src_choices[0], label="Synthetic sets", elem_id="rs-src")
+            s.files = gr.File(file_count="multiple", label="Upload one zip per synthetic set",
+                              file_types=[".zip", ".csv", ".png", ".jpg", ".jpeg", ".dcm", ".tif", ".tiff"],
+                              elem_id="rs-upload")
+            s.folder = gr.Textbox(label="Server folders or CSVs, one per line (local mode)", lines=2,
+                                  visible=False, elem_id="rs-folder")
+            with gr.Row(visible=False) as s.gen_row:
+                s.gen = gr.Dropdown(studio.model_choices(), value=[default_model] if default_model else [],
+                                    multiselect=True, label="Models (one synthetic set each; prompts drawn from the "
+                                                            "reference reports)", elem_id="rs-gen-models")
+                s.gen_n = gr.Number(0, precision=0, minimum=0, maximum=studio.limits.max_generate_set,
+                                    label="Images per model (0 = the study's share)", elem_id="rs-gen-n")
+                s.steps = gr.Number(min(default_steps, limits.maximum("steps", public)), precision=0,
+                                    minimum=1, maximum=limits.maximum("steps", public), label="Steps",
+                                    elem_id="rs-gen-steps")
+            s.models = gr.Textbox(label="Model name per set, comma-separated (for the leaderboard; optional)",
+                                  elem_id="rs-models")
+        with gr.Column():
             with gr.Row():
-                with gr.Column():
-                    s_src = gr.Radio(src_choices, value=src_choices[0], label="Synthetic sets", elem_id="rs-src")
-                    s_files = gr.File(file_count="multiple", label="Upload one zip per synthetic set",
-                                      file_types=[".zip", ".csv", ".png", ".jpg", ".jpeg", ".dcm", ".tif", ".tiff"],
-                                      elem_id="rs-upload")
-                    s_folder = gr.Textbox(label="Server folders or CSVs, one per line (local mode)", lines=2,
-                                          visible=False, elem_id="rs-folder")
-                    with gr.Row(visible=False) as s_gen_row:
-                        s_gen = gr.Dropdown(models, value=[default_model] if default_model else [], multiselect=True,
-                                            label="Models (one synthetic set each; prompts drawn from the reference "
-                                                  "reports)", elem_id="rs-gen-models")
-                        s_gen_n = gr.Number(0, precision=0, minimum=0,
-                                            maximum=studio.limits.max_generate_set,
-                                            label="Images per model (0 = the study's share)", elem_id="rs-gen-n")
-                        s_steps = gr.Number(min(default_steps, limits.maximum("steps", public)), precision=0,
-                                            minimum=1, maximum=limits.maximum("steps", public), label="Steps",
-                                            elem_id="rs-gen-steps")
-                    s_models = gr.Textbox(label="Model name per set, comma-separated (for the leaderboard; optional)",
-                                          elem_id="rs-models")
-                with gr.Column():
-                    with gr.Row():
-                        s_n = gr.Number(20, precision=0, minimum=2,
-                                        maximum=PUBLIC_MAX_IMAGES if public else 2000,
-                                        label="Images (even; half real)", elem_id="rs-n")
-                        s_readers = gr.Textbox("2", label="Readers: a number or names", elem_id="rs-readers")
-                    s_mix = gr.Textbox(label="Pathology mix per side (optional), e.g. Cardiomegaly=0.25,Pleural "
-                                             "Effusion=0.25", elem_id="rs-mix")
-                    s_q = gr.CheckboxGroup([(QUESTION_LABELS[q], q) for q in QUESTIONS], value=list(QUESTIONS),
-                                           label="Questions", elem_id="rs-questions")
-                    s_name = gr.Textbox(label="Study name (optional)", elem_id="rs-name")
-                    s_btn = gr.Button("Create study", variant="primary", elem_id="rs-create")
-            s_out = gr.Markdown(elem_id="rs-created")
-            s_id = gr.State(None)
-        with gr.Accordion("Reading (reader)", open=True):
-            with gr.Row():
-                r_code = gr.Textbox(label="Your reader code", type="password", elem_id="rs-code", scale=3)
-                r_open = gr.Button("Start / resume", elem_id="rs-open", scale=1)
-            r_state = gr.State(None)
-            r_progress = gr.Markdown(elem_id="rs-progress")
-            with gr.Row():
-                with gr.Column(scale=3):
-                    # format="png": lossless, and Gradio writes no metadata chunk for an array (its default WebP
-                    # is lossy); the served bytes are checked in tests/test_ui_reader_study_browser.py
-                    r_img = gr.Image(label="Image", type="numpy", interactive=False, elem_id="rs-image", height=560,
-                                     buttons=[], show_label=False, format="png")
-                    with gr.Row():
-                        r_level = gr.Slider(0.0, 1.0, value=0.5, step=0.01, label="Window level")
-                        r_width = gr.Slider(0.05, 1.0, value=1.0, step=0.01, label="Window width")
-                        r_zoom = gr.Slider(1.0, 4.0, value=1.0, step=0.25, label="Zoom")
-                with gr.Column(scale=2, min_width=300):
-                    gr.Markdown("Keys: **r** / **s** real / synthetic, **1-5** confidence, **n** next image.")
-                    r_call = gr.Radio(CALLS, value=None, label="Real or synthetic?", elem_id="rs-call")
-                    r_conf = gr.Radio([1, 2, 3, 4, 5], value=None, label="Confidence (1 guess - 5 certain)",
-                                      elem_id="rs-confidence")
-                    r_find = gr.CheckboxGroup(list(PATHOLOGIES), value=[], label="Findings present",
-                                              elem_id="rs-findings")
-                    r_qual = gr.Radio([1, 2, 3, 4, 5], value=None, label="Image quality (1 poor - 5 excellent)",
-                                      elem_id="rs-quality")
-                    r_comment = gr.Textbox(label="Comment", lines=2, elem_id="rs-comment")
-                    r_next = gr.Button("Next image (n)", variant="primary", elem_id="rs-next")
-        with gr.Accordion("Results (study lead)", open=True):
-            with gr.Row():
-                x_id = gr.Textbox(label="Study id", elem_id="rs-study-id", scale=3)
-                x_btn = gr.Button("Show results", elem_id="rs-results-btn", scale=1)
-                x_export = gr.Button("CSV / JSON", scale=1, elem_id="rs-export")
-                x_save = gr.Button("Save to leaderboard", scale=1, elem_id="rs-save")
-            x_md = gr.Markdown(elem_id="rs-results")
-            x_acc = gr.Dataframe(label="Real vs synthetic: accuracy (Wilson 95% CI, binomial test vs 50%)",
-                                 interactive=False, wrap=True, elem_id="rs-accuracy", visible=False)
-            x_roc = gr.Plot(label="ROC of the confidence ratings", elem_id="rs-roc", visible=False)
-            x_kappa = gr.Dataframe(label="Agreement between readers on the real/synthetic call", interactive=False,
-                                   elem_id="rs-kappa", visible=False)
-            x_qual = gr.Dataframe(label="Image quality 1-5", interactive=False, elem_id="rs-qual", visible=False)
-            x_find = gr.Dataframe(label="Findings: sensitivity / specificity on real vs synthetic images "
-                                        "(truth of a synthetic image = the label it was generated for)",
-                                  interactive=False, wrap=True, elem_id="rs-findings-table", visible=False)
-            x_files = gr.File(label="results.json, answers.csv, roc.csv", file_count="multiple", interactive=False)
-            x_saved = gr.Markdown(elem_id="rs-saved")
+                s.n = gr.Number(20, precision=0, minimum=2, maximum=PUBLIC_MAX_IMAGES if public else 2000,
+                                label="Images (even; half real)", elem_id="rs-n")
+                s.readers = gr.Textbox("2", label="Readers: a number or names", elem_id="rs-readers")
+            s.mix = gr.Textbox(label="Pathology mix per side (optional), e.g. Cardiomegaly=0.25,Pleural "
+                                     "Effusion=0.25", elem_id="rs-mix")
+            s.q = gr.CheckboxGroup([(QUESTION_LABELS[q], q) for q in QUESTIONS], value=list(QUESTIONS),
+                                   label="Questions", elem_id="rs-questions")
+            s.name = gr.Textbox(label="Study name (optional)", elem_id="rs-name")
+            s.btn = gr.Button("Create study", variant="primary", elem_id="rs-create")
+    s.out = gr.Markdown(elem_id="rs-created")
+    s.id = gr.State(None)
+    return s
 
-    # ---------------------------------------------------------------- callbacks
-    s_src.change(lambda c: (gr.update(visible=c.startswith("upload")), gr.update(visible=c.startswith("server")),
+
+def _reading_layout(gr) -> SimpleNamespace:
+    r = SimpleNamespace()
+    with gr.Row():
+        r.code = gr.Textbox(label="Your reader code", type="password", elem_id="rs-code", scale=3)
+        r.open = gr.Button("Start / resume", elem_id="rs-open", scale=1)
+    r.state = gr.State(None)
+    r.progress = gr.Markdown(elem_id="rs-progress")
+    with gr.Row():
+        with gr.Column(scale=3):
+            # format="png": lossless, and Gradio writes no metadata chunk for an array (its default WebP is
+            # lossy); the served bytes are checked in tests/test_ui_reader_study_browser.py
+            r.img = gr.Image(label="Image", type="numpy", interactive=False, elem_id="rs-image", height=560,
+                             buttons=[], show_label=False, format="png")
+            with gr.Row():
+                r.level = gr.Slider(0.0, 1.0, value=0.5, step=0.01, label="Window level")
+                r.width = gr.Slider(0.05, 1.0, value=1.0, step=0.01, label="Window width")
+                r.zoom = gr.Slider(1.0, 4.0, value=1.0, step=0.25, label="Zoom")
+        with gr.Column(scale=2, min_width=300):
+            gr.Markdown("Keys: **r** / **s** real / synthetic, **1-5** confidence, **n** next image.")
+            r.call = gr.Radio(CALLS, value=None, label="Real or synthetic?", elem_id="rs-call")
+            r.conf = gr.Radio([1, 2, 3, 4, 5], value=None, label="Confidence (1 guess - 5 certain)",
+                              elem_id="rs-confidence")
+            r.find = gr.CheckboxGroup(list(PATHOLOGIES), value=[], label="Findings present", elem_id="rs-findings")
+            r.qual = gr.Radio([1, 2, 3, 4, 5], value=None, label="Image quality (1 poor - 5 excellent)",
+                              elem_id="rs-quality")
+            r.comment = gr.Textbox(label="Comment", lines=2, elem_id="rs-comment")
+            r.next = gr.Button("Next image (n)", variant="primary", elem_id="rs-next")
+    return r
+
+
+def _results_layout(gr) -> SimpleNamespace:
+    x = SimpleNamespace()
+    with gr.Row():
+        x.id = gr.Textbox(label="Study id", elem_id="rs-study-id", scale=3)
+        x.btn = gr.Button("Show results", elem_id="rs-results-btn", scale=1)
+        x.export = gr.Button("CSV / JSON", scale=1, elem_id="rs-export")
+        x.save = gr.Button("Save to leaderboard", scale=1, elem_id="rs-save")
+    x.md = gr.Markdown(elem_id="rs-results")
+    x.acc = gr.Dataframe(label="Real vs synthetic: accuracy (Wilson 95% CI, binomial test vs 50%)",
+                         interactive=False, wrap=True, elem_id="rs-accuracy", visible=False)
+    x.roc = gr.Plot(label="ROC of the confidence ratings", elem_id="rs-roc", visible=False)
+    x.kappa = gr.Dataframe(label="Agreement between readers on the real/synthetic call", interactive=False,
+                           elem_id="rs-kappa", visible=False)
+    x.qual = gr.Dataframe(label="Image quality 1-5", interactive=False, elem_id="rs-qual", visible=False)
+    x.find = gr.Dataframe(label="Findings: sensitivity / specificity on real vs synthetic images "
+                                "(truth of a synthetic image = the label it was generated for)",
+                          interactive=False, wrap=True, elem_id="rs-findings-table", visible=False)
+    x.files = gr.File(label="results.json, answers.csv, roc.csv", file_count="multiple", interactive=False)
+    x.saved = gr.Markdown(elem_id="rs-saved")
+    return x
+
+
+# ---------------------------------------------------------------------------------------------- callbacks
+def _wire_setup(gr, studio, s: SimpleNamespace, x: SimpleNamespace) -> None:
+    # generating the synthetic side joins the app's GPU queue
+    from ..widgets import GPU_CONCURRENCY, GPU_DURATION, GPU_QUEUE, _session, _user_errors
+
+    s.src.change(lambda c: (gr.update(visible=c.startswith("upload")), gr.update(visible=c.startswith("server")),
                             gr.update(visible=c.startswith("generate"))),
-                 s_src, [s_files, s_folder, s_gen_row])
+                 s.src, [s.files, s.folder, s.gen_row])
 
     @_user_errors
     @gpu(GPU_DURATION)
@@ -374,8 +391,13 @@ def build(studio, public: bool, source_choices: list[str]) -> None:
                          progress=lambda done, total, msg: progress((done, total), desc=msg))
         return md, sid, sid
 
-    s_btn.click(on_create, [s_src, s_files, s_folder, s_models, s_n, s_mix, s_q, s_readers, s_name, s_gen, s_gen_n,
-                            s_steps], [s_out, s_id, x_id], concurrency_id=GPU_QUEUE)
+    s.btn.click(on_create, [s.src, s.files, s.folder, s.models, s.n, s.mix, s.q, s.readers, s.name, s.gen, s.gen_n,
+                            s.steps], [s.out, s.id, x.id], concurrency_id=GPU_QUEUE,
+                concurrency_limit=GPU_CONCURRENCY)
+
+
+def _wire_reading(gr, r: SimpleNamespace) -> None:
+    from ..widgets import _user_errors
 
     def _view(view, level, width, zoom):
         q = view["questions"]
@@ -388,14 +410,14 @@ def build(studio, public: bool, source_choices: list[str]) -> None:
                 gr.update(value=a["quality"], visible="quality" in q),
                 gr.update(value=a["comment"] or "", visible="comment" in q))
 
-    view_out = [r_state, r_progress, r_img, r_call, r_conf, r_find, r_qual, r_comment]
+    view_out = [r.state, r.progress, r.img, r.call, r.conf, r.find, r.qual, r.comment]
 
     @_user_errors
     def on_open(code, level, width, zoom):
         return _view(open_reader(code), level, width, zoom)
 
-    r_open.click(on_open, [r_code, r_level, r_width, r_zoom], view_out)
-    r_code.submit(on_open, [r_code, r_level, r_width, r_zoom], view_out)
+    r.open.click(on_open, [r.code, r.level, r.width, r.zoom], view_out)
+    r.code.submit(on_open, [r.code, r.level, r.width, r.zoom], view_out)
 
     @_user_errors
     def on_next(state, call, conf, find, qual, comment, level, width, zoom):
@@ -403,7 +425,7 @@ def build(studio, public: bool, source_choices: list[str]) -> None:
             raise InputError("Enter your reader code first.")
         return _view(next_image(state["code"], state["item"], call, conf, find, qual, comment), level, width, zoom)
 
-    r_next.click(on_next, [r_state, r_call, r_conf, r_find, r_qual, r_comment, r_level, r_width, r_zoom], view_out)
+    r.next.click(on_next, [r.state, r.call, r.conf, r.find, r.qual, r.comment, r.level, r.width, r.zoom], view_out)
 
     def saver(field):
         @_user_errors
@@ -416,17 +438,21 @@ def build(studio, public: bool, source_choices: list[str]) -> None:
                 save_answer(state["code"], state["item"], **{field: value})
         return on_field
 
-    for comp, field in ((r_call, "call"), (r_conf, "confidence"), (r_find, "findings"), (r_qual, "quality")):
-        comp.input(saver(field), [r_state, comp], None, show_progress="hidden")
-    r_comment.blur(saver("comment"), [r_state, r_comment], None, show_progress="hidden")
+    for comp, field in ((r.call, "call"), (r.conf, "confidence"), (r.find, "findings"), (r.qual, "quality")):
+        comp.input(saver(field), [r.state, comp], None, show_progress="hidden")
+    r.comment.blur(saver("comment"), [r.state, r.comment], None, show_progress="hidden")
 
     def on_window(state, level, width, zoom):
         if not state or not state.get("item"):
             return gr.update()
         return reader_image(state["code"], state["item"], level, width, zoom)
 
-    for sl in (r_level, r_width, r_zoom):
-        sl.change(on_window, [r_state, r_level, r_width, r_zoom], r_img, show_progress="hidden")
+    for sl in (r.level, r.width, r.zoom):
+        sl.change(on_window, [r.state, r.level, r.width, r.zoom], r.img, show_progress="hidden")
+
+
+def _wire_results(gr, studio, x: SimpleNamespace) -> None:
+    from ..widgets import _session, _user_errors
 
     @_user_errors
     def on_results(sid):
@@ -434,9 +460,9 @@ def build(studio, public: bool, source_choices: list[str]) -> None:
         return (t["markdown"], *(gr.update(value=t[k], visible=True) for k in ("accuracy", "roc", "kappa",
                                                                                 "quality", "findings")))
 
-    x_btn.click(on_results, x_id, [x_md, x_acc, x_roc, x_kappa, x_qual, x_find])
-    x_id.submit(on_results, x_id, [x_md, x_acc, x_roc, x_kappa, x_qual, x_find])
-    x_export.click(_user_errors(export_files), x_id, x_files)
+    x.btn.click(on_results, x.id, [x.md, x.acc, x.roc, x.kappa, x.qual, x.find])
+    x.id.submit(on_results, x.id, [x.md, x.acc, x.roc, x.kappa, x.qual, x.find])
+    x.export.click(_user_errors(export_files), x.id, x.files)
 
     @_user_errors
     def on_save(sid, request: gr.Request = None):
@@ -444,4 +470,4 @@ def build(studio, public: bool, source_choices: list[str]) -> None:
         return (f"Saved results-store run(s) {', '.join(f'#{i}' for i in ids)} (kind reader-study); the "
                 "Leaderboard tab lists them next to the automatic scores of the same model names.")
 
-    x_save.click(on_save, x_id, x_saved)
+    x.save.click(on_save, x.id, x.saved)
