@@ -141,7 +141,7 @@ def create(studio, src: str, files, folder: str, models: str, n_images, mix: str
                 f"({per_model} per model, prompts drawn from the reference reports)." if generating else "."),
              "", "Reader codes (give each reader only their own; it opens the Reading section):", ""]
     lines += [f"- {who}: `{code}`" for who, code in study["readers"].items()]
-    lines += ["", *[f"Note: {n}" for n in study["notes"]]]
+    lines += ["", "Notes:", "", *[f"- {n}" for n in study["notes"]]]
     return "\n".join(lines), study["study_id"]
 
 
