@@ -211,5 +211,8 @@ def test_set_up_generates_the_synthetic_side_from_models(studio, world):
     with pytest.raises(InputError, match="at least 2 images per model"):
         rs.create(studio, GENERATE, None, "", "", 4, "", ["real_synthetic"], "ann", gen_models=["demo"],
                   n_generate=1)
+    with pytest.raises(InputError, match="raise 'Images per model'"):  # 1 image cannot hold a 100% mix of 2
+        rs.create(studio, GENERATE, None, "", "", 4, "Cardiomegaly=0.5,Pleural Effusion=0.5", ["real_synthetic"],
+                  "ann", gen_models=[COPIER])
     with pytest.raises(InputError, match="Choose one or more models"):
         rs.create(studio, GENERATE, None, "", "", 4, "", ["real_synthetic"], "ann", gen_models=[])

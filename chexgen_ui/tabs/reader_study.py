@@ -131,6 +131,11 @@ def create(studio, src: str, files, folder: str, models: str, n_images, mix: str
                              questions=tuple(questions or ()), size=int(size) if size else None,
                              seed=int(seed or 0), name=(name or "").strip() or None, models=model_names,
                              reference_name=studio.reference)
+    except InputError as exc:
+        if generating and "synthetic set" in str(exc) and "positive for" in str(exc):
+            raise InputError(f"{exc} The generated sets' prompts are drawn at random from the reference reports: "
+                             "raise 'Images per model' so enough of them carry the mixed findings.") from None
+        raise
     finally:
         for s in uploaded:  # the study keeps its own blinded copies; public uploads / generated sets go now
             studio.quota.discard(s)
