@@ -150,11 +150,14 @@ def leaderboard_figure(board: pd.DataFrame, max_runs: int = 12) -> go.Figure:
                    "expected_fraction_flagged"}  # counts and settings that the store lists beside the metrics
     sub = board.head(max_runs)
     runs = [f"#{i} {m}" for i, m in zip(sub["id"], sub["model"])]
+    from evaluators.metrics.registry import direction_of
+
+    better = {"lower": " (lower is better)", "higher": " (higher is better)"}
     for c in _metric_columns(sub, fixed | not_metrics, limit=16):
         raw = pd.to_numeric(sub[c], errors="coerce")
         scale = float(np.nanmax(np.abs(raw))) or 1.0  # each metric scaled to its largest value across runs
         fig.add_trace(go.Bar(x=runs, y=raw / scale, name=c, customdata=raw,
-                             hovertemplate=c + " = %{customdata:.4g}<extra>%{x}</extra>"))
+                             hovertemplate=c + " = %{customdata:.4g}" + better.get(direction_of(c) or "", "") + "<extra>%{x}</extra>"))
     fig.update_layout(barmode="group", height=420, template="plotly_white", margin={"l": 10, "r": 10, "t": 30, "b": 10},
                       title={"text": "Metrics across runs, each scaled to its largest value (hover for the raw value)"},
                       yaxis={"title": "value / max over runs"},

@@ -171,6 +171,17 @@ def output(key: str) -> Output | None:
     return None
 
 
+def direction_of(column: str) -> str | None:
+    """Which way is better for a leaderboard column ('FID (raddino)', 'Inception Score'): lower, higher, none, or
+    None when no registered output names it."""
+    base = column.split(" (")[0]
+    for m in metrics(None):
+        for o in m.outputs:
+            if base in (o.key, o.label) or column in (o.key, o.label):
+                return o.direction
+    return None
+
+
 def compute(real: Any, synthetic: Any, *, axis: str = "fidelity", only: Iterable[str] | None = None,
             **settings: Any) -> dict[str, Any]:
     """Every feature-matrix metric of ``axis`` (or those named in ``only``) on one real/synthetic pair."""
