@@ -8,32 +8,30 @@ Nothing here imports Gradio; every user-facing problem is an :class:`InputError`
 
 from __future__ import annotations
 
-import csv
-import io
 import logging
 import os
 import re
 import shutil
 import stat
-import threading
 import time
 import uuid
 import zipfile
 import zlib
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from evaluators import limits, settings
+from evaluators import catalogue, leaderboard, limits, settings
 from evaluators.errors import InputError, UnavailableError
-from evaluators.pathologies import INDEX as LABEL_INDEX
-from evaluators.pathologies import PATHOLOGIES, positives
+from evaluators.runs import embedding_map, inspect
+from evaluators.runs import generate as rgen
+from evaluators.runs.generate import Generated
+from evaluators.runs.inspect import CALIBRATION_PERCENTILE
 from evaluators.runs.save import session_folder
 from evaluators.settings import chexgen_home, subdir
-from evaluators.store import finite
 
 from .display import to_uint8
 from .tables import counts_table, overall_table, per_pathology_table, privacy_image_table
@@ -49,7 +47,6 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".dcm", ".dicom", ".tif", ".tiff")
 MAX_GENERATE = 64  # images per click in the Generate tab
 MAX_GENERATE_SET = 2_000  # images per "generate a synthetic set" job
 PRDC_K = 5
-CALIBRATION_PERCENTILE = 99.0
 
 # Public mode (a Space, or --public): tighter limits, each overridable by an environment variable.
 PUBLIC_MAX_FILES = 500  # CHEXGEN_PUBLIC_MAX_FILES: images (files) per upload
@@ -80,35 +77,6 @@ class Limits:
             max_pixels=env_int("CHEXGEN_PUBLIC_MAX_PIXELS", PUBLIC_MAX_PIXELS),
             max_generate_set=env_int("CHEXGEN_PUBLIC_MAX_GENERATE_SET", PUBLIC_MAX_GENERATE_SET),
         )
-
-
-def _slug(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-")[:60] or "set"
-
-
-@dataclass
-class Generated:
-    """Images from one Generate click, with everything the inspection views show about them."""
-
-    model: str
-    images: list[np.ndarray]
-    prompts: list[str]
-    seeds: list[int]
-    settings: dict
-    neighbours: list[list] = field(default_factory=list)  # per image: list[Neighbour]
-    top1: np.ndarray | None = None  # encoder cosine similarity to the nearest training image
-    copy_score: np.ndarray | None = None  # the memorisation search's copy score (aligned pixel match)
-    match_row: np.ndarray | None = None  # the training row it matched (index row), -1 for none
-    threshold: float | None = None
-    flags: np.ndarray | None = None
-    copy_p_value: np.ndarray | None = None  # the search's p-value per image, when the engine gives one
-    umap: np.ndarray | None = None  # [N, 2] map positions, or None when the index has no map
-    reid: list[float | None] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)
-    session: str | None = None  # whose images these are (exports go to that session's folder)
-
-    def __len__(self) -> int:
-        return len(self.images)
 
 
 @dataclass
@@ -230,8 +198,7 @@ class Studio:
         self.ctx = RunContext(reference, encoder=encoder or settings.get("CHEXGEN_APP_ENCODER") or None,
                               device=device, umap=umap, fallback=True)
         self._store_path = store_path
-        self._gen_lock = threading.Lock()
-        self._generators: dict[str, object] = {}
+        self._generators = rgen.Generators(lambda: self.device)
 
     # ---- basics (the reference side lives in self.ctx: evaluators.runs.RunContext)
     @property
@@ -264,100 +231,37 @@ class Studio:
             log.info("loading or building the reference index for %s under %s", self.reference, self.index_dir())
         return self.ctx.index(progress)
 
-    # ---- catalogue
+    # ---- catalogue (evaluators.catalogue)
     def models(self) -> list[dict]:
-        from evaluators.generators import list_models
-
-        return list_models()
+        return catalogue.models()
 
     def model_choices(self) -> list[tuple[str, str]]:
-        """(label, name) pairs for a dropdown; unavailable models are labelled as such. Available first."""
-        rows = sorted(self.models(), key=lambda r: (not r["available"], r["kind"] != "builtin", r["name"]))
-        return [(f"{r['name']}" + ("" if r["available"] else " (unavailable)"), r["name"]) for r in rows]
+        return catalogue.model_choices()
 
     def default_model(self) -> str | None:
-        rows = self.models()
-        for pref in ("demo", "reference-oracle", "copycat"):
-            if any(r["name"] == pref and r["available"] for r in rows):
-                return pref
-        ready = [r for r in rows if r["available"] and r["kind"] == "builtin"]
-        ready = ready or [r for r in rows if r["available"]]
-        return ready[0]["name"] if ready else (rows[0]["name"] if rows else None)
+        return catalogue.default_model()
 
     def model_presets(self, name: str) -> dict:
-        for r in self.models():
-            if r["name"] == name:
-                return dict(r["presets"] or {})
-        raise InputError(f"Unknown model {name!r}; choose one from the list (see the Setup tab).")
+        return catalogue.model_presets(name)
 
     def model_status(self, name: str) -> str:
-        for r in self.models():
-            if r["name"] == name:
-                if r["available"]:
-                    return f"**{name}** is available ({r['reason'] or r['kind']})."
-                how = f" To provide it: {r['how_to_provide']}" if r.get("how_to_provide") else ""
-                return f"**{name}** is unavailable: {r['reason']}.{how}"
-        return f"Unknown model {name!r}."
+        return catalogue.model_status(name)
 
     def models_table(self) -> pd.DataFrame:
-        rows = [{"model": r["name"], "kind": r["kind"], "available": "yes" if r["available"] else "no",
-                 "reason": r["reason"], "how to provide": r.get("how_to_provide", ""),
-                 "weights": r.get("weights") or "", "defined in": r.get("source", "")} for r in self.models()]
-        return pd.DataFrame(rows)
+        return catalogue.models_table()
 
     def encoders_table(self) -> pd.DataFrame:
-        from evaluators.encoders import list_encoders
-
-        rows = [{"encoder": r["name"], "available": "yes" if r["available"] else "no", "dim": r["dim"],
-                 "reason": r["reason"], "how to provide": r["how_to_provide"], "description": r["description"]}
-                for r in list_encoders()]
-        return pd.DataFrame(rows)
+        return catalogue.encoders_table()
 
     # ---- prompts
     def example_prompts(self, pathology: str, n_reference: int = 3, seed: int = 0) -> list[str]:
-        """A composed report-style prompt for ``pathology``, then up to ``n_reference`` real reference reports
-        positive for it (the model was trained on text like these)."""
-        from evaluators.pathologies import resolve_pathology
-        from evaluators.reports import example_prompt
+        """A composed report-style prompt for ``pathology``, then up to ``n_reference`` real reference reports."""
+        return rgen.example_prompts(self.ctx, pathology, n_reference, seed)
 
-        name = resolve_pathology(pathology)
-        rng = np.random.default_rng(seed)
-        out = [example_prompt(name, rng)]
-        try:
-            ref = self.reference_set()
-        except (InputError, UnavailableError):
-            return out
-        pos = np.flatnonzero(ref.labels[:, LABEL_INDEX[name]] == 1.0)
-        prompts = ref.prompts
-        seen: set[str] = set(out)
-        for i in rng.permutation(pos):
-            p = prompts[int(i)]
-            if isinstance(p, str) and p.strip() and p not in seen:
-                seen.add(p)
-                out.append(p)
-            if len(out) > n_reference:
-                break
-        return out
-
-    # ---- generation
+    # ---- generation (evaluators.runs.generate / .inspect: this session's limits and quota checked here)
     def generator(self, name: str):
-        """A loaded generator (cached). A model that fails to load raises UnavailableError with the reason;
-        the failure is not cached, so the app keeps serving the other models and a retry tries again."""
-        with self._gen_lock:
-            if name not in self._generators:
-                from evaluators.generators import load_generator
-
-                try:
-                    self._generators[name] = load_generator(name, device=self.device)
-                except (InputError, UnavailableError):
-                    raise
-                except Exception as exc:  # a broken checkpoint, missing package, out of memory...
-                    log.exception("model %s failed to load", name)
-                    raise UnavailableError(
-                        f"Model {name!r} failed to load: {type(exc).__name__}: {exc}. The other models still "
-                        "work; check the model's files and entry (Setup tab lists where they are looked for)."
-                    ) from exc
-            return self._generators[name]
+        """A loaded generator (cached); a model that fails to load raises UnavailableError with the reason."""
+        return self._generators.get(name)
 
     def generate(self, model: str, prompt: str, n: int = 4, seed: int = 0, steps: int | None = None,
                  guidance: float | None = None, *, k: int = 5, session: str | None = None,
@@ -374,53 +278,16 @@ class Studio:
         if not model:
             raise InputError("Choose a model first (the Setup tab lists them).")
         self.quota.check(session, 0, "Generating images")
-        gen = self.generator(model)
-        seeds = [int(seed) + i for i in range(n)]
-        steps = int(steps) if steps else None
-        guidance = float(guidance) if guidance is not None else None
-
-        def gen_progress(done: int, total: int) -> None:
-            if progress:
-                progress(done, total, f"generating with {model}")
-
-        images = gen.generate([prompt], seeds, steps=steps, guidance=guidance, progress=gen_progress)
-        settings = {"prompt": prompt, "seeds": seeds, "steps": steps or gen.presets.get("steps"),
-                    "guidance": guidance if guidance is not None else gen.presets.get("guidance"),
-                    "device": self.device}
-        out = Generated(model=model, images=images, prompts=[prompt] * n, seeds=seeds, settings=settings,
-                        notes=list(getattr(gen, "messages", []) or []), session=session)
-        self.inspect(out, k=k, progress=progress)
-        return out
-
-    def inspect(self, gen: Generated, *, k: int = 5, progress: Progress | None = None) -> Generated:
-        """Nearest reference images, memorisation flags, UMAP positions and re-ID scores of generated images.
-
-        The flags come from the engine's memorisation search (the same object the ``privacy`` CLI uses).
-        """
-        from evaluators.features import extract_features
-        from evaluators.index import top1_similarity
-
-        index = self.index(progress)
-        feats = extract_features(list(gen.images), self.encoder(), show_progress=False).features
-        try:
-            found = self.search().check(list(gen.images), feats, k)
-            gen.neighbours = found.neighbours
-            gen.copy_score, gen.match_row = found.copy_score, found.match_row
-            gen.threshold, gen.flags = found.threshold, found.flagged
-            pv = getattr(found, "p_values", None)
-            gen.copy_p_value = None if pv is None else np.asarray(pv, dtype=np.float64)
-        except InputError as exc:
-            gen.neighbours = index.neighbours(feats, k)
-            gen.notes.append(f"memorisation threshold unavailable: {exc}")
-        gen.top1 = top1_similarity(gen.neighbours)
-        gen.umap = index.umap_transform(feats) if index.has_umap else None
-        gen.reid = self.reid_scores(gen)
-        return gen
+        out = rgen.generate(self.generator(model), model, prompt, [int(seed) + i for i in range(n)],
+                            steps=int(steps) if steps else None,
+                            guidance=float(guidance) if guidance is not None else None, device=self.device,
+                            session=session, progress=progress)
+        return inspect.inspect(self.ctx, out, k=k, progress=progress)
 
     # ---- memorisation search and re-ID (engine: evaluators.runs.RunContext)
     def search(self):
         """The engine's memorisation search for this reference (calibrated once, cached next to the index)."""
-        return self.ctx.search(percentile=CALIBRATION_PERCENTILE)
+        return inspect.search(self.ctx)
 
     def calibration(self) -> dict:
         """The memorisation threshold and how it was calibrated (the engine's calibration dict)."""
@@ -442,7 +309,7 @@ class Studio:
 
     def reid_calibration(self) -> dict:
         """The re-ID threshold of a "same patient" verdict (evaluators.privacy.reid_choice.calibrate_reid), cached."""
-        return self.ctx.reid_calibration(self.search(), self.reid_choice())
+        return inspect.reid_calibration(self.ctx)
 
     def train_reid(self, *, epochs: int = 5, progress: Progress | None = None, **settings) -> dict:
         """Train a re-ID model on the reference set's patients where the default choice finds it (resumable: a
@@ -459,154 +326,37 @@ class Studio:
         world), from evaluators.domain."""
         return self.ctx.domain_notes()
 
-    def reid_scores(self, gen: Generated) -> list[float | None]:
-        """Re-ID score of each image against its matched training image (else its nearest by encoder)."""
-        model = self.reid_model()
-        if model is None or not gen.neighbours:
-            return [None] * len(gen)
-        from evaluators.privacy.suite import reid_vs_rows
-
-        index = self.index()
-        rows = gen.match_row
-        if rows is None:
-            rows = np.array([nb[0].row if nb else -1 for nb in gen.neighbours], dtype=np.int64)
-        scores = reid_vs_rows(model, index.meta["path"].astype(str).to_numpy(), list(gen.images), rows)
-        return [None if not np.isfinite(s) else float(s) for s in scores]
-
-    # ---- per-image views
+    # ---- per-image views (evaluators.runs.inspect)
     def neighbour_table(self, gen: Generated, i: int) -> pd.DataFrame:
-        rows = []
-        for rank, nb in enumerate(gen.neighbours[i], 1):
-            rows.append({"rank": rank, "similarity": round(nb.similarity, 4), "patient": nb.patient_id or "",
-                         "labels": ", ".join(nb.labels) or "(none)", "report": nb.prompt})
-        return pd.DataFrame(rows, columns=["rank", "similarity", "patient", "labels", "report"])
+        return inspect.neighbour_table(gen, i)
 
     def neighbour_images(self, gen: Generated, i: int) -> list[tuple[np.ndarray, str]]:
-        from evaluators.imageio import read_image
-
-        out = []
-        for rank, nb in enumerate(gen.neighbours[i], 1):
-            out.append((to_uint8(read_image(nb.path)), f"#{rank} sim {nb.similarity:.3f} · patient {nb.patient_id}"))
-        return out
+        return [(to_uint8(img), caption) for img, caption in inspect.neighbour_images(gen, i)]
 
     def image_verdict(self, gen: Generated, i: int):
         """The engine's one verdict for image ``i`` (evaluators.privacy.verdict.decide)."""
-        from evaluators.privacy.verdict import decide
-
-        choice = self.reid_choice()
-        score = gen.reid[i] if i < len(gen.reid) else None
-        cal = self.reid_calibration() if score is not None else {}
-        return decide(reid_threshold=cal.get("threshold") if cal.get("available") else None,copy_score=None if gen.copy_score is None else gen.copy_score[i], threshold=gen.threshold,
-                      flagged=None if gen.flags is None else bool(gen.flags[i]),
-                      copy_p_value=None if gen.copy_p_value is None else gen.copy_p_value[i], reid_score=score,
-                      reid_model=choice.name if choice.available else None, reid_auc=choice.auc)
+        return inspect.image_verdict(self.ctx, gen, i)
 
     def verdict(self, gen: Generated, i: int) -> str:
         """One memorisation / re-ID verdict for image ``i`` with its evidence (markdown)."""
-        v = self.image_verdict(gen, i)
-        lines = [f"**Verdict: {v.decision}.** {v.reason[0].upper() + v.reason[1:]}"]
-        top1 = float(gen.top1[i]) if gen.top1 is not None else float("nan")
-        if gen.threshold is not None and gen.copy_score is not None:
-            match = ""
-            if gen.match_row is not None and gen.match_row[i] >= 0:
-                row = self.index().meta.iloc[int(gen.match_row[i])]
-                match = f" against training image {Path(str(row['path'])).name} (patient {row.get('patient_id', '')})"
-            cal = self.calibration()
-            pv = "" if v.copy_p_value is None else f", p-value {v.copy_p_value:.3g}"
-            lines.append(
-                f"- Copy score {gen.copy_score[i]:.4f}{match}{pv}; threshold {gen.threshold:.4f} (conformal "
-                f"{cal.get('percentile', CALIBRATION_PERCENTILE):g}th percentile of {cal.get('n', '?')} calibration "
-                f"scores: {cal.get('source', 'held-out real images')}). Nearest by encoder: similarity {top1:.4f}.")
-        else:
-            lines.append(f"- Nearest training image similarity {top1:.4f}; no calibrated threshold ("
-                         + "; ".join(gen.notes) + ").")
-        choice = self.reid_choice()
-        if v.reid_score is None:
-            lines.append("- " + self.reid_status() + ".")
-        else:
-            used = "" if v.reid_used else " (not used for the verdict)"
-            rc = self.reid_calibration()
-            thr = (f"; same patient above {rc['threshold']:.3f} (from {rc['n']} held-out patients' images)"
-                   if rc.get("available") else "")
-            lines.append(f"- Re-ID score {v.reid_score:.3f} against the matched training image by {choice.name}, "
-                         f"verification AUC {choice.auc_text} on held-out patients of this training set{thr}{used}.")
-        lines += [f"- {n}" for n in self.domain_notes()]
-        return "\n".join(lines)
+        return inspect.verdict_text(self.ctx, gen, i)
 
     def evidence_image(self, gen: Generated, i: int) -> np.ndarray | None:
-        """synthetic | matched training image aligned | overlay | difference (evaluators.privacy.evidence)."""
-        from evaluators.imageio import read_image
-        from evaluators.privacy.evidence import evidence_panel
-
-        row = -1 if gen.match_row is None else int(gen.match_row[i])
-        if row < 0 and gen.neighbours and gen.neighbours[i]:
-            row = int(gen.neighbours[i][0].row)
-        if row < 0:
-            return None
-        return evidence_panel(gen.images[i], read_image(str(self.index().meta["path"].iloc[row])))
+        return inspect.evidence_image(self.ctx, gen, i)
 
     def export_zip(self, gen: Generated, out_dir: str | os.PathLike | None = None) -> Path:
-        """A zip with one PNG per generated image and ``metadata.csv`` (prompt, seed, model, settings, checks)."""
-        from PIL import Image
+        """A zip with one PNG per generated image and ``metadata.csv``, in the session's exports folder."""
+        from evaluators.runs.export import export_zip
 
-        out = Path(out_dir) if out_dir else subdir("exports") / session_folder(gen.session)
-        out.mkdir(parents=True, exist_ok=True)
-        path = out / f"{_slug(gen.model)}-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}.zip"
-        buf = io.StringIO()
-        w = csv.writer(buf)
-        w.writerow(["img_savename", "prompt", "seed", "model", "steps", "guidance", "nearest_similarity",
-                    "nearest_patient", "copy_score", "memorisation_flag", "reid_score", "reid_model", "reid_auc",
-                    "verdict"])
-        choice = self.reid_choice()
-        with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as zf:
-            for i, img in enumerate(gen.images):
-                name = f"{i:04d}_seed{gen.seeds[i]}.png"
-                png = io.BytesIO()
-                Image.fromarray(to_uint8(img)).save(png, format="PNG")
-                zf.writestr(name, png.getvalue())
-                nb = gen.neighbours[i][0] if gen.neighbours and gen.neighbours[i] else None
-                w.writerow([name, gen.prompts[i], gen.seeds[i], gen.model, gen.settings.get("steps"),
-                            gen.settings.get("guidance"), f"{nb.similarity:.6f}" if nb else "",
-                            nb.patient_id if nb else "",
-                            f"{gen.copy_score[i]:.6f}" if gen.copy_score is not None else "",
-                            bool(gen.flags[i]) if gen.flags is not None else "",
-                            "" if not gen.reid or gen.reid[i] is None else f"{gen.reid[i]:.6f}",
-                            choice.name if choice.available else "", choice.auc_text if choice.available else "",
-                            self.image_verdict(gen, i).decision])
-            zf.writestr("metadata.csv", buf.getvalue())
-        return path
+        return export_zip(self.ctx, gen, out_dir or subdir("exports") / session_folder(gen.session))
 
-    # ---- embedding map
+    # ---- embedding map (evaluators.runs.embedding_map)
     def map_points(self) -> pd.DataFrame:
-        """The reference images on the UMAP map: x, y, a colour group, the labels and the report."""
-        index = self.index()
-        xy = index.umap_coords
-        labels = index.labels
-        meta = index.meta
-        groups, label_text = [], []
-        for row in labels:
-            pos = positives(row)
-            label_text.append(", ".join(pos) or "(none)")
-            findings = [p for p in pos if p not in ("No Finding", "Support Devices")]
-            groups.append(findings[0] if len(findings) == 1 else ("Multiple findings" if findings else
-                          ("No Finding" if "No Finding" in pos else "Other / unlabelled")))
-        return pd.DataFrame({
-            "x": xy[:, 0], "y": xy[:, 1], "group": groups, "labels": label_text,
-            "report": meta["prompt"].fillna("").astype(str).tolist(),
-            "patient": meta["patient_id"].fillna("").astype(str).tolist(),
-            "path": meta["path"].astype(str).tolist(),
-        })
+        return embedding_map.map_points(self.ctx)
 
     def reference_image(self, row: int) -> tuple[np.ndarray, str]:
-        from evaluators.imageio import read_image
-
-        index = self.index()
-        if not 0 <= int(row) < len(index):
-            raise InputError(f"Reference row {row} is out of range (0..{len(index) - 1}).")
-        m = index.meta.iloc[int(row)]
-        labels = ", ".join(positives(index.labels[int(row)])) or "(none)"
-        caption = f"reference #{row} · patient {m['patient_id']} · {labels}\n\n{m['prompt']}"
-        return to_uint8(read_image(str(m["path"]))), caption
+        img, caption = embedding_map.reference_image(self.ctx, row)
+        return to_uint8(img), caption
 
     # ---- synthetic sets
     def synthetic_from_upload(self, files: Sequence[str | os.PathLike], *, session: str | None = None) -> object:
@@ -700,48 +450,18 @@ class Studio:
             raise InputError("Type the path of a folder of images or a CSV on this machine.")
         return load_image_set(str(folder).strip())
 
-    def reference_prompts(self, n: int, seed: int = 0) -> pd.DataFrame:
-        """``n`` reference rows (prompt + labels) drawn without replacement (with, once exhausted)."""
-        ref = self.reference_set()
-        rng = np.random.default_rng(seed)
-        rows = rng.permutation(len(ref))
-        if n > len(rows):
-            rows = np.concatenate([rows, rng.integers(0, len(ref), n - len(rows))])
-        return ref.table.iloc[rows[:n]].reset_index(drop=True)
-
     def synthetic_from_model(self, model: str, n: int, seed: int = 0, steps: int | None = None,
                              guidance: float | None = None, *, session: str | None = None,
                              progress: Progress | None = None) -> object:
         """Generate ``n`` images from ``model`` with reference prompts; write PNGs + metadata.csv; load them."""
-        from PIL import Image
-
-        from evaluators.imagesets import load_image_set
-
         n = int(n)
         if not 1 <= n <= self.limits.max_generate_set:
             raise InputError(f"Number of images must be between 1 and {self.limits.max_generate_set} (got {n}).")
         steps = limits.check("steps", steps, self.public) if steps else None
         self.quota.check(session, 0, "Generating a synthetic set")
-        gen = self.generator(model)
-        rows = self.reference_prompts(n, seed)
-        prompts = rows["prompt"].fillna("").astype(str).tolist()
-        seeds = [int(seed) + i for i in range(n)]
-
-        def gen_progress(done: int, total: int) -> None:
-            if progress:
-                progress(done, total, f"generating {total} images with {model}")
-
-        images = gen.generate(prompts, seeds, steps=int(steps) if steps else None,
-                              guidance=float(guidance) if guidance is not None else None, progress=gen_progress)
-        out = subdir("synthetic") / session_folder(session) / f"{_slug(model)}-n{n}-seed{seed}-{uuid.uuid4().hex[:6]}"
-        out.mkdir(parents=True, exist_ok=True)
-        table = pd.DataFrame({"path": [f"{i:05d}.png" for i in range(n)], "prompt": prompts, "seed": seeds})
-        for p in PATHOLOGIES:
-            table[p] = rows[p].to_numpy()
-        for name, img in zip(table["path"], images):
-            Image.fromarray(to_uint8(img)).save(out / name)
-        table.to_csv(out / "metadata.csv", index=False)
-        return load_image_set(str(out / "metadata.csv"), images_root=str(out))
+        return rgen.synthetic_set(self.ctx, self.generator(model), model, n,
+                                  subdir("synthetic") / session_folder(session), seed=seed, steps=steps,
+                                  guidance=guidance, progress=progress)
 
     # ---- fidelity, privacy (evaluators.runs: the same jobs and the same save as the CLI)
     def run_fidelity(self, synthetic, *, model: str | None = None, per_pathology: bool = True,
@@ -809,49 +529,15 @@ class Studio:
         return session or "\0no-session"
 
     def leaderboard(self, kind: str | None = None, session: str | None = None) -> pd.DataFrame:
-        rows = []
-        for r in self.store().runs(kind=kind or None, session=self._visible_session(session)):
-            s = r["settings"] or {}
-            row = {"id": r["id"], "date": r["created"], "kind": r["kind"], "model": r["model"] or "",
-                   "synthetic": r["synthetic"] or "", "status": r["status"], "preprocess": r.get("preprocess") or "",
-                   "settings": ", ".join(f"{k}={v}" for k, v in s.items() if not isinstance(v, dict | list))}
-            row.update({k: finite(v) for k, v in (r["metrics"] or {}).items()})
-            rows.append(row)
-        return pd.DataFrame(rows)
+        return leaderboard.leaderboard(self.store(), kind, self._visible_session(session))
 
     @staticmethod
     def run_choices(board: pd.DataFrame) -> tuple[list[tuple[str, int]], int | None, int | None]:
-        """(picker choices, run A, run B) for the side-by-side view: every run in the table, newest first,
-        named by id, kind, model and date. Preselected: the newest run that has an earlier run of its kind
-        (B) and that earlier run (A), the pair a user most often compares; with no such pair, the newest
-        run as B and A left empty (runs of different kinds share few fields)."""
-        if board.empty:
-            return [], None, None
-        runs = board.sort_values("id", ascending=False)
-        choices = [(f"#{r.id} {r.kind} · {r.model or '-'} · {str(r.date)[:16]}", int(r.id)) for r in runs.itertuples()]
-        paired = runs[runs.duplicated("kind", keep="last")]  # newest first: runs with an earlier run of their kind
-        if paired.empty:
-            return choices, None, int(runs["id"].iloc[0])
-        b = paired.iloc[0]
-        a = runs[(runs["kind"] == b["kind"]) & (runs["id"] < b["id"])].iloc[0]
-        return choices, int(a["id"]), int(b["id"])
+        return leaderboard.run_choices(board)
 
     def compare_runs(self, a: int, b: int, session: str | None = None) -> pd.DataFrame:
-        """Two runs side by side: every setting and metric as a row (public mode: only runs this session sees)."""
-        store = self.store()
-        ra, rb = store.get(int(a)), store.get(int(b))
-        visible = self._visible_session(session)
-        for rid, r in ((a, ra), (b, rb)):
-            if r is None or (visible is not None and r["session"] not in (None, visible)):
-                raise InputError(f"No run with id {rid} in the results store ({store.path}).")
-        keys = ["kind", "model", "synthetic", "reference", "created", "status"]
-        rows = [{"field": k, f"run {a}": ra[k], f"run {b}": rb[k]} for k in keys]
-        for k in dict.fromkeys([*ra["settings"], *rb["settings"]]):
-            rows.append({"field": f"setting: {k}", f"run {a}": str(ra["settings"].get(k, "")),
-                         f"run {b}": str(rb["settings"].get(k, ""))})
-        for k in dict.fromkeys([*ra["metrics"], *rb["metrics"]]):
-            rows.append({"field": k, f"run {a}": ra["metrics"].get(k), f"run {b}": rb["metrics"].get(k)})
-        return pd.DataFrame(rows).astype({f"run {a}": object, f"run {b}": object})
+        """Two runs side by side (public mode: only runs this session sees)."""
+        return leaderboard.compare_runs(self.store(), a, b, self._visible_session(session))
 
     # ---- setup
     def reference_summary(self) -> str:
