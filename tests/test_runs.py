@@ -140,3 +140,21 @@ def test_fidelity_metrics_come_from_the_registry_and_match_the_functions():
     names = [o.key for o in registry.outputs("fidelity")]
     assert names[:7] == ["FID", "KID", "KID_std", "Precision", "Recall", "Density", "Coverage"]
     assert registry.output("FID").direction == "lower" and registry.output("Coverage").direction == "higher"
+
+
+def test_a_cli_job_that_fails_leaves_a_partial_row_with_its_reason(world, copies, tmp_path):
+    """The CLI saves the way the app saves: a job stopped by an error leaves a 'partial' store row naming it."""
+    import shutil
+
+    from evaluators.store import ResultsStore
+
+    bad = tmp_path / "bad"
+    shutil.copytree(copies, bad)
+    (bad / "c00.png").write_bytes(b"\x89PNG\r\n\x1a\n not really a png")
+    before = {r["id"] for r in ResultsStore().runs(kind="fidelity")}
+    assert cli(["fidelity", "--real", f"{world}@train", "--synthetic", str(bad), "--encoder", "pixels",
+                "--device", "cpu", "--out", str(tmp_path / "f.json"), "--model", "broken"]) == 2
+    new = [r for r in ResultsStore().runs(kind="fidelity") if r["id"] not in before]
+    assert len(new) == 1 and new[0]["status"] == "partial" and new[0]["model"] == "broken"
+    full = ResultsStore().get(new[0]["id"])
+    assert "c00.png" in full["result"]["error"] and not (tmp_path / "f.json").exists()

@@ -55,7 +55,7 @@ def _cli_fidelity(args: argparse.Namespace) -> int:
     """The run layer's fidelity job (:mod:`evaluators.runs`): the same config gives the app's result."""
     from ..fidelity import format_summary, load_real
     from ..imagesets import load_image_set
-    from ..runs import FidelityConfig, RunContext, fidelity, save
+    from ..runs import FidelityConfig, RunContext, fidelity, partial_on_failure, save
     from ..settings import select_device
 
     real = args.real if args.real_images_root is None else load_real(args.real, args.real_images_root)
@@ -66,7 +66,9 @@ def _cli_fidelity(args: argparse.Namespace) -> int:
                             match=args.match, bootstrap=args.bootstrap, min_count=args.min_count, k=args.k,
                             kid_subsets=args.kid_subsets, seed=args.seed, batch_size=args.batch_size,
                             skip_bad=args.skip_bad, alignment=not args.no_alignment, preprocess=args.preprocess)
-    run = fidelity.run(ctx, synthetic, config)
+    with partial_on_failure("fidelity", synthetic, store=False if args.no_store else None, model=args.model,
+                            reference=args.real, settings=config.settings()):  # a failed or stopped run leaves a row
+        run = fidelity.run(ctx, synthetic, config)
     saved = save(run, json_path=args.out, csv_path=args.csv, store=False if args.no_store else None,
                  model=args.model, synthetic=args.synthetic, reference=args.real)
     if saved.run_id is not None:

@@ -33,8 +33,9 @@ def _reid_arg(value: str | None):
 
 def _cli_privacy(args: argparse.Namespace) -> int:
     """The run layer's privacy job (:mod:`evaluators.runs`): the same config gives the app's result."""
+    from ..privacy.search import load_set
     from ..privacy.suite import format_summary
-    from ..runs import PrivacyConfig, RunContext, privacy
+    from ..runs import PrivacyConfig, RunContext, partial_on_failure, privacy
     from ..settings import select_device
 
     ctx = RunContext(args.train, encoder=args.encoder, device=select_device(args.device), dtype=args.encoder_dtype,
@@ -42,7 +43,9 @@ def _cli_privacy(args: argparse.Namespace) -> int:
     config = PrivacyConfig(reid=_reid_arg(args.reid), k=args.k, percentile=args.percentile, heldout=args.heldout,
                            match=args.match, candidates=args.candidates,
                            calibration_queries=args.calibration_queries or None)
-    run = privacy.run(ctx, args.synthetic, config, progress=_progress)
+    synthetic = load_set(args.synthetic, "synthetic")
+    with partial_on_failure("privacy", synthetic, reference=args.train, settings=config.settings()):
+        run = privacy.run(ctx, synthetic, config, progress=_progress)
     run_id = _save(run.data, args.out, model=None, synthetic=args.synthetic, reference=args.train)
     print(format_summary(run.data))
     print(f"results: {args.out} (store run {run_id})")
