@@ -1,9 +1,13 @@
-"""App services: thin wrappers around the engine that the Gradio callbacks (and the CLI) call.
+"""App services: what one running app keeps per session and the checks it adds in front of the engine.
 
-A :class:`Studio` holds what one running app shares between sessions: the reference set, its reference
-index (built lazily on first use, under a lock, under ``CHEXGEN_HOME/indexes``), the encoder that built it,
-loaded generators, the memorisation search with its calibrated threshold, and the results store.
-Nothing here imports Gradio; every user-facing problem is an :class:`InputError` / :class:`UnavailableError`.
+A :class:`Studio` holds the app's run context (:class:`evaluators.runs.RunContext`: the reference set, its index,
+encoder, memorisation search and re-ID choice), its loaded generators, the results store, the upload and job
+limits (public mode) and the disk quota, and the upload handling. What the app computes is in ``evaluators/``:
+generation and inspection (:mod:`evaluators.runs.generate`, :mod:`~evaluators.runs.inspect`,
+:mod:`~evaluators.runs.export`, :mod:`~evaluators.runs.embedding_map`), the jobs (:mod:`evaluators.runs`), the
+model catalogue (:mod:`evaluators.catalogue`) and the leaderboard (:mod:`evaluators.leaderboard`); the tabs call
+those with ``studio.ctx``. Nothing here imports Gradio; every user-facing problem is an :class:`InputError` /
+:class:`UnavailableError`.
 """
 
 from __future__ import annotations
@@ -21,19 +25,17 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 from evaluators import catalogue, leaderboard, limits, settings
 from evaluators.errors import InputError, UnavailableError
-from evaluators.runs import embedding_map, inspect
 from evaluators.runs import generate as rgen
+from evaluators.runs import inspect
 from evaluators.runs.generate import Generated
 from evaluators.runs.inspect import CALIBRATION_PERCENTILE
 from evaluators.runs.save import session_folder
-from evaluators.settings import chexgen_home, subdir
+from evaluators.settings import subdir
 
-from .display import to_uint8
 from .tables import counts_table, overall_table, per_pathology_table, privacy_image_table
 
 log = logging.getLogger("chexgen_ui")
@@ -181,7 +183,7 @@ def _find_csv(folder: Path) -> Path | None:
 
 
 class Studio:
-    """Everything the app computes, behind small methods with plain inputs and outputs."""
+    """Per-app state (run context, generators, store), limits, quota and upload handling; the engine does the rest."""
 
     def __init__(self, reference: str = "demo@train", *, public: bool = False, encoder: str | None = None,
                  device: str | None = None, store_path: str | os.PathLike | None = None, umap: bool = True):
@@ -205,10 +207,6 @@ class Studio:
     def device(self) -> str:
         return self.ctx.device
 
-    @property
-    def notes(self) -> list[str]:
-        return self.ctx.notes
-
     def store(self):
         from evaluators.store import ResultsStore
 
@@ -222,19 +220,13 @@ class Studio:
         ``pixels`` with a note on the Setup tab when the best one cannot load here)."""
         return self.ctx.encoder()
 
-    def index_dir(self) -> Path:
-        return self.ctx.index_dir()
-
     def index(self, progress: Progress | None = None):
         """The reference index, built on first use (visible progress) and loaded from disk afterwards."""
         if not self.ctx.index_built:
-            log.info("loading or building the reference index for %s under %s", self.reference, self.index_dir())
+            log.info("loading or building the reference index for %s under %s", self.reference, self.ctx.index_dir())
         return self.ctx.index(progress)
 
     # ---- catalogue (evaluators.catalogue)
-    def models(self) -> list[dict]:
-        return catalogue.models()
-
     def model_choices(self) -> list[tuple[str, str]]:
         return catalogue.model_choices()
 
@@ -244,25 +236,7 @@ class Studio:
     def model_presets(self, name: str) -> dict:
         return catalogue.model_presets(name)
 
-    def model_status(self, name: str) -> str:
-        return catalogue.model_status(name)
-
-    def models_table(self) -> pd.DataFrame:
-        return catalogue.models_table()
-
-    def encoders_table(self) -> pd.DataFrame:
-        return catalogue.encoders_table()
-
-    # ---- prompts
-    def example_prompts(self, pathology: str, n_reference: int = 3, seed: int = 0) -> list[str]:
-        """A composed report-style prompt for ``pathology``, then up to ``n_reference`` real reference reports."""
-        return rgen.example_prompts(self.ctx, pathology, n_reference, seed)
-
     # ---- generation (evaluators.runs.generate / .inspect: this session's limits and quota checked here)
-    def generator(self, name: str):
-        """A loaded generator (cached); a model that fails to load raises UnavailableError with the reason."""
-        return self._generators.get(name)
-
     def generate(self, model: str, prompt: str, n: int = 4, seed: int = 0, steps: int | None = None,
                  guidance: float | None = None, *, k: int = 5, session: str | None = None,
                  progress: Progress | None = None) -> Generated:
@@ -278,38 +252,17 @@ class Studio:
         if not model:
             raise InputError("Choose a model first (the Setup tab lists them).")
         self.quota.check(session, 0, "Generating images")
-        out = rgen.generate(self.generator(model), model, prompt, [int(seed) + i for i in range(n)],
+        out = rgen.generate(self._generators.get(model), model, prompt, [int(seed) + i for i in range(n)],
                             steps=int(steps) if steps else None,
                             guidance=float(guidance) if guidance is not None else None, device=self.device,
                             session=session, progress=progress)
         return inspect.inspect(self.ctx, out, k=k, progress=progress)
 
-    # ---- memorisation search and re-ID (engine: evaluators.runs.RunContext)
-    def search(self):
-        """The engine's memorisation search for this reference (calibrated once, cached next to the index)."""
-        return inspect.search(self.ctx)
-
-    def calibration(self) -> dict:
-        """The memorisation threshold and how it was calibrated (the engine's calibration dict)."""
-        return self.search().calibration
-
-    def reid_choice(self):
-        """The engine's re-ID choice for the reference set (evaluators.privacy.reid_choice): the demo model only on
-        the demo world; else CheXGenBench's checkpoint, else one trained on the reference; with its held-out AUC."""
-        return self.ctx.reid_choice("auto")
-
-    def reid_model(self):
-        """The chosen re-ID model, or None with :meth:`reid_status` saying why."""
-        return self.reid_choice().model
-
+    # ---- re-ID (engine: evaluators.runs.RunContext)
     def reid_status(self, short: bool = False) -> str:
         from evaluators.runs.privacy import reid_status
 
-        return reid_status(self.reid_choice(), short)
-
-    def reid_calibration(self) -> dict:
-        """The re-ID threshold of a "same patient" verdict (evaluators.privacy.reid_choice.calibrate_reid), cached."""
-        return inspect.reid_calibration(self.ctx)
+        return reid_status(self.ctx.reid_choice("auto"), short)
 
     def train_reid(self, *, epochs: int = 5, progress: Progress | None = None, **settings) -> dict:
         """Train a re-ID model on the reference set's patients where the default choice finds it (resumable: a
@@ -321,42 +274,12 @@ class Studio:
         self.ctx.forget_reid()
         return result
 
-    def domain_notes(self) -> list[str]:
-        """What makes this app's numbers incomparable elsewhere (the demo encoder on images that are not the demo
-        world), from evaluators.domain."""
-        return self.ctx.domain_notes()
-
-    # ---- per-image views (evaluators.runs.inspect)
-    def neighbour_table(self, gen: Generated, i: int) -> pd.DataFrame:
-        return inspect.neighbour_table(gen, i)
-
-    def neighbour_images(self, gen: Generated, i: int) -> list[tuple[np.ndarray, str]]:
-        return [(to_uint8(img), caption) for img, caption in inspect.neighbour_images(gen, i)]
-
-    def image_verdict(self, gen: Generated, i: int):
-        """The engine's one verdict for image ``i`` (evaluators.privacy.verdict.decide)."""
-        return inspect.image_verdict(self.ctx, gen, i)
-
-    def verdict(self, gen: Generated, i: int) -> str:
-        """One memorisation / re-ID verdict for image ``i`` with its evidence (markdown)."""
-        return inspect.verdict_text(self.ctx, gen, i)
-
-    def evidence_image(self, gen: Generated, i: int) -> np.ndarray | None:
-        return inspect.evidence_image(self.ctx, gen, i)
-
+    # ---- export (evaluators.runs.export)
     def export_zip(self, gen: Generated, out_dir: str | os.PathLike | None = None) -> Path:
         """A zip with one PNG per generated image and ``metadata.csv``, in the session's exports folder."""
         from evaluators.runs.export import export_zip
 
         return export_zip(self.ctx, gen, out_dir or subdir("exports") / session_folder(gen.session))
-
-    # ---- embedding map (evaluators.runs.embedding_map)
-    def map_points(self) -> pd.DataFrame:
-        return embedding_map.map_points(self.ctx)
-
-    def reference_image(self, row: int) -> tuple[np.ndarray, str]:
-        img, caption = embedding_map.reference_image(self.ctx, row)
-        return to_uint8(img), caption
 
     # ---- synthetic sets
     def synthetic_from_upload(self, files: Sequence[str | os.PathLike], *, session: str | None = None) -> object:
@@ -459,7 +382,7 @@ class Studio:
             raise InputError(f"Number of images must be between 1 and {self.limits.max_generate_set} (got {n}).")
         steps = limits.check("steps", steps, self.public) if steps else None
         self.quota.check(session, 0, "Generating a synthetic set")
-        return rgen.synthetic_set(self.ctx, self.generator(model), model, n,
+        return rgen.synthetic_set(self.ctx, self._generators.get(model), model, n,
                                   subdir("synthetic") / session_folder(session), seed=seed, steps=steps,
                                   guidance=guidance, progress=progress)
 
@@ -531,31 +454,12 @@ class Studio:
     def leaderboard(self, kind: str | None = None, session: str | None = None) -> pd.DataFrame:
         return leaderboard.leaderboard(self.store(), kind, self._visible_session(session))
 
-    @staticmethod
-    def run_choices(board: pd.DataFrame) -> tuple[list[tuple[str, int]], int | None, int | None]:
-        return leaderboard.run_choices(board)
-
     def compare_runs(self, a: int, b: int, session: str | None = None) -> pd.DataFrame:
         """Two runs side by side (public mode: only runs this session sees)."""
         return leaderboard.compare_runs(self.store(), a, b, self._visible_session(session))
 
     # ---- setup
     def reference_summary(self) -> str:
-        lines = [f"Reference set: `{self.reference}`"]
-        try:
-            d = self.reference_set().describe()
-            lines.append(f"Images: {d['n_images']}; patients: {d['n_patients']}; splits: {d['splits']}")
-        except (InputError, UnavailableError) as exc:
-            lines.append(f"Not loaded: {exc}")
-        if self.ctx.index_built:
-            index = self.index()
-            lines.append(f"Index: `{index.dir}` (encoder {index.encoder}, {len(index)} images)")
-        else:
-            lines.append("Index folder: (not built yet)")
-        from evaluators.space import hf_token, zero_gpu
+        from evaluators.runs.summary import reference_summary
 
-        lines.append(f"CHEXGEN_HOME: `{chexgen_home()}` · device: {self.device}"
-                     + (" (ZeroGPU)" if zero_gpu() else "")
-                     + f" · Hub token (HF_TOKEN, for gated models): {'set' if hf_token() else 'not set'}"
-                     + (" · public mode" if self.public else ""))
-        return "\n\n".join(lines + [f"Note: {n}" for n in self.notes])
+        return "\n\n".join(reference_summary(self.ctx, "public mode" if self.public else None))

@@ -166,9 +166,11 @@ class AppContext:
         studio.quota.startup()  # public mode: expired run folders and orphaned uploads go
         static_dir = plotly_static_dir(public)
         gr.set_static_paths([str(static_dir)])
-        models = studio.model_choices()
-        default_model = studio.default_model()
-        presets = studio.model_presets(default_model) if default_model else {}
+        from evaluators import catalogue
+
+        models = catalogue.model_choices()
+        default_model = catalogue.default_model()
+        presets = catalogue.model_presets(default_model) if default_model else {}
         source_choices = ["upload (zip, or CSV + images)", "generate N from a model"]
         if not public:
             source_choices.insert(1, "server folder or CSV")

@@ -24,6 +24,7 @@ from PIL import Image
 
 from chexgen_ui.services import PUBLIC_MAX_PIXELS, Limits, Studio, session_folder
 from evaluators.errors import InputError
+from evaluators.runs.generate import example_prompts
 from evaluators.settings import subdir
 from tests.helpers_images import png_with_claimed_size, random_png, zip_with
 from tests.ui_world import make_world
@@ -197,7 +198,7 @@ def test_upload_csv_with_extra_columns_and_an_unknown_pathology_label(public, tm
     assert len(s) == 1 and s.prompts == ["Small right pleural effusion."]
     assert s.labels.shape[1] == 14  # an unknown pathology column is not a 15th label
     with pytest.raises(InputError, match="Pneumonitis"):
-        public.example_prompts("Pneumonitis")
+        example_prompts(public.ctx, "Pneumonitis")
 
 
 def test_public_mode_refuses_server_paths_and_oversized_generate_jobs(public):

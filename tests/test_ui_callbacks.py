@@ -18,9 +18,13 @@ from PIL import Image
 from chexgen_ui import display, figures, tables
 from chexgen_ui.display import window_level
 from chexgen_ui.services import Studio, safe_extract_zip
+from evaluators import catalogue
 from evaluators.errors import InputError
 from evaluators.labeler import label_report
+from evaluators.leaderboard import run_choices
 from evaluators.pathologies import INDEX, PATHOLOGIES
+from evaluators.runs import embedding_map, inspect
+from evaluators.runs.generate import example_prompts
 from tests.helpers_images import zip_with
 from tests.ui_world import COPIER, copier_world
 
@@ -116,7 +120,7 @@ def test_upload_rejects_other_files_and_public_mode_refuses_server_paths(world, 
 
 # ---------------------------------------------------------------------------------------- prompts and models
 def test_example_prompts_are_positive_for_the_pathology(studio, world):
-    prompts = studio.example_prompts("Cardiomegaly", n_reference=3)
+    prompts = example_prompts(studio.ctx, "Cardiomegaly", n_reference=3)
     assert len(prompts) >= 2
     assert label_report(prompts[0])[INDEX["Cardiomegaly"]] == 1  # the composed example says it
     table = pd.read_csv(world)
@@ -125,14 +129,14 @@ def test_example_prompts_are_positive_for_the_pathology(studio, world):
 
 
 def test_model_choices_label_unavailable_models_and_generation_refuses_them(studio):
-    rows = {r["name"]: r for r in studio.models()}
-    labels = dict((v, k) for k, v in studio.model_choices())
+    rows = {r["name"]: r for r in catalogue.models()}
+    labels = dict((v, k) for k, v in catalogue.model_choices())
     for name, r in rows.items():
         assert labels[name].endswith("(unavailable)") == (not r["available"])
     assert labels[COPIER] == COPIER
     missing = [n for n, r in rows.items() if not r["available"]]
     if missing:
-        assert "unavailable" in studio.model_status(missing[0])
+        assert "unavailable" in catalogue.model_status(missing[0])
         with pytest.raises(Exception, match="unavailable"):
             studio.generate(missing[0], "Normal chest.", n=1)
 
@@ -149,27 +153,27 @@ def test_generated_copies_are_flagged_and_neighbours_are_the_copied_patients(stu
         assert generated.neighbours[i][0].patient_id == copied["patient_id"]
     assert generated.umap is None  # this index has no map
     assert generated.reid == [None] * 3 or all(0 <= r <= 1 for r in generated.reid)
-    table = studio.neighbour_table(generated, 0)
+    table = inspect.neighbour_table(generated, 0)
     assert list(table.columns) == ["rank", "similarity", "patient", "labels", "report"]
     assert table["similarity"].is_monotonic_decreasing and len(table) == 5
-    verdict = studio.verdict(generated, 0)
+    verdict = inspect.verdict_text(studio.ctx, generated, 0)
     assert verdict.startswith("**Verdict: memorised.**")  # one decision, then its evidence
     assert sum(f"Verdict: {d}." in verdict for d in ("memorised", "same patient", "new", "unknown")) == 1
     assert "p-value" in verdict and "leave-one-out over the training index" in verdict  # how the threshold was set
     assert "re-ID" in verdict
-    panel = studio.evidence_image(generated, 0)  # synthetic | training aligned | overlay | difference
+    panel = inspect.evidence_image(studio.ctx, generated, 0)  # synthetic | training aligned | overlay | difference
     assert panel.dtype == np.uint8 and panel.shape[1] == 4 * panel.shape[0] and panel.shape[2] == 3
 
 
 def test_calibration_is_leave_one_out_over_the_training_patients_and_is_cached(studio):
-    cal = studio.calibration()
+    cal = inspect.calibration(studio.ctx)
     cached = list(studio.index().dir.glob("calibration-*.json"))
     assert len(cached) == 1 and json.loads(cached[0].read_text())["threshold"] == cal["threshold"]
     assert cal["n"] == cal["n_queries"] == 102 and cal["patient_ids_used"] is True  # 51 patients x 2 studies
     assert cal["source"].startswith("leave-one-out over the training index") and cal["match"] == "registered"
     fresh = Studio(studio.reference, encoder="pixels", device="cpu", umap=False)
     mtime = cached[0].stat().st_mtime_ns
-    assert fresh.calibration()["threshold"] == cal["threshold"] and cached[0].stat().st_mtime_ns == mtime
+    assert inspect.calibration(fresh.ctx)["threshold"] == cal["threshold"] and cached[0].stat().st_mtime_ns == mtime
 
 
 def test_app_and_cli_privacy_agree(studio, world, tmp_path):
@@ -183,7 +187,7 @@ def test_app_and_cli_privacy_agree(studio, world, tmp_path):
         Image.fromarray(display.to_uint8(img)).save(copies / f"c{i}.png")
     cli = run_privacy(f"{world}@train", copies, encoder="pixels", reid=None)
     app = studio.run_privacy(studio.synthetic_from_folder(str(copies)))
-    assert cli["calibration"]["threshold"] == pytest.approx(studio.calibration()["threshold"])
+    assert cli["calibration"]["threshold"] == pytest.approx(inspect.calibration(studio.ctx)["threshold"])
     cli_flags = [s["flagged"] for s in cli["samples"]]
     assert cli_flags == [s["flagged"] for s in app.result["samples"]] == [True] * 4
     cli_scores = [s["match"]["copy_score"] for s in cli["samples"]]
@@ -209,7 +213,7 @@ def test_map_points_and_figure(world):
     studio = Studio(f"{world}@train", encoder="pixels", device="cpu")
     generated = studio.generate(COPIER, "Small left pleural effusion.", n=3, seed=5)
     assert generated.umap.shape == (3, 2)
-    pts = studio.map_points()
+    pts = embedding_map.map_points(studio.ctx)
     assert len(pts) == len(studio.index()) == 102
     # a copy lands on the map next to the training image it copies
     own = pts.loc[5, ["x", "y"]].to_numpy(float)
@@ -220,10 +224,10 @@ def test_map_points_and_figure(world):
     assert len(gen_trace) == 1 and list(gen_trace[0].customdata) == ["gen:0", "gen:1", "gen:2"]
     ref_keys = [k for t in fig.data if not t.name.startswith("generated") for k in t.customdata]
     assert sorted(int(k.split(":")[1]) for k in ref_keys) == list(range(102))  # every reference row once
-    img, caption = studio.reference_image(3)
-    assert img.dtype == np.uint8 and "patient" in caption
+    img, caption = embedding_map.reference_image(studio.ctx, 3)
+    assert img.shape == (64, 64) and 0.0 <= img.min() <= img.max() <= 1.0 and "patient" in caption  # tab: uint8
     with pytest.raises(InputError, match="out of range"):
-        studio.reference_image(999)
+        embedding_map.reference_image(studio.ctx, 999)
 
 
 # ---------------------------------------------------------------------------------------- privacy
@@ -262,14 +266,14 @@ def test_leaderboard_lists_store_runs_and_compares_two(world, tmp_path):
     assert len(figures.leaderboard_figure(board).data) >= 1
     # the side-by-side pickers: the newest pair of runs of one kind (B the newer), named, newest first
     c = store.save("privacy", {"summary": {"fraction_flagged": 0.1}}, model="m3", synthetic="set-c")
-    choices, pick_a, pick_b = s.run_choices(s.leaderboard())
+    choices, pick_a, pick_b = run_choices(s.leaderboard())
     assert [v for _, v in choices] == [c, b, a] and choices[0][0].startswith(f"#{c} privacy · m3 · ")
     assert (pick_a, pick_b) == (a, b)  # the privacy run has no earlier privacy run to compare with
     d = store.save("privacy", {"summary": {"fraction_flagged": 0.2}}, model="m4", synthetic="set-d")
-    assert s.run_choices(s.leaderboard())[1:] == (c, d)
-    assert s.run_choices(s.leaderboard("utility")) == ([], None, None)
+    assert run_choices(s.leaderboard())[1:] == (c, d)
+    assert run_choices(s.leaderboard("utility")) == ([], None, None)
     only = s.leaderboard()
-    assert s.run_choices(only[only["id"].isin([a, c])])[1:] == (None, c)  # no pair: the newest, A empty
+    assert run_choices(only[only["id"].isin([a, c])])[1:] == (None, c)  # no pair: the newest, A empty
 
 
 @pytest.mark.slow
@@ -347,17 +351,17 @@ def test_reid_outside_the_demo_world_is_unavailable_until_trained_on_the_referen
     """The tiny world is not the demo world: no demo-model numbers; training in the app makes one, with its AUC."""
     s = Studio(f"{world}@train", encoder="pixels", device="cpu", umap=False)
     status = s.reid_status()
-    assert status.startswith("re-ID: unavailable") and "train-reid" in status and s.reid_model() is None
+    assert status.startswith("re-ID: unavailable") and "train-reid" in status and s.ctx.reid_choice().model is None
     seen = []
     result = s.train_reid(epochs=1, pairs_per_epoch=64, batch_size=16,
                           progress=lambda done, total, desc: seen.append((done, total)))
     assert seen and seen[-1][0] == seen[-1][1]  # progress reached the end
-    choice = s.reid_choice()
+    choice = s.ctx.reid_choice()
     assert choice.available and choice.name == "trained on this set"
     assert choice.auc == pytest.approx(result["val_auc"])
     assert f"verification AUC {choice.auc_text}" in s.reid_status()
     gen = s.generate(COPIER, "Small left pleural effusion.", n=2, seed=1)
-    verdict = s.verdict(gen, 0)
+    verdict = inspect.verdict_text(s.ctx, gen, 0)
     assert "Verdict: memorised." in verdict and f"by trained on this set, verification AUC {choice.auc_text}" in verdict
     table = tables.privacy_image_table(s.run_privacy(s.synthetic_from_folder(str(world.parent / "images"))).result)
     assert {"verdict", "copy_score", "reid_score", "re-ID model (AUC)", "why"} <= set(table.columns)

@@ -8,20 +8,27 @@ from types import SimpleNamespace
 import gradio as gr
 
 from evaluators.errors import InputError
+from evaluators.runs import embedding_map, inspect
+from evaluators.runs.generate import Generated
 from evaluators.space import gpu
 
 from .. import figures
 from ..display import to_uint8
-from ..services import Generated, Studio
+from ..services import Studio
 from ..widgets import GPU_DURATION, GPU_QUEUE, AppContext, _progress, _user_errors, log, plotly_html
 
 
 def map_json(studio: Studio, gen: Generated | None) -> str:
     """The map figure (reference points, plus ``gen``'s images as stars) as plotly JSON."""
-    points = studio.map_points()
+    points = embedding_map.map_points(studio.ctx)
     xy = gen.umap if gen is not None else None
     text = [f"#{i} seed {s}: {p}" for i, (s, p) in enumerate(zip(gen.seeds, gen.prompts))] if gen else None
     return figures.umap_figure(points, xy, text).to_json()
+
+
+def _reference_image(studio: Studio, row: int):
+    img, caption = embedding_map.reference_image(studio.ctx, row)
+    return to_uint8(img), caption
 
 
 def map_outputs(studio: Studio, gen: Generated | None) -> tuple[str, str]:
@@ -71,17 +78,16 @@ def wire(ctx: AppContext, t: SimpleNamespace) -> None:
         if kind == "gen" and gen is not None:
             i = int(num)
             return to_uint8(gen.images[i]), f"generated #{i} (seed {gen.seeds[i]})\n\n{gen.prompts[i]}\n\n" \
-                + studio.verdict(gen, i)
+                + inspect.verdict_text(studio.ctx, gen, i)
         if kind == "ref":
-            img, caption = studio.reference_image(int(num))
-            return img, caption
+            return _reference_image(studio, int(num))
         raise InputError(f"Unrecognised point {key!r}.")
 
     t.map_html.click(on_point, ctx.gen_state, [t.map_img, t.map_caption])
 
     @_user_errors
     def on_row(row):
-        return studio.reference_image(int(row or 0))
+        return _reference_image(studio, int(row or 0))
 
     t.row_btn.click(on_row, t.row_nb, [t.map_img, t.map_caption])
 
@@ -98,9 +104,9 @@ def wire_first_load(ctx: AppContext, demo: gr.Blocks, t: SimpleNamespace) -> Non
         studio.index(report)
         try:  # calibrate the memorisation threshold now (once; cached), not on the first Generate click
             report(0, 1, "calibrating the memorisation threshold on held-out patients")
-            studio.calibration()
+            inspect.calibration(studio.ctx)
             report(0, 1, "calibrating the re-ID verdict threshold on held-out patients")
-            studio.reid_calibration()
+            inspect.reid_calibration(studio.ctx)
         except InputError as exc:
             log.warning("memorisation threshold not calibrated: %s", exc)
         return map_outputs(studio, None)

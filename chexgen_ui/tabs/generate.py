@@ -9,13 +9,15 @@ from types import SimpleNamespace
 import gradio as gr
 import numpy as np
 
-from evaluators import limits
+from evaluators import catalogue, limits
 from evaluators.errors import InputError, UnavailableError
 from evaluators.pathologies import PATHOLOGIES
+from evaluators.runs import inspect
+from evaluators.runs.generate import Generated, example_prompts
 from evaluators.space import gpu
 
 from ..display import to_uint8, window_level
-from ..services import Generated, Studio
+from ..services import Studio
 from ..widgets import (
     GPU_CONCURRENCY,
     GPU_DURATION,
@@ -43,14 +45,14 @@ def _gallery_items(gen: Generated) -> list[tuple[np.ndarray, str]]:
 def _status(studio: Studio, gen: Generated, model: str) -> str:
     """The line under the Generate button: verdict counts, the copy threshold, re-ID status and the notes."""
     flagged = int(gen.flags.sum()) if gen.flags is not None else 0
-    counts = Counter(studio.image_verdict(gen, i).decision for i in range(len(gen)))
+    counts = Counter(inspect.image_verdict(studio.ctx, gen, i).decision for i in range(len(gen)))
     status = (f"{len(gen)} image(s) from **{model}**; verdicts: "
               + ", ".join(f"{counts[d]} {d}" for d in ("memorised", "same patient", "new", "unknown")
                           if counts[d] or d != "unknown")
               + f" ({flagged} above the copy threshold"
               + (f" {gen.threshold:.4f}" if gen.threshold is not None else "")
               + "). " + studio.reid_status(short=True) + ". Select an image to inspect it.")
-    notes = list(gen.notes) + studio.domain_notes()
+    notes = list(gen.notes) + studio.ctx.domain_notes()
     if notes:
         status += "\n\n" + "\n".join(f"- {n}" for n in notes)
     return status
@@ -60,7 +62,7 @@ def layout(ctx: AppContext) -> SimpleNamespace:
     """The tab's widgets (call inside the app's ``gr.Tabs``)."""
     studio, public, presets = ctx.studio, ctx.public, ctx.presets
     try:
-        first_prompts = studio.example_prompts("Pleural Effusion")
+        first_prompts = example_prompts(studio.ctx, "Pleural Effusion")
     except (InputError, UnavailableError) as exc:
         log.warning("no example prompts: %s", exc)
         first_prompts = [""]
@@ -68,7 +70,7 @@ def layout(ctx: AppContext) -> SimpleNamespace:
     with gr.Tab("Generate & inspect", id="generate"), gr.Row():
         with gr.Column(scale=1, min_width=320):
             t.model_dd = gr.Dropdown(ctx.models, value=ctx.default_model, label="Model", elem_id="model")
-            t.model_md = gr.Markdown(studio.model_status(ctx.default_model) if ctx.default_model else "")
+            t.model_md = gr.Markdown(catalogue.model_status(ctx.default_model) if ctx.default_model else "")
             t.path_dd = gr.Dropdown(list(PATHOLOGIES), value="Pleural Effusion", label="Pathology",
                                     elem_id="pathology")
             t.examples_dd = gr.Dropdown(first_prompts, value=first_prompts[0], label="Example prompts (composed, then real reference reports)",
@@ -132,8 +134,8 @@ def _wire_prompt(ctx: AppContext, t: SimpleNamespace) -> None:
     def on_model(name):
         if not name:
             return "", gr.update(), gr.update()
-        p = studio.model_presets(name)
-        return (studio.model_status(name), gr.update(value=min(int(p.get("steps") or 25),
+        p = catalogue.model_presets(name)
+        return (catalogue.model_status(name), gr.update(value=min(int(p.get("steps") or 25),
                                                                limits.maximum("steps", studio.public))),
                 gr.update(value=float(p.get("guidance") if p.get("guidance") is not None else 7.5)))
 
@@ -141,7 +143,7 @@ def _wire_prompt(ctx: AppContext, t: SimpleNamespace) -> None:
 
     @_user_errors
     def on_pathology(p):
-        prompts = studio.example_prompts(p)
+        prompts = example_prompts(studio.ctx, p)
         return gr.update(value=prompts[0]), gr.update(choices=prompts, value=prompts[0])
 
     t.path_dd.change(on_pathology, t.path_dd, [t.prompt_tb, t.examples_dd])
@@ -175,8 +177,9 @@ def _wire_inspect(ctx: AppContext, t: SimpleNamespace) -> None:
         if gen is None:
             raise InputError("Generate images first.")
         i = int(evt.index)
-        return (i, window_level(gen.images[i], level, width, zoom), studio.neighbour_images(gen, i),
-                studio.neighbour_table(gen, i), studio.verdict(gen, i), studio.evidence_image(gen, i))
+        neighbours = [(to_uint8(img), caption) for img, caption in inspect.neighbour_images(gen, i)]
+        return (i, window_level(gen.images[i], level, width, zoom), neighbours, inspect.neighbour_table(gen, i),
+                inspect.verdict_text(studio.ctx, gen, i), inspect.evidence_image(studio.ctx, gen, i))
 
     t.gallery.select(on_select, [ctx.gen_state, t.level_sl, t.width_sl, t.zoom_sl],
                      [t.sel_idx, t.view_img, t.nn_gallery, t.nn_table, t.verdict_md, t.evidence_img])

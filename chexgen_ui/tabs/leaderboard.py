@@ -8,6 +8,7 @@ from types import SimpleNamespace
 import gradio as gr
 
 from evaluators.errors import InputError
+from evaluators.leaderboard import run_choices
 
 from .. import figures
 from ..widgets import AppContext, _session, _user_errors
@@ -42,7 +43,7 @@ def wire(ctx: AppContext, t: SimpleNamespace) -> None:
     @_user_errors
     def on_board(kind, request: gr.Request = None):
         board = studio.leaderboard(kind or None, session=_session(request))
-        choices, a, b = studio.run_choices(board)
+        choices, a, b = run_choices(board)
         return (board, figures.leaderboard_figure(board), gr.update(choices=choices, value=a),
                 gr.update(choices=choices, value=b))
 

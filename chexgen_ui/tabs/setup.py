@@ -7,6 +7,7 @@ from types import SimpleNamespace
 
 import gradio as gr
 
+from evaluators import catalogue
 from evaluators.space import gpu
 
 from ..widgets import GPU_DURATION, GPU_QUEUE, AppContext, _progress, _user_errors
@@ -66,11 +67,11 @@ def wire(ctx: AppContext, t: SimpleNamespace) -> None:
     studio = ctx.studio
 
     def _reid_markdown() -> str:
-        return "\n\n".join(["### Re-identification", studio.reid_status(), *studio.domain_notes()])
+        return "\n\n".join(["### Re-identification", studio.reid_status(), *studio.ctx.domain_notes()])
 
     def on_setup():
-        return (studio.reference_summary(), _reid_markdown(), studio.models_table(),
-                studio.encoders_table())
+        return (studio.reference_summary(), _reid_markdown(), catalogue.models_table(),
+                catalogue.encoders_table())
 
     @_user_errors
     @gpu(GPU_DURATION)

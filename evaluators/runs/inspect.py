@@ -26,6 +26,11 @@ def search(ctx: RunContext):
     return ctx.search(percentile=CALIBRATION_PERCENTILE)
 
 
+def calibration(ctx: RunContext) -> dict:
+    """The memorisation threshold and how it was calibrated (computed on first use, cached next to the index)."""
+    return search(ctx).calibration
+
+
 def inspect(ctx: RunContext, gen: Generated, *, k: int = 5, progress: Progress | None = None) -> Generated:
     """Nearest reference images, memorisation flags, map positions and re-ID scores of ``gen``'s images (filled in
     place). The flags come from the engine's memorisation search (the same object the ``privacy`` CLI uses)."""
@@ -110,7 +115,7 @@ def verdict_text(ctx: RunContext, gen: Generated, i: int) -> str:
         if gen.match_row is not None and gen.match_row[i] >= 0:
             row = ctx.index().meta.iloc[int(gen.match_row[i])]
             match = f" against training image {Path(str(row['path'])).name} (patient {row.get('patient_id', '')})"
-        cal = search(ctx).calibration
+        cal = calibration(ctx)
         pv = "" if v.copy_p_value is None else f", p-value {v.copy_p_value:.3g}"
         lines.append(
             f"- Copy score {gen.copy_score[i]:.4f}{match}{pv}; threshold {gen.threshold:.4f} (conformal "
