@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from chexgen_ui import services
+from chexgen_ui import display
 from chexgen_ui.services import Studio
 from evaluators.cli import main as cli
 from evaluators.metrics import registry
@@ -39,7 +39,7 @@ def copies(studio, tmp_path_factory):
     folder = tmp_path_factory.mktemp("copies")
     gen = studio.generate(COPIER, "Small left pleural effusion.", n=12, seed=3)
     for i, img in enumerate(gen.images):
-        Image.fromarray(services.to_uint8(img)).save(folder / f"c{i:02d}.png")
+        Image.fromarray(display.to_uint8(img)).save(folder / f"c{i:02d}.png")
     return folder
 
 
