@@ -29,6 +29,7 @@ GROUPS = (
     "fidelity",  # fidelity
     "generate",  # models, generate
     "privacy",  # privacy, privacy-protocol, train-reid
+    "neighbours",  # neighbours ("search from this image")
     "utility",  # utility
     "readerstudy",  # reader-study create|status|results|list
     "reportgen",  # report-utility, report-models
