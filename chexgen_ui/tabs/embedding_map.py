@@ -12,7 +12,7 @@ from evaluators.runs import embedding_map, inspect
 from evaluators.runs.generate import Generated
 from evaluators.space import gpu
 
-from .. import figures
+from .. import figures, search_panel
 from ..display import to_uint8
 from ..services import Studio
 from ..widgets import GPU_DURATION, GPU_QUEUE, AppContext, _progress, _user_errors, log, plotly_html
@@ -42,7 +42,8 @@ def layout(ctx: AppContext) -> SimpleNamespace:
     t = SimpleNamespace()
     with gr.Tab("Embedding map", id="map"):
         gr.Markdown("UMAP of the reference set's encoder features, coloured by pathology (click legend "
-                    "entries to toggle). Generated images appear as orange stars. Click a point to see it.")
+                    "entries to toggle). Generated images appear as orange stars. Click a point to see it; *Search from this "
+                    "point* lists its nearest training images (follow them to trace a suspected copy).")
         with gr.Row():
             with gr.Column(scale=3):
                 t.map_html = plotly_html("umap", ctx.static_dir)
@@ -54,7 +55,10 @@ def layout(ctx: AppContext) -> SimpleNamespace:
                 with gr.Row():
                     t.row_nb = gr.Number(0, precision=0, label="or reference row")
                     t.row_btn = gr.Button("Show")
+                t.map_search_btn = gr.Button("Search from this point", elem_id="map-search")
                 t.map_btn = gr.Button("Redraw map")
+        t.map_key = gr.State("")  # the chosen point: gen:I or ref:ROW
+        t.search = search_panel.layout("map-search")
     return t
 
 
@@ -73,7 +77,7 @@ def wire(ctx: AppContext, t: SimpleNamespace) -> None:
 
     @_user_errors
     def on_point(gen, evt: gr.EventData):
-        key = str(getattr(evt, "key", None) or (evt._data or {}).get("key", ""))
+        key = _point_key(evt)
         kind, _, num = key.partition(":")
         if kind == "gen" and gen is not None:
             i = int(num)
@@ -90,6 +94,35 @@ def wire(ctx: AppContext, t: SimpleNamespace) -> None:
         return _reference_image(studio, int(row or 0))
 
     t.row_btn.click(on_row, t.row_nb, [t.map_img, t.map_caption])
+    _wire_search(ctx, t)
+
+
+def _point_key(evt: gr.EventData) -> str:
+    """The clicked point's key (``gen:I`` or ``ref:ROW``, the figure's customdata)."""
+    return str(getattr(evt, "key", None) or (evt._data or {}).get("key", ""))
+
+
+def _wire_search(ctx: AppContext, t: SimpleNamespace) -> None:
+    """Remember the chosen point (a click, or a reference row shown); "Search from this point" searches from it."""
+    studio = ctx.studio
+
+    def on_key(evt: gr.EventData):
+        return _point_key(evt)
+
+    def on_row_key(row):
+        return f"ref:{int(row or 0)}"
+
+    t.map_html.click(on_key, None, t.map_key, show_progress="hidden")
+    t.row_btn.click(on_row_key, t.row_nb, t.map_key, show_progress="hidden")
+
+    @_user_errors
+    def on_search(gen, key):
+        if not key:
+            raise InputError("Click a point on the map (or show a reference row) first.")
+        return search_panel.show(studio, gen, [key])
+
+    t.map_search_btn.click(on_search, [ctx.gen_state, t.map_key], search_panel.outputs(t.search))
+    search_panel.wire(studio, t.search, ctx.gen_state)
 
 
 def wire_first_load(ctx: AppContext, demo: gr.Blocks, t: SimpleNamespace) -> None:

@@ -16,6 +16,7 @@ from evaluators.runs import inspect
 from evaluators.runs.generate import Generated, example_prompts
 from evaluators.space import gpu
 
+from .. import search_panel
 from ..display import to_uint8, window_level
 from ..services import Studio
 from ..widgets import (
@@ -111,6 +112,10 @@ def _inspector(t: SimpleNamespace) -> None:
         with gr.Column(scale=1):
             t.nn_gallery = gr.Gallery(label="Nearest real training images", columns=3,
                                       height=340, elem_id="neighbours", allow_preview=True)
+            with gr.Row():
+                t.search_sel_btn = gr.Button("Search from this image", size="sm", elem_id="search-selected")
+                t.search_nb_btn = gr.Button("Search from the selected neighbour", size="sm",
+                                            elem_id="search-neighbour")
     t.verdict_md = gr.Markdown(elem_id="verdict", elem_classes=["chexgen-verdict"])
     t.evidence_img = gr.Image(label="Evidence: synthetic | matched training image, aligned | overlay "
                               "(green synthetic, magenta training) | difference x4",
@@ -118,6 +123,8 @@ def _inspector(t: SimpleNamespace) -> None:
     t.nn_table = gr.Dataframe(label="Nearest training images", wrap=True, elem_id="nn-table",
                               interactive=False)
     t.sel_idx = gr.Number(value=-1, visible=False)
+    t.nn_pick = gr.State(-1)  # the neighbour selected in the neighbours gallery
+    t.search = search_panel.layout("search")
 
 
 def wire(ctx: AppContext, t: SimpleNamespace, map_tab: SimpleNamespace) -> None:
@@ -125,6 +132,7 @@ def wire(ctx: AppContext, t: SimpleNamespace, map_tab: SimpleNamespace) -> None:
     _wire_prompt(ctx, t)
     _wire_generate(ctx, t, map_tab)
     _wire_inspect(ctx, t)
+    _wire_search(ctx, t)
 
 
 def _wire_prompt(ctx: AppContext, t: SimpleNamespace) -> None:
@@ -192,3 +200,39 @@ def _wire_inspect(ctx: AppContext, t: SimpleNamespace) -> None:
     for sl in (t.level_sl, t.width_sl, t.zoom_sl):
         sl.change(on_window, [ctx.gen_state, t.sel_idx, t.level_sl, t.width_sl, t.zoom_sl], t.view_img,
                   show_progress="hidden")
+
+
+def _wire_search(ctx: AppContext, t: SimpleNamespace) -> None:
+    """"Search from this image" on the selected generated image or on a selected neighbour (the trail then starts
+    at the generated image, so Back returns to it)."""
+    studio = ctx.studio
+
+    def on_nn_pick(evt: gr.SelectData):
+        return int(evt.index)
+
+    def on_new_image():
+        return -1  # another generated image selected: no neighbour chosen
+
+    t.nn_gallery.select(on_nn_pick, None, t.nn_pick, show_progress="hidden")
+    t.gallery.select(on_new_image, None, t.nn_pick, show_progress="hidden")
+
+    @_user_errors
+    def on_search_selected(gen, i):
+        if gen is None or i is None or int(i) < 0:
+            raise InputError("Generate images and select one first.")
+        return search_panel.show(studio, gen, [f"gen:{int(i)}"])
+
+    @_user_errors
+    def on_search_neighbour(gen, i, j):
+        if gen is None or i is None or int(i) < 0:
+            raise InputError("Generate images and select one first.")
+        nbs = gen.neighbours[int(i)] if gen.neighbours else []
+        if j is None or not 0 <= int(j) < len(nbs):
+            raise InputError("Select one of the nearest training images first.")
+        first = (f"gen:{int(i)}", f"generated #{int(i)} (seed {gen.seeds[int(i)]})")
+        return search_panel.show(studio, gen, [first, f"ref:{nbs[int(j)].row}"])
+
+    out = search_panel.outputs(t.search)
+    t.search_sel_btn.click(on_search_selected, [ctx.gen_state, t.sel_idx], out)
+    t.search_nb_btn.click(on_search_neighbour, [ctx.gen_state, t.sel_idx, t.nn_pick], out)
+    search_panel.wire(studio, t.search, ctx.gen_state)
