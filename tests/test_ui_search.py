@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from chexgen_ui.services import Studio
+from evaluators.runs import inspect
 from tests.ui_world import COPIER, copier_world
 
 
@@ -32,7 +33,7 @@ def test_search_from_a_generated_image_then_follow_a_chain_and_go_back(app):
     trail, rows, picked, trail_md, query, gallery, summary, table = _fn(demo, "on_search_selected")(gen, 0)
     assert trail == [("gen:0", "generated #0 (seed 5)")] and picked == -1 and trail_md.startswith("Trail (1)")
     assert rows[0] == 5 and list(table["row"]) == rows and len(rows) == 5  # the copied training image first
-    assert summary.startswith("**Verdict: memorised.**") and summary == studio.verdict(gen, 0)  # one engine
+    assert summary.startswith("**Verdict: memorised.**") and summary == inspect.verdict_text(studio.ctx, gen, 0)  # one engine
     assert query.dtype == np.uint8 and len(gallery) == 5 and "SAME PATIENT" in gallery[0][1]
 
     # a neighbour becomes the query; the trail starts at the generated image
