@@ -9,10 +9,12 @@ top-k candidates re-ranked by the copy matcher, threshold from leave-one-out cal
 training index), calibrated twice: with the patient ids, and with them removed (as for a folder of
 training images without ids). Printed: recall per kind, the false-flag rate of new patients' images
 against the nominal level (with the calibration size), the rate for other studies of training patients,
+where the missed copies went (search misses: the best candidate is not the copy's source, e.g. the source
+was not among the candidates; threshold misses: the source matched but scored at or below the threshold),
 and the matcher's cost per (synthetic, candidate) pair at 64/128/256 px on one thread.
 
     python benchmarks/privacy_matcher.py [--encoder demo] [--copies-per-kind 20] [--seeds 0 1] [--skip-demo]
-        [--skip-nih] [--demo-patients 600] [--percentile 99] [--workers 1]
+        [--skip-nih] [--demo-patients 600] [--percentile 99] [--workers 1] [--pixel-candidates 10]
 
 Data: the shared NIH ChestX-ray14 sample (64 px, real) and the demo world at 128 px (600 patients).
 """
@@ -54,7 +56,7 @@ def split_world(full, seed: int):
     return full.subset(train, name=f"{full.name}@train{seed}"), np.asarray(same), np.flatnonzero(~in_a)
 
 
-def searches(train, enc, work: Path, workers: int, percentile: float):
+def searches(train, enc, work: Path, workers: int, percentile: float, pixel_candidates: int | None = None):
     """Two MemorisationSearch objects on the same training images: with patient ids and with them blanked."""
     from evaluators.index import build_index
     from evaluators.privacy.search import MemorisationSearch
@@ -66,25 +68,27 @@ def searches(train, enc, work: Path, workers: int, percentile: float):
             s.table["patient_id"] = None
         index = build_index(s, enc, work / f"{train.name}-{mode.replace(' ', '')}", umap=False, show_progress=False)
         t0 = time.perf_counter()
-        search = MemorisationSearch(index, enc, cache=False, workers=workers, percentile=percentile)
+        extra = {} if pixel_candidates is None else {"pixel_candidates": pixel_candidates}
+        search = MemorisationSearch(index, enc, cache=False, workers=workers, percentile=percentile, **extra)
         cal = search.calibration
         out[mode] = (search, cal, time.perf_counter() - t0)
     return out
 
 
 def experiment(name: str, full, enc, seed: int, per_kind: int, work: Path, workers: int,
-               percentile: float) -> list[list]:
+               percentile: float, pixel_candidates: int | None = None) -> list[list]:
     from evaluators.features import extract_features
     from evaluators.privacy.perturb import KINDS, perturb
 
     train, same_rows, new_rows = split_world(full, seed)
-    both = searches(train, enc, work, workers, percentile)
+    both = searches(train, enc, work, workers, percentile, pixel_candidates)
     rng = np.random.default_rng(100 + seed)
-    items, groups = [], []
+    items, groups, sources = [], [], []
     for kind in KINDS:
         for i in rng.choice(len(train), size=min(per_kind, len(train)), replace=False):
             items.append(perturb(train.image(int(i)), kind, rng))
             groups.append(kind)
+            sources.append(int(i))
     for r in new_rows:
         items.append(full.image(int(r)))
         groups.append("new patients")
@@ -97,15 +101,19 @@ def experiment(name: str, full, enc, seed: int, per_kind: int, work: Path, worke
     found = search.check(items, feats)
     t_query = (time.perf_counter() - t0) / len(items)
     groups = np.asarray(groups)
+    planted = np.isin(groups, KINDS)
+    src_found = found.match_row[planted] == np.asarray(sources)
     rows = []
     for mode, (_, cal, secs) in both.items():
         flags = found.copy_score > cal["threshold"]
         lvl = cal["level"]
+        missed = ~flags[planted]
         rows.append([name, seed, mode, len(train), cal["n_queries"], f"{secs:.1f} s", round(cal["threshold"], 3),
                      *(round(float(flags[groups == k].mean()), 3) for k in KINDS),
                      f"{flags[groups == 'new patients'].mean():.3f} (nominal {lvl:g}; n={int((groups == 'new patients').sum())})",
                      f"{flags[groups == 'other studies of training patients'].mean():.3f} "
-                     f"(n={int((groups == 'other studies of training patients').sum())})"])
+                     f"(n={int((groups == 'other studies of training patients').sum())})",
+                     f"{int((missed & ~src_found).sum())} / {int((missed & src_found).sum())}"])
     print(f"{name} seed {seed}: {t_query * 1000:.0f} ms per query ({search.n_cand} candidates, {workers} thread(s)); "
           f"new patients' copy score p50 {np.median(found.copy_score[groups == 'new patients']):.3f}, "
           f"max {found.copy_score[groups == 'new patients'].max():.3f}; lowest planted copy "
@@ -155,6 +163,9 @@ def main() -> int:
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     ap.add_argument("--workers", type=int, default=1, help="matcher threads (default: 1, the per-core figure)")
     ap.add_argument("--percentile", type=float, default=99.0, help="calibration percentile (default: 99)")
+    ap.add_argument("--pixel-candidates", type=int, default=None,
+                    help="training images nearest by pixel key added to the encoder's candidates (default: the "
+                         "engine's, DEFAULT_PIXEL_CANDIDATES; 0 = encoder candidates only)")
     ap.add_argument("--demo-patients", type=int, default=600)
     ap.add_argument("--skip-demo", action="store_true")
     ap.add_argument("--skip-nih", action="store_true")
@@ -168,7 +179,8 @@ def main() -> int:
     from evaluators.privacy.perturb import KINDS
 
     headers = ["data", "split seed", "patient ids", "train images", "calibration queries", "calibration time",
-               "threshold", *KINDS, "new patients flagged", "other studies of training patients flagged"]
+               "threshold", *KINDS, "new patients flagged", "other studies of training patients flagged",
+               "copies missed: source not matched / below threshold"]
     rows: list[list] = []
     with tempfile.TemporaryDirectory(prefix="privacy_matcher_") as tmp, chexgen_home(Path(tmp) / "home"):
         work = Path(tmp)
@@ -178,13 +190,13 @@ def main() -> int:
             nih = load_image_set(NIH)
             for seed in args.seeds:
                 rows += experiment("NIH sample (64 px)", nih, enc, seed, args.copies_per_kind, work, args.workers,
-                                   args.percentile)
+                                   args.percentile, args.pixel_candidates)
         if not args.skip_demo:
             from evaluators.demo_world import generate_demo_world
 
             world = load_image_set(generate_demo_world(work / "demo", patients=args.demo_patients, seed=0, size=128))
             rows += experiment("demo world (128 px)", world, enc, args.seeds[0], args.copies_per_kind, work,
-                               args.workers, args.percentile)
+                               args.workers, args.percentile, args.pixel_candidates)
         print()
         print(markdown_table(headers, rows))
         imgs = [nih.image(i) for i in range(60)] if nih is not None else None

@@ -292,6 +292,36 @@ def test_calibration_is_cached_next_to_the_index_and_follows_the_held_out_files(
     assert len(list(index.dir.glob("calibration-*.json"))) == n_before + 1
 
 
+def test_pixel_candidates_bring_in_a_source_the_encoder_missed(world, monkeypatch):
+    """The search adds training images nearest by pixel key to the encoder's candidates: a copy is matched to its
+    source even when the encoder does not propose it; without pixel candidates the rows are the encoder's."""
+    from evaluators.encoders import load_encoder
+    from evaluators.features import extract_features
+    from evaluators.privacy.search import MemorisationSearch, copy_scores
+    from evaluators.privacy.suite import reference_index
+
+    enc = load_encoder(ENCODER)
+    train = world["train"]
+    index = reference_index(train, enc)
+    src = 7
+    copy = perturb(train.image(src), "rotate", np.random.default_rng(3))
+    sims, rows = index.search(extract_features([copy], enc, show_progress=False).features, 20)
+    keep = rows[0] != src  # an encoder that does not propose the source
+    sims, rows = sims[:, keep][:, :10], rows[:, keep][:, :10]
+    search = MemorisationSearch(index, enc, candidates=10, pixel_candidates=5, workers=1)
+    items, cand = search.candidates([copy], sims, rows)
+    assert src in cand[0] and list(cand[0][:10]) == list(rows[0]) and len(set(cand[0][cand[0] >= 0])) == len(
+        cand[0][cand[0] >= 0])
+    score, row = copy_scores(items, sims, cand, "registered", search.matcher)
+    assert row[0] == src and score[0] > 0.9
+    blind = MemorisationSearch(index, enc, candidates=10, pixel_candidates=0, workers=1)
+    assert blind.candidates([copy], sims, rows)[1] is rows
+    assert copy_scores([copy], sims, rows, "registered", blind.matcher)[0][0] < score[0] - 0.05
+    # leave-one-out never hands a query itself (nor, with ids, its own patient) through the pixel keys: no
+    # calibration score is an exact copy's
+    assert max(world["result"]["calibration"]["scores"]) < 0.999
+
+
 def test_a_loaded_reid_model_is_named_not_dumped_in_the_settings(world):
     """The app passes a loaded model; the results store's settings column must stay one short line."""
     from evaluators.privacy.reid import ReIDModel

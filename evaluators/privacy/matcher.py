@@ -16,15 +16,20 @@ pair is compared after undoing what can be undone, and on a representation that 
    images' fine band (rank image minus its Gaussian blur of sigma 2 px at 64 px: the ribs, vessels,
    devices and edges that tell patients apart, without the chest outline every patient shares), with
    the registered candidate blurred by sigma 0, 1 and 2 px (its best), so a VAE-smoothed or
-   downsampled copy still matches. A border of 4 px is ignored; a small smooth elastic residual after
-   the affine registration moves detail by under a pixel at this resolution and lowers the score only a
-   little.
+   downsampled copy still matches, and with *both* images smoothed by ``PAIR_SMOOTH`` (0.5 px), so pixel
+   noise on the synthetic image does not hide a copy. A border of 4 px is ignored; a small smooth elastic
+   residual after the affine registration moves detail by under a pixel at this resolution and lowers the
+   score only a little.
 
 The score is 1.0 for an exact copy. The encoder's candidates stay the search: :meth:`CopyMatcher.best`
 re-ranks them with a cascade, the same one for calibration and queries: a quick score (the same fine
 band at 32 px after a phase-correlation shift) on every candidate, then the full score for the best
 ``REFINE`` of them plus the encoder's ``KEEP_ENCODER`` nearest. Cost per pair is measured in
 ``benchmarks/privacy_matcher.py``.
+
+The search itself (:mod:`.search`) adds to the encoder's candidates the training images nearest by
+:func:`thumbnail` (a 16 px blurred rank image), because an encoder that was not trained for copy detection
+can miss a rotated, rescaled and re-contrasted copy among its 50 nearest.
 """
 
 from __future__ import annotations
@@ -37,6 +42,8 @@ SIDE = 64
 COARSE = 32
 BAND_SIGMA = 2.0  # fine band = rank image - Gaussian(BAND_SIGMA) at SIDE (half of it at COARSE)
 CANDIDATE_BLURS = (0.0, 1.0, 2.0)  # the candidate is also compared blurred by these (VAE smoothing)
+PAIR_SMOOTH = 0.5  # ... and both images smoothed by this (pixel noise on the synthetic image)
+THUMB = 16  # side of the pixel search key (:func:`thumbnail`)
 SMOOTH = 1.5  # Gaussian smoothing of the ranks that ECC registers
 QUICK_BAND = 2.0  # the quick stage's band at COARSE px: coarser than the full score's, so a rescale ranks right
 BORDER = 4  # pixels at each edge left out of the correlation at SIDE
@@ -128,7 +135,10 @@ def _band_score(q: np.ndarray, cw: np.ndarray, valid: np.ndarray, sigma: float, 
     if m.sum() < 16:
         return 0.0
     qb = _band(q, sigma)[m]
-    return max(_ncc(qb, _band(_blur(cw, b), sigma)[m]) for b in blurs)
+    best = max(_ncc(qb, _band(_blur(cw, b), sigma)[m]) for b in blurs)
+    if PAIR_SMOOTH:
+        best = max(best, _ncc(_band(_blur(q, PAIR_SMOOTH), sigma)[m], _band(_blur(cw, PAIR_SMOOTH), sigma)[m]))
+    return best
 
 
 def _half(x: np.ndarray) -> np.ndarray:
@@ -220,6 +230,16 @@ def full_score(q: np.ndarray, c: np.ndarray, coarse_warp: np.ndarray | None = No
     w = register(q, c, init)
     cw, valid = _warp(c, w)
     return _band_score(q, cw, valid, BAND_SIGMA, BORDER, CANDIDATE_BLURS)
+
+
+def thumbnail(p: np.ndarray) -> np.ndarray:
+    """The pixel search key of a prepared image (:func:`prepare`): its ranks blurred, area-resized to ``THUMB`` px,
+    zero-mean and unit-norm (``THUMB**2`` float32 values); the cosine of two keys ranks candidates."""
+    cv2 = _cv2()
+    side = p.shape[0]
+    t = cv2.resize(_blur(np.asarray(p, np.float32), side / THUMB / 2), (THUMB, THUMB), interpolation=cv2.INTER_AREA)
+    t = t.ravel() - t.mean()
+    return (t / max(float(np.linalg.norm(t)), 1e-8)).astype(np.float32)
 
 
 def pair_score(a: np.ndarray, b: np.ndarray) -> float:

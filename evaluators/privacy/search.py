@@ -1,7 +1,9 @@
 """The memorisation search: is a synthetic image a (near) copy of any training image?
 
 One object, :class:`MemorisationSearch`, holds everything the check needs for one reference index: the
-encoder that proposes candidates, the copy matcher that re-ranks them (:class:`.matcher.CopyMatcher`
+encoder that proposes candidates (with the registered matcher, also the ``pixel_candidates`` training
+images nearest by the matcher's pixel key, :func:`.matcher.thumbnail`: an encoder not trained for copy
+detection can miss a rotated, rescaled, re-contrasted copy among its nearest), the copy matcher that re-ranks them (:class:`.matcher.CopyMatcher`
 by default: registered, contrast-invariant, multi-scale; the older shift/crop :class:`AlignedMatcher`
 and the bare encoder cosine stay selectable), and the threshold calibrated on images of patients
 the index does not hold (computed once, then cached as JSON next to the index). The CLI (``privacy``,
@@ -54,11 +56,15 @@ from .memorisation import (
 
 HOLDOUT_FRACTION = 0.1
 """Share of training patients held out for calibration when no sibling split exists (no longer the default)."""
-CALIBRATION_VERSION = 2
+CALIBRATION_VERSION = 3
 """Bump when the matcher or the calibration recipe changes: cached thresholds are then recomputed.
-2: leave-one-out over the index, conformal quantile, p-values, the registered matcher."""
+2: leave-one-out over the index, conformal quantile, p-values, the registered matcher.
+3: the matcher also compares both images smoothed by 0.5 px; pixel-key candidates join the encoder's."""
 DEFAULT_CALIBRATION_QUERIES = 1000
 """Leave-one-out queries at most (drawn at random when the index is larger); 0 or None: every image."""
+DEFAULT_PIXEL_CANDIDATES = 10
+"""Training images nearest by the matcher's pixel key added to the encoder's candidates (registered match only)."""
+PIXEL_KEYS_VERSION = 1
 DUPLICATE_SCORE = 0.75
 """Without patient ids, a training image scoring at least this against a calibration query is taken as a
 near-duplicate study of it and left out of its candidates (see the module docstring)."""
@@ -278,6 +284,37 @@ def copy_scores(items: Sequence, sims: np.ndarray, rows: np.ndarray, match: str,
     return np.array([o[0] for o in out], dtype=np.float64), np.array([o[1] for o in out], dtype=np.int64)
 
 
+def pixel_nearest(keys: np.ndarray, query_keys: np.ndarray, k: int, chunk: int = 1024) -> np.ndarray:
+    """Rows [Q, k] of the training pixel keys most similar (cosine) to each query key, best first."""
+    keys = np.asarray(keys, dtype=np.float32)
+    q = np.atleast_2d(np.asarray(query_keys, dtype=np.float32))
+    k = max(0, min(int(k), len(keys)))
+    out = np.full((len(q), k), -1, dtype=np.int64)
+    if k == 0:
+        return out
+    for s in range(0, len(q), chunk):
+        sim = q[s : s + chunk] @ keys.T
+        top = np.argpartition(-sim, k - 1, axis=1)[:, :k] if k < len(keys) else np.tile(np.arange(k), (len(sim), 1))
+        order = np.argsort(-np.take_along_axis(sim, top, axis=1), axis=1, kind="stable")
+        out[s : s + chunk] = np.take_along_axis(top, order, axis=1)
+    return out
+
+
+def merge_candidates(enc_rows: np.ndarray, pix_rows: np.ndarray | None, n_pix: int) -> np.ndarray:
+    """Each query's encoder candidate rows followed by up to ``n_pix`` of its pixel-key rows not already among
+    them; padded with -1 (which the matchers skip)."""
+    enc_rows = np.asarray(enc_rows, dtype=np.int64)
+    if pix_rows is None or n_pix <= 0:
+        return enc_rows
+    out = np.full((len(enc_rows), enc_rows.shape[1] + int(n_pix)), -1, dtype=np.int64)
+    for i, (er, pr) in enumerate(zip(enc_rows, pix_rows)):
+        seen = set(er[er >= 0].tolist())
+        extra = [int(r) for r in pr if r >= 0 and int(r) not in seen][: int(n_pix)]
+        out[i, : len(er)] = er
+        out[i, len(er) : len(er) + len(extra)] = extra
+    return out
+
+
 def find_heldout(index, train_set=None, spec: str | None = None, heldout=None):
     """(held-out ImageSet or None, where it came from): ``heldout``, else the training source's sibling splits."""
     if heldout is not None:
@@ -301,8 +338,11 @@ def n_loo_queries(n_train: int, max_queries: int | None) -> int:
 
 def loo_scores(index, match: str, matcher, n_cand: int, *, max_queries: int | None = DEFAULT_CALIBRATION_QUERIES,
                duplicate_score: float = DUPLICATE_SCORE, level: float = 0.01, seed: int = 0,
-               workers: int = 1) -> dict:
+               workers: int = 1, pixel_keys: np.ndarray | None = None, n_pix: int = 0) -> dict:
     """Leave-one-out copy scores over the index (see the module docstring).
+
+    With ``pixel_keys`` (one per training row) each query's candidates also hold its ``n_pix`` nearest other
+    training images by pixel key, as :meth:`MemorisationSearch.check` does for synthetic images.
 
     Returns ``scores`` (one per query), ``rows`` (the query rows), ``patient_ids_used``, and without ids
     ``duplicate_level`` (the near-duplicate level used) and ``n_near_duplicates`` (candidates excluded).
@@ -323,12 +363,25 @@ def loo_scores(index, match: str, matcher, n_cand: int, *, max_queries: int | No
         if len(counts) < 2:
             raise InputError("Leave-one-out calibration needs at least 2 training patients (or --heldout).")
     sims, rows = index.search(x[q_rows], min(n, n_cand + extra))
-    cands = []
-    for q, srow, rrow in zip(q_rows, sims, rows):
-        ok = (rrow >= 0) & (rrow != q)
+    use_pix = pixel_keys is not None and n_pix > 0 and match != "cosine"
+    prows = pixel_nearest(pixel_keys, np.asarray(pixel_keys)[q_rows], min(n, n_pix + extra)) if use_pix else None
+
+    def keep(q: int, rr: np.ndarray) -> np.ndarray:
+        ok = (rr >= 0) & (rr != q)
         if pids is not None:
-            ok &= group[np.clip(rrow, 0, None)] != group[q]
-        cands.append((srow[ok][:n_cand], rrow[ok][:n_cand]))
+            ok &= group[np.clip(rr, 0, None)] != group[q]
+        return ok
+
+    cands = []
+    for i, (q, srow, rrow) in enumerate(zip(q_rows, sims, rows)):
+        ok = keep(q, rrow)
+        srow, rrow = srow[ok][:n_cand], rrow[ok][:n_cand]
+        if prows is not None:
+            pr = prows[i][keep(q, prows[i])]
+            rrow = merge_candidates(rrow[None], pr[None], n_pix)[0]
+            rrow = rrow[rrow >= 0]
+            srow = np.concatenate([srow, np.full(len(rrow) - len(srow), -1.0, dtype=srow.dtype)])
+        cands.append((srow, rrow))
     paths = index.meta["path"].astype(str).to_numpy()
 
     def item_of(q: int):
@@ -390,11 +443,13 @@ def loo_scores(index, match: str, matcher, n_cand: int, *, max_queries: int | No
 
 def calibrate(index, held, source: str, enc, percentile: float, match: str, matcher, n_cand: int, *,
               max_queries: int | None = DEFAULT_CALIBRATION_QUERIES, workers: int = 1,
-              duplicate_score: float = DUPLICATE_SCORE) -> dict:
+              duplicate_score: float = DUPLICATE_SCORE, candidates_of=None, pixel_keys=None, n_pix: int = 0) -> dict:
     """The memorisation threshold and the scores behind it (see the module docstring).
 
     ``held``: an ImageSet of other patients to calibrate on (``source`` says where it came from), or
-    None for leave-one-out over the index.
+    None for leave-one-out over the index. ``candidates_of(items, sims, rows)`` -> (items, rows): how the search
+    adds its pixel-key candidates to held-out images (:meth:`MemorisationSearch.candidates`); ``pixel_keys`` and
+    ``n_pix`` do the same for leave-one-out.
     """
     import time
 
@@ -420,6 +475,8 @@ def calibrate(index, held, source: str, enc, percentile: float, match: str, matc
         _check_level(int(keep.sum()), level)
         sims, rows = index.search(feats.features[keep], n_cand)
         paths = [held.paths[int(i)] for i in feats.index[keep]]
+        if candidates_of is not None:
+            paths, rows = candidates_of(paths, sims, rows)
         scores, _ = copy_scores(paths, sims, rows, match, matcher, workers=workers)
         ids_used = held_pids is not None and train_pids is not None
         if not ids_used:
@@ -433,7 +490,7 @@ def calibrate(index, held, source: str, enc, percentile: float, match: str, matc
         m = n_loo_queries(len(index), max_queries)
         _check_level(m, level)
         loo = loo_scores(index, match, matcher, n_cand, max_queries=max_queries, workers=workers,
-                         duplicate_score=duplicate_score, level=level)
+                         duplicate_score=duplicate_score, level=level, pixel_keys=pixel_keys, n_pix=n_pix)
         if loo["duplicate_level"] is not None:
             duplicate_score = loo["duplicate_level"]
         scores = loo["scores"]
@@ -495,14 +552,16 @@ class MemorisationSearch:
     Either way the threshold is calibrated on the same score (leave-one-out over the index, or
     ``heldout``), once per (index, held-out images, settings), and cached in the index folder.
     ``max_queries`` caps the leave-one-out queries (None: every training image); ``workers`` threads
-    run the matcher (default: :func:`default_workers`).
+    run the matcher (default: :func:`default_workers`). With the registered matcher, ``pixel_candidates``
+    training images nearest by pixel key (:func:`.matcher.thumbnail`, computed once per training set and cached
+    in the index folder) join each image's encoder candidates, in calibration as in the check.
     """
 
     def __init__(self, index, encoder, *, train_set=None, spec: str | None = None, heldout=None,
                  percentile: float = DEFAULT_PERCENTILE, match: str = DEFAULT_MATCH,
                  candidates: int = DEFAULT_CANDIDATES, k: int = 5, cache: bool = True,
                  max_queries: int | None = DEFAULT_CALIBRATION_QUERIES, workers: int | None = None,
-                 duplicate_score: float = DUPLICATE_SCORE):
+                 duplicate_score: float = DUPLICATE_SCORE, pixel_candidates: int = DEFAULT_PIXEL_CANDIDATES):
         if match not in MATCH_MODES:
             raise InputError(f"match must be one of {', '.join(MATCH_MODES)} (got {match!r}).")
         self.index, self.encoder = index, encoder
@@ -514,7 +573,47 @@ class MemorisationSearch:
         self.max_queries = None if not max_queries else int(max_queries)
         self.workers = default_workers() if workers is None else max(1, int(workers))
         self.duplicate_score = float(duplicate_score)
+        self.n_pix = max(0, int(pixel_candidates)) if match == "registered" else 0
         self._calibration: dict | None = None
+        self._pixel_keys: np.ndarray | None = None
+
+    @property
+    def pixel_keys(self) -> np.ndarray:
+        """The pixel key (:func:`.matcher.thumbnail`) of every training row, computed once (cached in the index
+        folder unless ``cache=False``)."""
+        if self._pixel_keys is None:
+            from .matcher import THUMB, thumbnail
+
+            path = None
+            if self.cache:
+                key = json.dumps([PIXEL_KEYS_VERSION, THUMB, files_key(list(self.train_paths))])
+                path = Path(self.index.dir) / f"pixel-keys-{hashlib.sha256(key.encode()).hexdigest()[:16]}.npy"
+                if path.is_file():
+                    with contextlib.suppress(OSError, ValueError):
+                        keys = np.load(path)
+                        if keys.shape == (len(self.train_paths), THUMB * THUMB):
+                            self._pixel_keys = keys
+                            return keys
+            keys = _map(lambda p: thumbnail(self.matcher.prepare_query(p)[0]), list(self.train_paths), self.workers,
+                        "memorisation search: pixel keys of the training images")
+            self._pixel_keys = np.stack(keys).astype(np.float32) if keys else np.zeros((0, THUMB * THUMB), np.float32)
+            if path is not None:
+                with contextlib.suppress(OSError):
+                    np.save(path, self._pixel_keys)
+        return self._pixel_keys
+
+    def candidates(self, items: Sequence, sims: np.ndarray, rows: np.ndarray) -> tuple[list, np.ndarray]:
+        """(items, candidate rows) for the matcher: with pixel candidates, each item prepared once and its
+        ``n_pix`` nearest training rows by pixel key appended to its encoder rows; else as given."""
+        if not self.n_pix or not len(self.train_paths):
+            return list(items), rows
+        from .matcher import thumbnail
+
+        prepped = _map(self.matcher.prepare_query, list(items), self.workers)
+        if not prepped:
+            return prepped, rows
+        keys = np.stack([thumbnail(p[0]) for p in prepped])
+        return prepped, merge_candidates(rows, pixel_nearest(self.pixel_keys, keys, self.n_pix), self.n_pix)
 
     @property
     def calibration(self) -> dict:
@@ -531,8 +630,10 @@ class MemorisationSearch:
                     pass
             cal = calibrate(self.index, held, source, self.encoder, self.percentile, self.match, self.matcher,
                             self.n_cand, max_queries=self.max_queries, workers=self.workers,
-                            duplicate_score=self.duplicate_score)
+                            duplicate_score=self.duplicate_score, candidates_of=self.candidates,
+                            pixel_keys=self.pixel_keys if self.n_pix else None, n_pix=self.n_pix)
             cal["candidates"] = self.n_cand
+            cal["pixel_candidates"] = self.n_pix
             self._calibration = cal
             if path is not None:
                 with contextlib.suppress(OSError):  # a read-only index folder: recompute next time
@@ -544,7 +645,7 @@ class MemorisationSearch:
             return None
         key = json.dumps([CALIBRATION_VERSION, self.percentile, self.match, self.n_cand, self.encoder.cache_key(),
                           len(self.index), files_key(list(held.paths)) if held is not None else None,
-                          self.max_queries, self.duplicate_score, str(self.index.dir)])
+                          self.max_queries, self.duplicate_score, str(self.index.dir), self.n_pix])
         return Path(self.index.dir) / f"calibration-{hashlib.sha256(key.encode()).hexdigest()[:16]}.json"
 
     @property
@@ -557,6 +658,7 @@ class MemorisationSearch:
         thr = self.threshold
         sims, rows = self.index.search(features, max(k, self.n_cand))
         neighbours = self.index.neighbours_from(sims[:, :k], rows[:, :k])
-        scores, best = copy_scores(items, sims, rows, self.match, self.matcher, workers=self.workers)
+        items, cand = self.candidates(items, sims, rows)
+        scores, best = copy_scores(items, sims, cand, self.match, self.matcher, workers=self.workers)
         pv = p_values(self.calibration["scores"], scores)
         return SearchResult(neighbours, scores, best, scores > thr, thr, pv)
