@@ -59,7 +59,7 @@ HOLDOUT_FRACTION = 0.1
 CALIBRATION_VERSION = 3
 """Bump when the matcher or the calibration recipe changes: cached thresholds are then recomputed.
 2: leave-one-out over the index, conformal quantile, p-values, the registered matcher.
-3: the matcher also compares both images smoothed by 0.5 px; pixel-key candidates join the encoder's."""
+3: pixel-key candidates join the encoder's."""
 DEFAULT_CALIBRATION_QUERIES = 1000
 """Leave-one-out queries at most (drawn at random when the index is larger); 0 or None: every image."""
 DEFAULT_PIXEL_CANDIDATES = 10
