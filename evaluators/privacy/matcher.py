@@ -30,7 +30,8 @@ band at 32 px after a phase-correlation shift) on every candidate, then the full
 
 The search itself (:mod:`.search`) adds to the encoder's candidates the training images nearest by
 :func:`thumbnail` (a 16 px blurred rank image), because an encoder that was not trained for copy detection
-can miss a rotated, rescaled and re-contrasted copy among its 50 nearest.
+can miss a rotated, rescaled and re-contrasted copy among its 50 nearest; the pixel key's nearest 2 are then
+refined too (``keep_encoder`` counts them).
 """
 
 from __future__ import annotations

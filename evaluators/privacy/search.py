@@ -59,11 +59,15 @@ HOLDOUT_FRACTION = 0.1
 CALIBRATION_VERSION = 3
 """Bump when the matcher or the calibration recipe changes: cached thresholds are then recomputed.
 2: leave-one-out over the index, conformal quantile, p-values, the registered matcher.
-3: pixel-key candidates join the encoder's."""
+3: pixel-key candidates join the encoder's (the nearest 2 always registered)."""
 DEFAULT_CALIBRATION_QUERIES = 1000
 """Leave-one-out queries at most (drawn at random when the index is larger); 0 or None: every image."""
 DEFAULT_PIXEL_CANDIDATES = 10
 """Training images nearest by the matcher's pixel key added to the encoder's candidates (registered match only)."""
+PIXEL_LEAD = 2
+"""The pixel key's nearest this many are always fully registered by the copy matcher, as the encoder's nearest
+``CopyMatcher.KEEP_ENCODER`` are (the cascade's quick score, a shift only, can rank a rotated and rescaled copy's
+source below its best 4)."""
 PIXEL_KEYS_VERSION = 1
 DUPLICATE_SCORE = 0.75
 """Without patient ids, a training image scoring at least this against a calibration query is taken as a
@@ -224,12 +228,13 @@ DEFAULT_MATCH = "registered"
 DEFAULT_CANDIDATES = 50
 
 
-def make_matcher(match: str, train_paths: Sequence):
-    """The copy matcher of a match mode (None for ``cosine``, which needs none)."""
+def make_matcher(match: str, train_paths: Sequence, *, pixel_lead: int = 0):
+    """The copy matcher of a match mode (None for ``cosine``, which needs none); ``pixel_lead``: rows after the
+    encoder's first ``KEEP_ENCODER`` that the registered matcher always refines (see :func:`merge_candidates`)."""
     if match == "registered":
         from .matcher import CopyMatcher
 
-        return CopyMatcher(train_paths)
+        return CopyMatcher(train_paths, keep_encoder=CopyMatcher.KEEP_ENCODER + int(pixel_lead))
     if match == "aligned":
         return AlignedMatcher(train_paths)
     return None
@@ -300,18 +305,22 @@ def pixel_nearest(keys: np.ndarray, query_keys: np.ndarray, k: int, chunk: int =
     return out
 
 
-def merge_candidates(enc_rows: np.ndarray, pix_rows: np.ndarray | None, n_pix: int) -> np.ndarray:
-    """Each query's encoder candidate rows followed by up to ``n_pix`` of its pixel-key rows not already among
-    them; padded with -1 (which the matchers skip)."""
+def merge_candidates(enc_rows: np.ndarray, pix_rows: np.ndarray | None, n_pix: int, *, keep: int = 0,
+                     lead: int = 0) -> np.ndarray:
+    """Each query's encoder candidate rows and up to ``n_pix`` of its pixel-key rows, each row once, padded with -1
+    (which the matchers skip). Order: the encoder's first ``keep``, the pixel key's first ``lead``, the other
+    encoder rows, the other pixel rows, so the matcher's always-refined first rows (``keep_encoder = keep +
+    lead``) hold both searches' nearest."""
     enc_rows = np.asarray(enc_rows, dtype=np.int64)
     if pix_rows is None or n_pix <= 0:
         return enc_rows
     out = np.full((len(enc_rows), enc_rows.shape[1] + int(n_pix)), -1, dtype=np.int64)
     for i, (er, pr) in enumerate(zip(enc_rows, pix_rows)):
-        seen = set(er[er >= 0].tolist())
-        extra = [int(r) for r in pr if r >= 0 and int(r) not in seen][: int(n_pix)]
-        out[i, : len(er)] = er
-        out[i, len(er) : len(er) + len(extra)] = extra
+        er = [int(r) for r in er if r >= 0]
+        pr = [int(r) for r in pr if r >= 0][: int(n_pix)]
+        order = er[:keep] + pr[:lead] + er[keep:] + pr[lead:]
+        row = list(dict.fromkeys(order))
+        out[i, : len(row)] = row
     return out
 
 
@@ -338,11 +347,11 @@ def n_loo_queries(n_train: int, max_queries: int | None) -> int:
 
 def loo_scores(index, match: str, matcher, n_cand: int, *, max_queries: int | None = DEFAULT_CALIBRATION_QUERIES,
                duplicate_score: float = DUPLICATE_SCORE, level: float = 0.01, seed: int = 0,
-               workers: int = 1, pixel_keys: np.ndarray | None = None, n_pix: int = 0) -> dict:
+               workers: int = 1, pixel_keys: np.ndarray | None = None, n_pix: int = 0, pixel_lead: int = 0) -> dict:
     """Leave-one-out copy scores over the index (see the module docstring).
 
     With ``pixel_keys`` (one per training row) each query's candidates also hold its ``n_pix`` nearest other
-    training images by pixel key, as :meth:`MemorisationSearch.check` does for synthetic images.
+    training images by pixel key, merged as :meth:`MemorisationSearch.candidates` merges them for synthetic images.
 
     Returns ``scores`` (one per query), ``rows`` (the query rows), ``patient_ids_used``, and without ids
     ``duplicate_level`` (the near-duplicate level used) and ``n_near_duplicates`` (candidates excluded).
@@ -364,6 +373,7 @@ def loo_scores(index, match: str, matcher, n_cand: int, *, max_queries: int | No
             raise InputError("Leave-one-out calibration needs at least 2 training patients (or --heldout).")
     sims, rows = index.search(x[q_rows], min(n, n_cand + extra))
     use_pix = pixel_keys is not None and n_pix > 0 and match != "cosine"
+    keep_first = max(0, getattr(matcher, "keep_encoder", 0) - int(pixel_lead))
     prows = pixel_nearest(pixel_keys, np.asarray(pixel_keys)[q_rows], min(n, n_pix + extra)) if use_pix else None
 
     def keep(q: int, rr: np.ndarray) -> np.ndarray:
@@ -378,7 +388,7 @@ def loo_scores(index, match: str, matcher, n_cand: int, *, max_queries: int | No
         srow, rrow = srow[ok][:n_cand], rrow[ok][:n_cand]
         if prows is not None:
             pr = prows[i][keep(q, prows[i])]
-            rrow = merge_candidates(rrow[None], pr[None], n_pix)[0]
+            rrow = merge_candidates(rrow[None], pr[None], n_pix, keep=keep_first, lead=pixel_lead)[0]
             rrow = rrow[rrow >= 0]
             srow = np.concatenate([srow, np.full(len(rrow) - len(srow), -1.0, dtype=srow.dtype)])
         cands.append((srow, rrow))
@@ -443,13 +453,14 @@ def loo_scores(index, match: str, matcher, n_cand: int, *, max_queries: int | No
 
 def calibrate(index, held, source: str, enc, percentile: float, match: str, matcher, n_cand: int, *,
               max_queries: int | None = DEFAULT_CALIBRATION_QUERIES, workers: int = 1,
-              duplicate_score: float = DUPLICATE_SCORE, candidates_of=None, pixel_keys=None, n_pix: int = 0) -> dict:
+              duplicate_score: float = DUPLICATE_SCORE, candidates_of=None, pixel_keys=None, n_pix: int = 0,
+              pixel_lead: int = 0) -> dict:
     """The memorisation threshold and the scores behind it (see the module docstring).
 
     ``held``: an ImageSet of other patients to calibrate on (``source`` says where it came from), or
     None for leave-one-out over the index. ``candidates_of(items, sims, rows)`` -> (items, rows): how the search
     adds its pixel-key candidates to held-out images (:meth:`MemorisationSearch.candidates`); ``pixel_keys`` and
-    ``n_pix`` do the same for leave-one-out.
+    ``n_pix`` (``pixel_lead`` of them refined always) do the same for leave-one-out.
     """
     import time
 
@@ -490,7 +501,8 @@ def calibrate(index, held, source: str, enc, percentile: float, match: str, matc
         m = n_loo_queries(len(index), max_queries)
         _check_level(m, level)
         loo = loo_scores(index, match, matcher, n_cand, max_queries=max_queries, workers=workers,
-                         duplicate_score=duplicate_score, level=level, pixel_keys=pixel_keys, n_pix=n_pix)
+                         duplicate_score=duplicate_score, level=level, pixel_keys=pixel_keys, n_pix=n_pix,
+                         pixel_lead=pixel_lead)
         if loo["duplicate_level"] is not None:
             duplicate_score = loo["duplicate_level"]
         scores = loo["scores"]
@@ -569,11 +581,12 @@ class MemorisationSearch:
         self.percentile, self.match, self.k, self.cache = float(percentile), match, int(k), cache
         self.n_cand = min(len(index), max(int(k), int(candidates)))
         self.train_paths = index.meta["path"].astype(str).to_numpy()
-        self.matcher = make_matcher(match, self.train_paths)
+        self.n_pix = max(0, int(pixel_candidates)) if match == "registered" else 0
+        self.pixel_lead = min(PIXEL_LEAD, self.n_pix)
+        self.matcher = make_matcher(match, self.train_paths, pixel_lead=self.pixel_lead)
         self.max_queries = None if not max_queries else int(max_queries)
         self.workers = default_workers() if workers is None else max(1, int(workers))
         self.duplicate_score = float(duplicate_score)
-        self.n_pix = max(0, int(pixel_candidates)) if match == "registered" else 0
         self._calibration: dict | None = None
         self._pixel_keys: np.ndarray | None = None
 
@@ -613,7 +626,9 @@ class MemorisationSearch:
         if not prepped:
             return prepped, rows
         keys = np.stack([thumbnail(p[0]) for p in prepped])
-        return prepped, merge_candidates(rows, pixel_nearest(self.pixel_keys, keys, self.n_pix), self.n_pix)
+        keep = max(0, getattr(self.matcher, "keep_encoder", 0) - self.pixel_lead)
+        return prepped, merge_candidates(rows, pixel_nearest(self.pixel_keys, keys, self.n_pix), self.n_pix, keep=keep,
+                                         lead=self.pixel_lead)
 
     @property
     def calibration(self) -> dict:
@@ -631,7 +646,8 @@ class MemorisationSearch:
             cal = calibrate(self.index, held, source, self.encoder, self.percentile, self.match, self.matcher,
                             self.n_cand, max_queries=self.max_queries, workers=self.workers,
                             duplicate_score=self.duplicate_score, candidates_of=self.candidates,
-                            pixel_keys=self.pixel_keys if self.n_pix else None, n_pix=self.n_pix)
+                            pixel_keys=self.pixel_keys if self.n_pix else None, n_pix=self.n_pix,
+                            pixel_lead=self.pixel_lead)
             cal["candidates"] = self.n_cand
             cal["pixel_candidates"] = self.n_pix
             self._calibration = cal
@@ -645,7 +661,7 @@ class MemorisationSearch:
             return None
         key = json.dumps([CALIBRATION_VERSION, self.percentile, self.match, self.n_cand, self.encoder.cache_key(),
                           len(self.index), files_key(list(held.paths)) if held is not None else None,
-                          self.max_queries, self.duplicate_score, str(self.index.dir), self.n_pix])
+                          self.max_queries, self.duplicate_score, str(self.index.dir), self.n_pix, self.pixel_lead])
         return Path(self.index.dir) / f"calibration-{hashlib.sha256(key.encode()).hexdigest()[:16]}.json"
 
     @property
