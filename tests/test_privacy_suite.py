@@ -316,6 +316,11 @@ def test_pixel_candidates_bring_in_a_source_the_encoder_missed(world, monkeypatc
     assert list(got[:2]) == list(rows[0][:2]) and search.matcher.keep_encoder == 4
     score, row = copy_scores(items, sims, cand, "registered", search.matcher)
     assert row[0] == src and score[0] > 0.9
+    # the training pixel keys are computed once and cached next to the index
+    assert len(list(index.dir.glob("pixel-keys-*.npy"))) == 1
+    again = MemorisationSearch(index, enc, candidates=10, pixel_candidates=5, workers=1)
+    again.matcher = None  # a cache hit reads no image
+    np.testing.assert_array_equal(again.pixel_keys, search.pixel_keys)
     blind = MemorisationSearch(index, enc, candidates=10, pixel_candidates=0, workers=1)
     assert blind.candidates([copy], sims, rows)[1] is rows
     assert copy_scores([copy], sims, rows, "registered", blind.matcher)[0][0] < score[0] - 0.05
