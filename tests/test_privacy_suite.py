@@ -297,8 +297,8 @@ def test_pixel_candidates_bring_in_a_source_the_encoder_missed(world, monkeypatc
     source even when the encoder does not propose it; without pixel candidates the rows are the encoder's."""
     from evaluators.encoders import load_encoder
     from evaluators.features import extract_features
+    from evaluators.index import cached_index as reference_index
     from evaluators.privacy.search import MemorisationSearch, copy_scores
-    from evaluators.privacy.suite import reference_index
 
     enc = load_encoder(ENCODER)
     train = world["train"]
