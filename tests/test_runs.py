@@ -79,6 +79,28 @@ def test_app_and_cli_write_the_same_privacy_json(studio, world, copies, tmp_path
     assert data["settings"]["index"] == str(studio.index().dir)  # one index folder for the app and the CLI
 
 
+def test_cli_inspect_and_leaderboard_show_what_the_app_shows(studio, world, copies, tmp_path, capsys):
+    """`inspect` gives each image the app's verdict and neighbours; `leaderboard` lists the app's table."""
+    import pandas as pd
+
+    from evaluators.runs import inspect
+
+    out = tmp_path / "inspect.json"
+    assert cli(["inspect", "--reference", f"{world}@train", "--images", str(copies), "--encoder", "pixels",
+                "--device", "cpu", "--json", str(out), "--zip", str(tmp_path)]) == 0
+    records = json.loads(out.read_text())["images"]
+    assert [r["verdict"]["decision"] for r in records] == ["memorised"] * 12  # the copier's images
+    app = inspect.inspect(studio.ctx, inspect.from_image_set(studio.synthetic_from_folder(str(copies))))
+    np.testing.assert_allclose([r["verdict"]["copy_score"] for r in records], app.copy_score)
+    assert [r["neighbours"][0]["patient"] for r in records] == [nb[0].patient_id for nb in app.neighbours]
+    assert capsys.readouterr().out.count("**Verdict: memorised.**") == 12
+    assert len(list(tmp_path.glob("*.zip"))) == 1
+    studio.store().save("privacy", {"summary": {"fraction_flagged": 0.5}}, model="cli-check", synthetic="s")
+    assert cli(["leaderboard", "--kind", "privacy", "--csv", str(tmp_path / "board.csv")]) == 0
+    board = pd.read_csv(tmp_path / "board.csv")
+    assert list(board["id"]) == list(studio.leaderboard("privacy")["id"]) and "cli-check" in set(board["model"])
+
+
 def test_one_index_folder_per_set_and_encoder(studio, world):
     from evaluators.index import cached_index, index_key
 

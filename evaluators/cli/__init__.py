@@ -30,6 +30,7 @@ GROUPS = (
     "generate",  # models, generate
     "privacy",  # privacy, privacy-protocol, train-reid
     "neighbours",  # neighbours ("search from this image")
+    "inspection",  # inspect, leaderboard
     "utility",  # utility
     "readerstudy",  # reader-study create|status|results|list
     "reportgen",  # report-utility, report-models

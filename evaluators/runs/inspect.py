@@ -149,3 +149,24 @@ def evidence_image(ctx: RunContext, gen: Generated, i: int) -> np.ndarray | None
     if row < 0:
         return None
     return evidence_panel(gen.images[i], read_image(str(ctx.index().meta["path"].iloc[row])))
+
+
+MAX_IMAGES = 1_000  # inspection reads every image into memory; whole sets go through the privacy job
+
+
+def from_image_set(image_set) -> Generated:
+    """An image set (generated elsewhere) as a :class:`Generated` to inspect: its images, prompts and row numbers as
+    seeds."""
+    n = len(image_set)
+    if n > MAX_IMAGES:
+        raise InputError(f"{image_set.name} holds {n} images; inspection reads at most {MAX_IMAGES}. Inspect a "
+                         "subset, or run `python -m evaluators privacy` on the whole set.")
+    return Generated(model=image_set.name, images=[image_set.image(i) for i in range(n)],
+                     prompts=[p if isinstance(p, str) else "" for p in image_set.prompts], seeds=list(range(n)),
+                     settings={})
+
+
+def records(ctx: RunContext, gen: Generated) -> list[dict]:
+    """One JSON-ready record per inspected image: its verdict (with evidence numbers) and nearest training images."""
+    return [{"image": i, "prompt": gen.prompts[i], "verdict": image_verdict(ctx, gen, i).to_dict(),
+             "neighbours": neighbour_table(gen, i).to_dict("records")} for i in range(len(gen))]
