@@ -14,7 +14,7 @@ import gradio as gr
 from evaluators import limits
 from evaluators.errors import InputError
 
-from .display import to_uint8
+from .display import to_uint8, window_level
 from .services import Generated, Studio
 from .widgets import _user_errors
 
@@ -65,7 +65,8 @@ def show(studio: Studio, gen: Generated | None, trail: list) -> tuple:
     s = search_key(studio.ctx, trail[-1][0], gen, k=limits.check("k", K, studio.public))
     trail[-1] = (trail[-1][0], s.query)
     gallery = [(to_uint8(img), caption) for img, caption in neighbour_images(s)]
-    return (trail, [nb.row for nb in s.neighbours], -1, trail_text(trail), to_uint8(s.image), gallery, s.summary,
+    query = window_level(s.image, min_size=256)  # the full grey range, a small image enlarged for display
+    return (trail, [nb.row for nb in s.neighbours], -1, trail_text(trail), query, gallery, s.summary,
             s.table())
 
 

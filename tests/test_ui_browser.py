@@ -2,7 +2,8 @@
 
 Generates from the default model (whatever the registry prefers: the demo model when trained) on a tiny
 world, checks the gallery, the nearest
-neighbours and the memorisation verdict, the UMAP map (and a point click), and a small batch fidelity
+neighbours and the memorisation verdict, "search from this image" (follow a result, go back), the UMAP map (a
+point click and a search from it), and a small batch fidelity
 job's results table. Screenshots go to test-artifacts/. Skips when /usr/bin/chromium is absent.
 """
 
@@ -110,6 +111,22 @@ def test_generate_inspect_map_and_batch(app_url):
         assert nn_text.count("P0") == 5  # five neighbours, each with a patient id P0xx
         page.screenshot(path=str(ARTIFACTS / "ui_generate.png"), full_page=True)
 
+        # Search from this image: its nearest training images; follow the first result, then go back
+        page.click("#search-selected")
+        page.wait_for_selector("#search-results .thumbnail-item img", timeout=60_000)
+        page.wait_for_function("document.querySelector('#search-trail').innerText.includes('Trail (1)')",
+                               timeout=30_000)
+        page.locator("#search-results .thumbnail-item").first.click()
+        page.click("#search-follow")
+        page.wait_for_function("document.querySelector('#search-trail').innerText.includes('Trail (2)')",
+                               timeout=30_000)
+        assert "training image" in page.locator("#search-trail").inner_text()
+        assert "No memorisation verdict" in page.locator("#search-summary").inner_text()
+        page.click("#search-back")
+        page.wait_for_function("document.querySelector('#search-trail').innerText.includes('Trail (1)')",
+                               timeout=30_000)
+        page.screenshot(path=str(ARTIFACTS / "ui_search.png"), full_page=True)
+
         # Embedding map: reference points + generated stars; clicking a point shows that image
         page.get_by_role("tab", name="Embedding map").click()
         page.wait_for_selector("#umap .scatterlayer .point", timeout=60_000)
@@ -118,6 +135,10 @@ def test_generate_inspect_map_and_batch(app_url):
         page.locator("#umap .scatterlayer .point").nth(0).click(force=True)
         page.wait_for_function("document.querySelector('#map-caption').innerText.includes('patient')",
                                timeout=30_000)
+        page.click("#map-search")  # search from the clicked point
+        page.wait_for_function("document.querySelector('#map-search-trail').innerText.includes('Trail (1)')",
+                               timeout=30_000)
+        assert page.locator("#map-search-results .thumbnail-item").count() == 5
         page.screenshot(path=str(ARTIFACTS / "ui_map.png"), full_page=True)
 
         # Batch suite: generate 36 images from the model with reference prompts, fidelity per pathology
