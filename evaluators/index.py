@@ -370,7 +370,7 @@ def cached_index(image_set, encoder, *, umap: bool = False, progress: Progress |
             if umap and not index.has_umap:
                 add_umap(index, progress=progress)
             return index
-    return build_index(image_set, encoder, folder, umap=umap, show_progress=False, progress=progress)
+    return build_index(image_set, encoder, folder, umap=umap, show_progress=progress is None, progress=progress)
 
 
 def add_umap(index: ReferenceIndex, *, neighbors: int = 15, seed: int = 0, progress: Progress | None = None) -> None:
