@@ -19,8 +19,9 @@ def privacy_verdict_line(result: dict) -> str:
     counts = summ.get("verdicts") or {}
     out = ""
     if counts:
-        out += "\n\nVerdicts (one per image): " + ", ".join(f"{v} {k}" for k, v in counts.items()
-                                                              if v or k != "unknown") + "."
+        from evaluators.privacy.verdict import counts_text
+
+        out += "\n\nVerdicts (one per image): " + counts_text(counts) + "."
     if summ.get("encoder_note"):
         out += f"\n\nEncoder note: results {summ['encoder_note']}."
     return out

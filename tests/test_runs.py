@@ -93,7 +93,8 @@ def test_cli_inspect_and_leaderboard_show_what_the_app_shows(studio, world, copi
     app = inspect.inspect(studio.ctx, inspect.from_image_set(studio.synthetic_from_folder(str(copies))))
     np.testing.assert_allclose([r["verdict"]["copy_score"] for r in records], app.copy_score)
     assert [r["neighbours"][0]["patient"] for r in records] == [nb[0].patient_id for nb in app.neighbours]
-    assert capsys.readouterr().out.count("**Verdict: memorised.**") == 12
+    printed = capsys.readouterr().out
+    assert printed.count("**Verdict: memorised.**") == 12 and "verdicts: 12 memorised, 0 same patient, 0 new" in printed
     assert len(list(tmp_path.glob("*.zip"))) == 1
     studio.store().save("privacy", {"summary": {"fraction_flagged": 0.5}}, model="cli-check", synthetic="s")
     assert cli(["leaderboard", "--kind", "privacy", "--csv", str(tmp_path / "board.csv")]) == 0

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-from collections import Counter
 from types import SimpleNamespace
 
 import gradio as gr
@@ -12,6 +11,7 @@ import numpy as np
 from evaluators import catalogue, limits
 from evaluators.errors import InputError, UnavailableError
 from evaluators.pathologies import PATHOLOGIES
+from evaluators.privacy.verdict import count, counts_text
 from evaluators.runs import inspect
 from evaluators.runs.generate import Generated, example_prompts
 from evaluators.space import gpu
@@ -46,10 +46,8 @@ def _gallery_items(gen: Generated) -> list[tuple[np.ndarray, str]]:
 def _status(studio: Studio, gen: Generated, model: str) -> str:
     """The line under the Generate button: verdict counts, the copy threshold, re-ID status and the notes."""
     flagged = int(gen.flags.sum()) if gen.flags is not None else 0
-    counts = Counter(inspect.image_verdict(studio.ctx, gen, i).decision for i in range(len(gen)))
-    status = (f"{len(gen)} image(s) from **{model}**; verdicts: "
-              + ", ".join(f"{counts[d]} {d}" for d in ("memorised", "same patient", "new", "unknown")
-                          if counts[d] or d != "unknown")
+    counts = count(inspect.image_verdict(studio.ctx, gen, i) for i in range(len(gen)))
+    status = (f"{len(gen)} image(s) from **{model}**; verdicts: " + counts_text(counts)
               + f" ({flagged} above the copy threshold"
               + (f" {gen.threshold:.4f}" if gen.threshold is not None else "")
               + "). " + studio.reid_status(short=True) + ". Select an image to inspect it.")

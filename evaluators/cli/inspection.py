@@ -47,6 +47,9 @@ def _cli_inspect(args: argparse.Namespace) -> int:
         print(f"\n== image {i}: {gen.prompts[i][:80]}")
         print(inspect.verdict_text(ctx, gen, i))
         print(inspect.neighbour_table(gen, i).to_string(index=False, max_colwidth=60))
+    from ..privacy.verdict import count, counts_text
+
+    print("\nverdicts: " + counts_text(count(inspect.image_verdict(ctx, gen, i) for i in range(len(gen)))))
     if args.json:
         from ..runs import write_json
 

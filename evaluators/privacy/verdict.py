@@ -97,6 +97,11 @@ def decide(*, copy_score=None, threshold=None, flagged=None, copy_p_value=None, 
     return Verdict(NEW, f"{copy}; {caveat}.", **ev)
 
 
+def counts_text(counts: dict[str, int]) -> str:
+    """'2 memorised, 0 same patient, 5 new' (unknown only when there are some), in :data:`DECISIONS` order."""
+    return ", ".join(f"{counts.get(d, 0)} {d}" for d in DECISIONS if counts.get(d, 0) or d != UNKNOWN)
+
+
 def count(verdicts) -> dict[str, int]:
     """How many images got each decision (every decision listed, zeros included)."""
     out = dict.fromkeys(DECISIONS, 0)
