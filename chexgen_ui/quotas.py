@@ -73,7 +73,7 @@ class DiskQuota:
     # ---- measuring
     @staticmethod
     def _folder(area: str, session: str | None) -> Path:
-        from .services import session_folder
+        from evaluators.runs.save import session_folder
 
         return subdir(area) / session_folder(session)
 

@@ -388,3 +388,10 @@ def save_png(img: np.ndarray, path: str | os.PathLike) -> Path:
     Image.fromarray(arr).save(tmp, format="PNG", compress_level=6)
     os.replace(tmp, p)
     return p
+
+
+def image_array(item) -> np.ndarray:
+    """An image given as an array or a path, as an array (a path is read and checked by :func:`read_image`)."""
+    if isinstance(item, np.ndarray):
+        return item
+    return read_image(item)

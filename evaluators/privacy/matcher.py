@@ -272,8 +272,8 @@ class CopyMatcher:
 
     @staticmethod
     def prepare_query(item) -> tuple[np.ndarray, np.ndarray]:
+        from ..imageio import image_array
         from .distances import as_gray01
-        from .search import image_array
 
         p = prepare(as_gray01(image_array(item)))
         return p, _half(p)

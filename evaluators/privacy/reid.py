@@ -31,9 +31,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from .. import settings
+from .. import jobs, settings
 from ..checkpoints import load_state_dict, save_state_dict
 from ..errors import InputError, UnavailableError
+from ..imageio import image_array
 from .distances import as_gray01, resize_to
 
 Progress = Callable[[int, int, str], None]
@@ -673,3 +674,36 @@ def train_reid(
     resume.unlink(missing_ok=True)
     model.eval()
     return result
+
+
+# --------------------------------------------------------------------------------------------------
+# Scoring synthetic images against their matched training images
+
+CHUNK = 256  # images read and embedded at a time by the re-ID model
+
+
+def reid_vs_rows(model, train_paths: Sequence[str], items: Sequence, rows: np.ndarray) -> np.ndarray:
+    """Re-ID score of each item against training image ``train_paths[rows[i]]`` (its copy-check match).
+
+    Each training image is embedded once however many items match it; a row of -1 (no candidate) gets NaN.
+    """
+    rows = np.asarray(rows, dtype=np.int64)
+    ok = rows >= 0
+    out = np.full(len(items), np.nan, dtype=np.float64)
+    if not ok.any():
+        return out
+    uniq = np.unique(rows[ok])
+    f_train = _embed_items(model, [str(train_paths[int(r)]) for r in uniq], image_array)
+    sel = [items[i] for i in np.flatnonzero(ok)]
+    f_syn = _embed_items(model, sel, image_array)
+    pos = {int(r): i for i, r in enumerate(uniq)}
+    out[ok] = score_pairs(model, f_syn, f_train[[pos[int(r)] for r in rows[ok]]])
+    return out
+
+
+def _embed_items(model, items: Sequence, reader: Callable[[object], np.ndarray]) -> np.ndarray:
+    out = []
+    for s in range(0, len(items), CHUNK):
+        jobs.tick(s, len(items), "re-identification")
+        out.append(embed(model, [reader(it) for it in items[s : s + CHUNK]]))
+    return np.concatenate(out) if out else np.zeros((0, model.n_features), np.float32)

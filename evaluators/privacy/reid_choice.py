@@ -265,7 +265,7 @@ def calibrate_reid(search, choice: ReidChoice, *, max_images: int = REID_NULL_MA
     if idx.size > max_images:
         idx = np.sort(np.random.default_rng(seed).choice(idx, size=max_images, replace=False))
     from ..features import extract_features
-    from .suite import reid_vs_rows
+    from .reid import reid_vs_rows
 
     paths = [held.paths[int(i)] for i in idx]
     feats = extract_features(paths, search.encoder, show_progress=False)

@@ -45,6 +45,7 @@ import numpy as np
 from .. import jobs, settings
 from ..errors import InputError
 from ..filehashes import files_key, hash_files  # noqa: F401 - hash_files: re-exported for callers
+from ..imageio import image_array
 from ..index import patient_ids
 from .memorisation import (
     DEFAULT_PERCENTILE,
@@ -76,15 +77,6 @@ NO_IDS_NOTE = ("The training set has no patient ids: leave-one-out calibration c
                "studies of the same patient; near-duplicate studies (copy score >= {dup:.3f}) were excluded, "
                "others stay in and make the threshold conservative (fewer flags, lower recall). Add a patient_id "
                "column to calibrate exactly.")
-
-
-def image_array(item) -> np.ndarray:
-    """An image given as an array or a path, as an array (a path is read and checked by ``read_image``)."""
-    if isinstance(item, np.ndarray):
-        return item
-    from ..imageio import read_image
-
-    return read_image(item)
 
 
 def load_set(spec, what: str):

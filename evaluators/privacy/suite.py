@@ -20,7 +20,6 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import jobs
 from ..errors import InputError, UnavailableError
 from ..settings import select_device
 from . import REID_THRESHOLD
@@ -31,7 +30,6 @@ from .search import (
     DEFAULT_MATCH,
     MATCH_MODES,
     MemorisationSearch,
-    image_array,
     load_set,
     patient_ids,
 )
@@ -40,7 +38,6 @@ from .verdict import count as count_verdicts
 Progress = Callable[[int, int, str], None]
 
 DEFAULT_SEEDS = (0, 1, 2)
-CHUNK = 256  # images read and embedded at a time by the re-ID model
 
 
 # --------------------------------------------------------------------------------------------------
@@ -134,37 +131,6 @@ def _reid_name(reid, model) -> str | None:
     if isinstance(reid, str | os.PathLike):
         return str(reid)
     return f"{model.config()['architecture']} (a loaded model)" if model is not None else type(reid).__name__
-
-
-def reid_vs_rows(model, train_paths: Sequence[str], items: Sequence, rows: np.ndarray) -> np.ndarray:
-    """Re-ID score of each item against training image ``train_paths[rows[i]]`` (its copy-check match).
-
-    Each training image is embedded once however many items match it; a row of -1 (no candidate) gets NaN.
-    """
-    from .reid import score_pairs
-
-    rows = np.asarray(rows, dtype=np.int64)
-    ok = rows >= 0
-    out = np.full(len(items), np.nan, dtype=np.float64)
-    if not ok.any():
-        return out
-    uniq = np.unique(rows[ok])
-    f_train = _embed_items(model, [str(train_paths[int(r)]) for r in uniq], image_array)
-    sel = [items[i] for i in np.flatnonzero(ok)]
-    f_syn = _embed_items(model, sel, image_array)
-    pos = {int(r): i for i, r in enumerate(uniq)}
-    out[ok] = score_pairs(model, f_syn, f_train[[pos[int(r)] for r in rows[ok]]])
-    return out
-
-
-def _embed_items(model, items: Sequence, reader: Callable[[object], np.ndarray]) -> np.ndarray:
-    from .reid import embed
-
-    out = []
-    for s in range(0, len(items), CHUNK):
-        jobs.tick(s, len(items), "re-identification")
-        out.append(embed(model, [reader(it) for it in items[s : s + CHUNK]]))
-    return np.concatenate(out) if out else np.zeros((0, model.n_features), np.float32)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -282,6 +248,8 @@ def run_privacy(
     found = search.check(syn_paths, feats.features)
     neighbours, copy, rows, flags = found.neighbours, found.copy_score, found.match_row, found.flagged
     train_paths, n_cand = search.train_paths, search.n_cand
+    if model is not None:
+        from .reid import reid_vs_rows
     scores = None if model is None else reid_vs_rows(model, train_paths, syn_paths, rows)
 
     labels = syn.labels[feats.index] if syn.has_labels else None

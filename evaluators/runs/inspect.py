@@ -60,7 +60,7 @@ def reid_scores(ctx: RunContext, gen: Generated) -> list[float | None]:
     model = ctx.reid_choice("auto").model
     if model is None or not gen.neighbours:
         return [None] * len(gen)
-    from ..privacy.suite import reid_vs_rows
+    from ..privacy.reid import reid_vs_rows
 
     rows = gen.match_row
     if rows is None:
