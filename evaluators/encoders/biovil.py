@@ -20,7 +20,7 @@ import torch
 from .. import settings
 from ..settings import is_offline
 from .base import Encoder, as_gray, center_crop, hf_cache_dir, library_versions, resize_shortest_edge
-from .registry import Availability, EncoderSpec
+from .spec import Availability, EncoderSpec
 
 HF_ID = "microsoft/BiomedVLP-BioViL-T"
 FILENAME = "biovil_t_image_model_proj_size_128.pt"

@@ -22,7 +22,7 @@ import torch
 from .. import settings
 from ..settings import is_offline
 from .base import Encoder, as_gray, library_versions, resize
-from .registry import Availability, EncoderSpec
+from .spec import Availability, EncoderSpec
 
 FILENAME = "weights-inception-2015-12-05-6726825d.pth"
 URL = f"https://github.com/toshas/torch-fidelity/releases/download/v0.2.0/{FILENAME}"

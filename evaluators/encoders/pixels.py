@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from .base import Encoder, as_gray, resize
-from .registry import Availability, EncoderSpec
+from .spec import Availability, EncoderSpec
 
 SIZE = 32
 

@@ -19,7 +19,7 @@ import torch
 from .. import settings
 from ..settings import is_offline
 from .base import Encoder, as_gray, center_crop, hf_cache_dir, library_versions, resize, resize_shortest_edge
-from .registry import Availability, EncoderSpec
+from .spec import Availability, EncoderSpec
 
 HF_ID = "microsoft/rad-dino"
 ENV = "CHEXGEN_RADDINO"

@@ -28,7 +28,7 @@ import torch
 from .. import settings
 from ..settings import is_offline
 from .base import Encoder, as_gray, library_versions
-from .registry import Availability, EncoderSpec
+from .spec import Availability, EncoderSpec
 
 WEIGHTS = "densenet121-res224-all"
 FILENAME = "nih-pc-chex-mimic_ch-google-openi-kaggle-densenet121-d121-tw-lr001-rot45-tr15-sc15-seed0-best.pt"
