@@ -24,6 +24,8 @@ def privacy_verdict_line(result: dict) -> str:
         out += "\n\nVerdicts (one per image): " + counts_text(counts) + "."
     if summ.get("encoder_note"):
         out += f"\n\nEncoder note: results {summ['encoder_note']}."
+    if summ.get("patient_ids_source"):
+        out += f"\n\nTraining patient ids: {summ['patient_ids_source']}."
     return out
 
 

@@ -96,9 +96,12 @@ class ImageSet:
     labels_source: str = "none"
     skipped: list[BadFile] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    patient_ids_source: str | None = None  # "column", "derived from ... layout)" (evaluators.patient_ids), "none"
 
     def __post_init__(self) -> None:
         self.table = _canonical_table(self.table)
+        if self.patient_ids_source is None:
+            self.patient_ids_source = "column" if any(p is not None for p in self.patient_ids) else "none"
 
     # ---- access
     def __len__(self) -> int:
@@ -170,6 +173,7 @@ class ImageSet:
             labels_source=self.labels_source,
             skipped=list(self.skipped),
             notes=list(self.notes),
+            patient_ids_source=self.patient_ids_source,
         )
 
     def split(self, name: str) -> ImageSet:
@@ -206,6 +210,7 @@ class ImageSet:
             "root": str(self.root) if self.root else None,
             "n_images": len(self),
             "n_patients": len(set(pids)) if pids else None,
+            "patient_ids_source": self.patient_ids_source if pids else "none",
             "n_with_prompt": int((self.table["prompt"].astype(str).str.strip() != "").sum()),
             "splits": {s: v["images"] for s, v in by_split.items()},
             "labels": counts,
@@ -322,6 +327,7 @@ def load_image_set(
     verify_images: bool = False,
     name: str | None = None,
     max_rows: int | None = None,
+    derive_patient_ids: bool | None = None,
 ) -> ImageSet:
     """An :class:`ImageSet` from a folder, a CSV, ``PATH@SPLIT`` or ``demo``.
 
@@ -331,6 +337,9 @@ def load_image_set(
     - ``verify_images``: decode every image now (else bad pixels are found when an image is read;
       missing and empty files are always found at load time).
     - ``max_rows``: refuse larger CSVs (default :data:`MAX_ROWS`, env ``CHEXGEN_MAX_ROWS``).
+    - ``derive_patient_ids``: without a patient-id column (or with a blank one), take patient and study ids from
+      paths that follow a public dataset's layout (:func:`with_derived_patient_ids`); default: the setting
+      ``CHEXGEN_DERIVE_PATIENT_IDS`` (on).
     """
     if isinstance(source, ImageSet):
         out = source.split(split) if split else source
@@ -362,8 +371,31 @@ def load_image_set(
                         default_root_candidates=images_root is None, name=name)
     else:
         raise InputError(f"{p} is neither a folder nor a regular file; pass a folder of images or a CSV file.")
+    from .patient_ids import enabled
+
+    if enabled(derive_patient_ids):
+        out = with_derived_patient_ids(out)
     if verify_images:
         out = _verify(out, skip_bad)
+    return out
+
+
+def with_derived_patient_ids(image_set: ImageSet) -> ImageSet:
+    """``image_set`` with patient (and, when its study column is blank too, study) ids derived from its paths when
+    it has no patient id at all and its paths follow a layout of :mod:`evaluators.patient_ids`; else unchanged."""
+    from .patient_ids import match_layout
+
+    if any(p is not None for p in image_set.patient_ids):
+        return image_set
+    derived = match_layout(image_set.paths)
+    if derived is None:
+        return image_set
+    out = image_set.subset(slice(None))
+    out.table["patient_id"] = pd.Series(derived.patient_ids, dtype=object)
+    if all(_blank(v) for v in out.table["study_id"].tolist()):
+        out.table["study_id"] = pd.Series(derived.study_ids, dtype=object)
+    out.patient_ids_source = derived.source
+    out.notes.append(derived.note())
     return out
 
 
@@ -862,6 +894,7 @@ def format_description(d: dict) -> str:
         f"root: {d['root']}",
         f"images: {d['n_images']}  patients: {d['n_patients'] if d['n_patients'] is not None else 'unknown'}  "
         f"with prompt: {d['n_with_prompt']}",
+        f"patient ids: {d.get('patient_ids_source', 'none')}",
         "splits: " + ", ".join(f"{k} {v}" for k, v in d["splits"].items()),
         "",
         f"{'label':<28}{'pos':>7}{'neg':>7}{'unc':>7}{'blank':>7}",

@@ -309,6 +309,7 @@ def build_index(
             "name": getattr(image_set, "name", ""),
             "source_format": getattr(image_set, "source_format", ""),
             "root": str(getattr(image_set, "root", "") or ""),
+            "patient_ids_source": getattr(image_set, "patient_ids_source", None),
         },
         "n": len(x),
         "dim": int(x.shape[1]),

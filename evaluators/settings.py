@@ -123,6 +123,9 @@ _ROWS = (
     _s("CHEXGEN_MAX_PIXELS", "int", 8192 * 8192, "largest image accepted (pixels, per frame)", minimum=1,
        shown_default="67108864 (8192 x 8192)"),
     _s("CHEXGEN_MAX_ROWS", "int", 5_000_000, "rows read from one CSV image set", minimum=1),
+    _s("CHEXGEN_DERIVE_PATIENT_IDS", "flag", True, "a set without a patient-id column takes patient (and study) "
+       "ids from its paths when they follow the NIH ChestX-ray14, MIMIC-CXR or CheXpert layout "
+       "(`evaluators.patient_ids`); `0` turns it off (`--no-derive-patient-ids` per command)"),
     _s("CHEXGEN_MATCH_WORKERS", "int", None, "threads of the memorisation pixel re-check", minimum=1,
        shown_default="the CPUs this process may use"),
     # ---- the app and its queue

@@ -107,6 +107,7 @@ def test_result_shape_and_calibration(world):
     n_train = r["settings"]["n_train"]
     assert cal["percentile"] == 99.0 and cal["level"] == pytest.approx(0.01)
     assert cal["n"] == cal["n_queries"] == n_train and cal["patient_ids_used"] is True  # every training image
+    assert r["summary"]["patient_ids_source"] == "column" and "training patient ids: column" in format_summary(r)
     assert cal["smallest_level"] == pytest.approx(1 / (n_train + 1)) and len(cal["scores"]) == n_train
     # the conformal quantile: the ceil((n + 1) * 0.99)-th smallest calibration score
     assert cal["threshold"] == sorted(cal["scores"])[int(np.ceil((n_train + 1) * 0.99)) - 1]
@@ -173,6 +174,7 @@ def test_calibration_without_patient_ids_says_so_once(world, tmp_path):
     assert cal["patient_ids_used"] is False and cal["n_queries"] == len(train)
     assert sum("no patient ids" in n for n in cal["notes"]) == 1
     assert "NOTE: the training set has no patient ids" in format_summary(r)
+    assert r["summary"]["patient_ids_source"] == "none"
     # candidates scoring at least the near-duplicate level were left out; when that level sets the threshold,
     # a note says so
     dup = cal["duplicate_score"]
@@ -183,6 +185,28 @@ def test_calibration_without_patient_ids_says_so_once(world, tmp_path):
     assert dup >= sorted(cal["scores"])[int(np.ceil((len(train) + 1) * 0.99)) - 1] - 0.1
     samples = _by_name(r)
     assert np.mean([s["flagged"] for n, s in samples.items() if n.startswith("copy_")]) >= 0.9
+
+
+def test_patient_ids_derived_from_nih_file_names_calibrate_as_the_column_does(world, tmp_path):
+    """The same training images named as NIH ChestX-ray14 names them (patient, follow-up), with no patient_id
+    column: the ids come from the names, the calibration leaves each query's patient out, as with the column."""
+    train = world["train"]
+    number = {p: k + 1 for k, p in enumerate(dict.fromkeys(train.patient_ids))}
+    seen: dict[str, int] = {}
+    rows = []
+    (tmp_path / "nih").mkdir()
+    for i, (path, pid) in enumerate(zip(train.paths, train.patient_ids)):
+        name = f"{number[pid]:08d}_{seen.setdefault(pid, 0):03d}.png"
+        seen[pid] += 1
+        (tmp_path / "nih" / name).write_bytes(Path(path).read_bytes())
+        rows.append({**train.table.drop(columns=["patient_id", "study_id"]).iloc[i].to_dict(), "path": name})
+    pd.DataFrame(rows).to_csv(tmp_path / "nih" / "metadata.csv", index=False)
+    r = run_privacy(str(tmp_path / "nih"), world["small"], encoder=ENCODER, reid=None)
+    source = "derived from file names (NIH ChestX-ray14 layout)"
+    assert r["summary"]["patient_ids_source"] == source and f"training patient ids: {source}" in format_summary(r)
+    cal, with_column = r["calibration"], world["result"]["calibration"]
+    assert cal["patient_ids_used"] is True and cal["n_queries"] == with_column["n_queries"]
+    assert cal["threshold"] == pytest.approx(with_column["threshold"], abs=1e-6)
 
 
 def test_a_level_the_calibration_cannot_support_is_refused(world):

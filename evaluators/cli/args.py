@@ -133,5 +133,28 @@ def add_options(parser: argparse.ArgumentParser, add: Callable[[argparse.Argumen
         add(parser)
 
 
-__all__ = ["CommandParser", "add_dtype_argument", "add_options", "add_preprocess_argument", "float_range",
-           "int_range", "knob", "positive"]
+def add_derive_argument(parser) -> None:
+    """``--no-derive-patient-ids``: honoured by handlers wrapped in :func:`honours_derive_flag`."""
+    parser.add_argument("--no-derive-patient-ids", action="store_true",
+                        help="do not take patient ids from file paths that follow the NIH ChestX-ray14, MIMIC-CXR "
+                             "or CheXpert layout when a set has no patient_id column (default: derive; see "
+                             "CHEXGEN_DERIVE_PATIENT_IDS)")
+
+
+def honours_derive_flag(handler: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
+    """A handler that loads every set with path-derived patient ids off when ``--no-derive-patient-ids`` is given."""
+
+    def run(args: argparse.Namespace) -> int:
+        if getattr(args, "no_derive_patient_ids", False):
+            from ..patient_ids import derivation
+
+            with derivation(False):
+                return handler(args)
+        return handler(args)
+
+    run.__name__, run.__doc__ = handler.__name__, handler.__doc__
+    return run
+
+
+__all__ = ["CommandParser", "add_derive_argument", "add_dtype_argument", "add_options", "add_preprocess_argument",
+           "float_range", "honours_derive_flag", "int_range", "knob", "positive"]

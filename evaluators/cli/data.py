@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 from ..errors import InputError
+from .args import add_derive_argument
 
 
 def add_cli(subparsers) -> None:
@@ -67,13 +68,15 @@ def _add_inspect_set(subparsers) -> None:
     p.add_argument("--images-root", default=None, help="folder the CSV's image paths are relative to")
     p.add_argument("--skip-bad", action="store_true", help="skip bad rows / files and list them instead of stopping")
     p.add_argument("--verify", action="store_true", help="decode every image now (slower; finds corrupt files)")
+    add_derive_argument(p)
     p.set_defaults(func=_cli_inspect_set)
 
 
 def _cli_inspect_set(args: argparse.Namespace) -> int:
     from ..imagesets import format_description, load_image_set
 
-    s = load_image_set(args.set, images_root=args.images_root, skip_bad=args.skip_bad, verify_images=args.verify)
+    s = load_image_set(args.set, images_root=args.images_root, skip_bad=args.skip_bad, verify_images=args.verify,
+                       derive_patient_ids=False if args.no_derive_patient_ids else None)
     print(format_description(s.describe()))
     return 0
 

@@ -7,7 +7,15 @@ import argparse
 import json
 import sys
 
-from .args import add_dtype_argument, add_options, int_range, knob, positive
+from .args import (
+    add_derive_argument,
+    add_dtype_argument,
+    add_options,
+    honours_derive_flag,
+    int_range,
+    knob,
+    positive,
+)
 
 
 def add_cli(subparsers) -> None:
@@ -31,6 +39,7 @@ def _reid_arg(value: str | None):
     return None if value is None or value.lower() == "none" else value
 
 
+@honours_derive_flag
 def _cli_privacy(args: argparse.Namespace) -> int:
     """The run layer's privacy job (:mod:`evaluators.runs`): the same config gives the app's result."""
     from ..privacy.search import load_set
@@ -52,6 +61,7 @@ def _cli_privacy(args: argparse.Namespace) -> int:
     return 0
 
 
+@honours_derive_flag
 def _cli_protocol(args: argparse.Namespace) -> int:
     from ..privacy.suite import format_summary, run_privacy_protocol
 
@@ -99,6 +109,7 @@ def _common(p: argparse.ArgumentParser) -> None:
                    help=f"encoder candidates verified per image with --match aligned (default: {DEFAULT_CANDIDATES})")
     p.add_argument("--device", default=None, help="cuda, mps or cpu (default: best available)")
     add_dtype_argument(p)
+    add_derive_argument(p)
     p.add_argument("--preprocess", default=None, choices=("auto", "clean", "chexgenbench"),
                    help="encoder preprocessing (see `fidelity --help`); default: the reference index's mode, else auto")
 
@@ -141,6 +152,7 @@ def _protocol_options(q: argparse.ArgumentParser) -> None:
     q.add_argument("--out", required=True, help="JSON results file")
 
 
+@honours_derive_flag
 def _cli_train_reid(args: argparse.Namespace) -> int:
     from ..privacy.reid import train_reid
 
@@ -185,3 +197,4 @@ def _train_reid_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-size", type=int_range(1), default=32)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default=None, help="cuda, mps, cpu (default: best available)")
+    add_derive_argument(p)

@@ -254,6 +254,7 @@ def run_privacy(
 
     labels = syn.labels[feats.index] if syn.has_labels else None
     summary = _summary(scores, flags, labels, cal, reid_note, choice)
+    summary["patient_ids_source"] = patient_ids_source(search.train_set, index)
     summary["top1_cosine_mean"] = float(np.nanmean(found.top1))
     summary["copy_score_mean"] = float(copy.mean())
     summary["copy_score_max"] = float(copy.max())
@@ -340,6 +341,17 @@ def _check(k, percentile, match, candidates) -> None:
         raise InputError(f"Unknown match {match!r}; use one of {', '.join(MATCH_MODES)}.")
     if int(candidates) < 1:
         raise InputError(f"candidates must be at least 1 (got {candidates}).")
+
+
+def patient_ids_source(train_set, index) -> str:
+    """Where the training set's patient ids come from: ``column``, ``derived from ... layout)`` (file paths,
+    :mod:`evaluators.patient_ids`) or ``none``; ``column (some blank: not used)`` when the calibration cannot use them."""
+    ref = (getattr(index, "info", None) or {}).get("reference") or {}
+    source = getattr(train_set, "patient_ids_source", None) or ref.get("patient_ids_source") or "column"
+    if patient_ids(index.meta) is not None:
+        return source
+    has_any = index.meta["patient_id"].notna().any() if "patient_id" in index.meta.columns else False
+    return f"{source} (some blank: not used)" if has_any else "none"
 
 
 def _describe(train, index) -> str:
@@ -471,6 +483,7 @@ def run_privacy_protocol(
 
     labels = np.repeat(train_set.labels[rows], S, axis=0) if train_set.has_labels else None
     summary = _summary(scores, flags, labels, cal, reid_note, choice)
+    summary["patient_ids_source"] = patient_ids_source(train_set, index)
     summary.update(
         n_prompts=len(prompts), n_seeds=S, n_images=len(images),
         mean_pixel_distance=float(table["Mean_pixel_distance"].mean()),
@@ -520,6 +533,8 @@ def format_summary(result: dict) -> str:
         f"encoder: {(result.get('encoder') or {}).get('name', '?')}, "
         f"{(result.get('encoder') or {}).get('preprocess', 'clean')} preprocessing",
     ]
+    if s.get("patient_ids_source"):
+        lines.append(f"training patient ids: {s['patient_ids_source']}")
     if cal.get("patient_ids_used") is False:
         lines.append("NOTE: the training set has no patient ids; see the calibration notes in the JSON.")
     if s["reid_available"]:

@@ -15,7 +15,8 @@ def reference_summary(ctx: RunContext, mode: str | None = None) -> list[str]:
     lines = [f"Reference set: `{ctx.name}`"]
     try:
         d = ctx.reference_set().describe()
-        lines.append(f"Images: {d['n_images']}; patients: {d['n_patients']}; splits: {d['splits']}")
+        lines.append(f"Images: {d['n_images']}; patients: {d['n_patients']} (patient ids: "
+                     f"{d.get('patient_ids_source', 'none')}); splits: {d['splits']}")
     except (InputError, UnavailableError) as exc:
         lines.append(f"Not loaded: {exc}")
     if ctx.index_built:
