@@ -6,8 +6,10 @@ each patient who has several (those studies are "other studies of training patie
 supplies "new patients". Near copies of training images are planted for every kind of
 ``evaluators.privacy.perturb.KINDS``. The search is the engine's own (:class:`MemorisationSearch`: encoder
 top-k candidates re-ranked by the copy matcher, threshold from leave-one-out calibration over the
-training index), calibrated twice: with the patient ids, and with them removed (as for a folder of
-training images without ids). Printed: recall per kind, the false-flag rate of new patients' images
+training index), calibrated per ``--modes``: ``ids`` with the patient ids, ``no-ids`` with them removed (as for a
+folder of training images without ids; nothing derived from the file names), ``derived`` removed and then taken
+from the file names (:mod:`evaluators.patient_ids`, as the loader does for a set without ids: NIH names on the
+NIH sample; the demo world's names follow no layout, so there it equals ``no-ids``). Printed: recall per kind, the false-flag rate of new patients' images
 against the nominal level (with the calibration size), the rate for other studies of training patients,
 where the missed copies went (search misses: the best candidate is not the copy's source, e.g. the source
 was not among the candidates; threshold misses: the source matched but scored at or below the threshold),
@@ -15,6 +17,7 @@ and the matcher's cost per (synthetic, candidate) pair at 64/128/256 px on one t
 
     python benchmarks/privacy_matcher.py [--encoder demo] [--copies-per-kind 20] [--seeds 0 1] [--skip-demo]
         [--skip-nih] [--demo-patients 600] [--percentile 99] [--workers 1] [--pixel-candidates 10]
+        [--modes ids no-ids derived] [--skip-costs]
 
 Data: the shared NIH ChestX-ray14 sample (64 px, real) and the demo world at 128 px (600 patients).
 """
@@ -56,16 +59,28 @@ def split_world(full, seed: int):
     return full.subset(train, name=f"{full.name}@train{seed}"), np.asarray(same), np.flatnonzero(~in_a)
 
 
-def searches(train, enc, work: Path, workers: int, percentile: float, pixel_candidates: int | None = None):
-    """Two MemorisationSearch objects on the same training images: with patient ids and with them blanked."""
+MODES = ("ids", "no-ids", "derived")
+
+
+def searches(train, enc, work: Path, workers: int, percentile: float, pixel_candidates: int | None = None,
+             modes: tuple[str, ...] = MODES[:2]):
+    """MemorisationSearch objects on the same training images: with patient ids, with them blanked, and blanked
+    then derived from the file names (see the module docstring)."""
+    from evaluators.imagesets import with_derived_patient_ids
     from evaluators.index import build_index
     from evaluators.privacy.search import MemorisationSearch
 
     out = {}
-    for mode in ("ids", "no ids"):
-        s = train if mode == "ids" else train.subset(np.arange(len(train)), name=f"{train.name} (no ids)")
-        if mode == "no ids":
+    for mode in modes:
+        s = train if mode == "ids" else train.subset(np.arange(len(train)), name=f"{train.name} ({mode})")
+        if mode != "ids":
             s.table["patient_id"] = None
+            s.table["study_id"] = None
+            s.patient_ids_source = "none"
+        if mode == "derived":
+            s = with_derived_patient_ids(s)
+            print(f"{train.name}, derived: patient ids {s.describe()['patient_ids_source']} "
+                  f"({s.describe()['n_patients']} patients)", flush=True)
         index = build_index(s, enc, work / f"{train.name}-{mode.replace(' ', '')}", umap=False, show_progress=False)
         t0 = time.perf_counter()
         extra = {} if pixel_candidates is None else {"pixel_candidates": pixel_candidates}
@@ -76,12 +91,12 @@ def searches(train, enc, work: Path, workers: int, percentile: float, pixel_cand
 
 
 def experiment(name: str, full, enc, seed: int, per_kind: int, work: Path, workers: int,
-               percentile: float, pixel_candidates: int | None = None) -> list[list]:
+               percentile: float, pixel_candidates: int | None = None, modes: tuple[str, ...] = MODES[:2]) -> list[list]:
     from evaluators.features import extract_features
     from evaluators.privacy.perturb import KINDS, perturb
 
     train, same_rows, new_rows = split_world(full, seed)
-    both = searches(train, enc, work, workers, percentile, pixel_candidates)
+    both = searches(train, enc, work, workers, percentile, pixel_candidates, modes)
     rng = np.random.default_rng(100 + seed)
     items, groups, sources = [], [], []
     for kind in KINDS:
@@ -96,7 +111,7 @@ def experiment(name: str, full, enc, seed: int, per_kind: int, work: Path, worke
         items.append(full.image(int(r)))
         groups.append("other studies of training patients")
     feats = extract_features(items, enc, show_progress=False).features
-    search = both["ids"][0]
+    search = next(iter(both.values()))[0]  # the candidates and scores do not depend on the ids
     t0 = time.perf_counter()
     found = search.check(items, feats)
     t_query = (time.perf_counter() - t0) / len(items)
@@ -169,6 +184,10 @@ def main() -> int:
     ap.add_argument("--demo-patients", type=int, default=600)
     ap.add_argument("--skip-demo", action="store_true")
     ap.add_argument("--skip-nih", action="store_true")
+    ap.add_argument("--modes", nargs="+", choices=MODES, default=list(MODES[:2]),
+                    help="patient ids: 'ids' as given, 'no-ids' removed, 'derived' removed then taken from the file "
+                         "names (default: ids no-ids)")
+    ap.add_argument("--skip-costs", action="store_true", help="skip the matcher's cost per pair")
     args = ap.parse_args()
     import torch
 
@@ -190,15 +209,17 @@ def main() -> int:
             nih = load_image_set(NIH)
             for seed in args.seeds:
                 rows += experiment("NIH sample (64 px)", nih, enc, seed, args.copies_per_kind, work, args.workers,
-                                   args.percentile, args.pixel_candidates)
+                                   args.percentile, args.pixel_candidates, tuple(args.modes))
         if not args.skip_demo:
             from evaluators.demo_world import generate_demo_world
 
             world = load_image_set(generate_demo_world(work / "demo", patients=args.demo_patients, seed=0, size=128))
             rows += experiment("demo world (128 px)", world, enc, args.seeds[0], args.copies_per_kind, work,
-                               args.workers, args.percentile, args.pixel_candidates)
+                               args.workers, args.percentile, args.pixel_candidates, tuple(args.modes))
         print()
         print(markdown_table(headers, rows))
+        if args.skip_costs:
+            return 0
         imgs = [nih.image(i) for i in range(60)] if nih is not None else None
         if imgs is None:
             from evaluators.demo_world import generate_demo_world
