@@ -200,3 +200,31 @@ def test_nih_sample_names_give_its_patient_ids(nih_sample):
     assert from_names.patient_ids_source == NIH and with_column.patient_ids_source == "column"
     by_name = dict(zip(from_names.paths, from_names.patient_ids))
     assert [by_name[p] for p in with_column.paths] == with_column.patient_ids
+
+
+def test_commands_with_the_flag_load_without_derivation(tmp_path):
+    """privacy, privacy-protocol and train-reid load their sets inside the handler: the flag holds there."""
+    import argparse
+
+    from evaluators.cli.args import add_derive_argument, honours_derive_flag
+
+    _files(tmp_path, ["00000001_000.png", "00000002_000.png"])
+    seen = []
+    handler = honours_derive_flag(lambda args: seen.append(load_image_set(tmp_path).patient_ids) or 0)
+    p = argparse.ArgumentParser()
+    add_derive_argument(p)
+    assert handler(p.parse_args(["--no-derive-patient-ids"])) == 0 and handler(p.parse_args([])) == 0
+    assert seen == [[None, None], ["1", "2"]]
+    assert load_image_set(tmp_path).patient_ids == ["1", "2"]  # off only inside the command
+
+
+def test_the_app_lines_say_where_ids_came_from(tmp_path, monkeypatch):
+    from chexgen_ui.tables import privacy_verdict_line
+    from evaluators.runs import RunContext
+    from evaluators.runs.summary import reference_summary
+
+    monkeypatch.setenv("CHEXGEN_HOME", str(tmp_path / "home"))
+    _files(tmp_path / "set", ["00000001_000.png", "00000001_001.png", "00000002_000.png"])
+    lines = reference_summary(RunContext(str(tmp_path / "set"), encoder="pixels"))
+    assert f"patients: 2 (patient ids: {NIH})" in lines[1]
+    assert f"Training patient ids: {NIH}." in privacy_verdict_line({"summary": {"patient_ids_source": NIH}})
