@@ -216,3 +216,27 @@ def test_set_up_generates_the_synthetic_side_from_models(studio, world):
                   "ann", gen_models=[COPIER])
     with pytest.raises(InputError, match="Choose one or more models"):
         rs.create(studio, GENERATE, None, "", "", 4, "", ["real_synthetic"], "ann", gen_models=[])
+
+
+def test_reader_link_opens_the_reading_section_with_the_code_filled_in(studio, world):
+    from types import SimpleNamespace
+
+    from chexgen_ui.app import build_app
+
+    md, _ = rs.create(studio, SERVER, None, str(world["fake"]), "gen-A", 8, "", ["real_synthetic"], "cy",
+                      base_url="http://127.0.0.1:7860/?__theme=dark#top")
+    code = re.search(r"- cy: `([A-Za-z0-9_-]+)`", md).group(1)
+    assert f"link: `http://127.0.0.1:7860/?reader={code}`" in md  # the code alone: nothing about the study
+    assert rs.reader_link(code) == f"?reader={code}"
+    assert rs.page_url(SimpleNamespace(headers={"referer": "http://h/app/?reader=old"})) == "http://h/app/"
+
+    demo = build_app(studio=studio)
+    on_link = next(f.fn for f in demo.fns.values() if getattr(f.fn, "__name__", "") == "on_link")
+    tabs, filled, state, progress, img, *_ = on_link(0.5, 1.0, 1.0, SimpleNamespace(query_params={"reader": code}))
+    assert tabs.selected == "reader-study" and filled == code
+    assert state == {"code": code, "item": rs.open_reader(code)["item"]} and progress.startswith("Image 1 of 8 (0 answered")
+    assert img is not None and _leaks(progress, world) == []
+    unknown = on_link(0.5, 1.0, 1.0, SimpleNamespace(query_params={"reader": "nope"}))
+    assert unknown[0].selected == "reader-study" and unknown[2] is None and "not known" in unknown[3]
+    untouched = on_link(0.5, 1.0, 1.0, SimpleNamespace(query_params={}))  # a page without a link: nothing changes
+    assert all(u == {"__type__": "update"} for u in untouched)

@@ -224,8 +224,15 @@ def test_two_reader_study_survives_a_server_restart(server):
         server.start()
         _open_reader(ann, server.url, codes["ann"], "Image 5 of 8 (4 answered")  # resumes, nothing lost
         _read(ann, plan["ann"], 4, 8, served["ann"], server.url)
+        # bob opens his reader link: the Reader study tab with his code filled in and his first image shown
+        link = server.url.rstrip("/") + f"/?reader={codes['bob']}"
+        assert link in created
         bob = browser.new_page(viewport={"width": 1400, "height": 1000})
-        _open_reader(bob, server.url, codes["bob"], "Image 1 of 8")
+        bob.goto(link)
+        bob.wait_for_function("(document.querySelector('#rs-progress') || {innerText: ''}).innerText"
+                              ".includes('Image 1 of 8')", timeout=120_000)
+        bob.wait_for_selector("#rs-image img", timeout=30_000)
+        assert bob.locator("#rs-code").locator("input, textarea").first.input_value() == codes["bob"]
         _read(bob, plan["bob"], 0, 8, served["bob"], server.url)
         # every image each reader saw came over HTTP at one size (64 px study, enlarged for display), and
         # both readers were shown the same 8 images (their own order)

@@ -16,7 +16,8 @@ import tempfile
 from pathlib import Path
 from types import SimpleNamespace
 
-import numpy as np
+import gradio as gr  # at module level, so that callbacks' ``request: gr.Request`` resolves: Gradio reads the
+import numpy as np  # annotations with typing.get_type_hints, and when one is unresolved it passes no request at all
 import pandas as pd
 
 from evaluators import limits
@@ -33,6 +34,7 @@ PUBLIC_MAX_IMAGES = 200
 QUESTION_LABELS = {"real_synthetic": "real or synthetic (+ confidence 1-5)", "findings": "findings present",
                    "quality": "image quality 1-5", "comment": "free comment"}
 CALLS = ["real", "synthetic"]
+LINK_PARAM = "reader"  # a reader link is the app's address + ?reader=CODE: it opens Reading with the code filled in
 
 # Keyboard shortcuts while reading (not while typing in a text field): r / s = real / synthetic, 1-5 = confidence,
 # n = next image. They click the visible controls, so Gradio's own events save the answer.
@@ -98,12 +100,13 @@ def _synthetic_sets(studio, src: str, files, folder: str, session: str | None, *
 
 def create(studio, src: str, files, folder: str, models: str, n_images, mix: str, questions, readers: str,
            size=None, seed=0, name: str = "", session: str | None = None, *, gen_models=None, n_generate=0,
-           steps=None, progress=None) -> tuple[str, str]:
+           steps=None, progress=None, base_url: str | None = None) -> tuple[str, str]:
     """Create a study on the app's reference set; returns (markdown with the reader codes, study id).
 
     ``src`` "generate...": the synthetic side is generated now by ``gen_models`` (one set per model) from
     prompts drawn from the reference set's reports (so every image has the labels it was generated for),
-    ``n_generate`` images per model (0: just the study's share, half the images split over the models)."""
+    ``n_generate`` images per model (0: just the study's share, half the images split over the models).
+    ``base_url``: the app's address, for each reader's link (:func:`reader_link`)."""
     n = int(n_images or 0)
     if studio.public and n > PUBLIC_MAX_IMAGES:
         raise InputError(f"At most {PUBLIC_MAX_IMAGES} images per study in public mode; got {n}.")
@@ -144,10 +147,32 @@ def create(studio, src: str, files, folder: str, models: str, n_images, mix: str
              "", f"Real images: the reference set `{reference_label(studio)}`"
              + (f"; synthetic images generated now by {', '.join(f'`{m}`' for m in gen_models)} "
                 f"({per_model} per model, prompts drawn from the reference reports)." if generating else "."),
-             "", "Reader codes (give each reader only their own; it opens the Reading section):", ""]
-    lines += [f"- {who}: `{code}`" for who, code in study["readers"].items()]
+             "", "Reader codes (give each reader only their own code or link; it opens the Reading section):", ""]
+    lines += [f"- {who}: `{code}` · link: `{reader_link(code, base_url)}`" for who, code in study["readers"].items()]
     lines += ["", "Notes:", "", *[f"- {n}" for n in study["notes"]]]
     return "\n".join(lines), study["study_id"]
+
+
+def reader_link(code: str, base_url: str | None = None) -> str:
+    """The reader's link: the app's address with ``?reader=CODE`` (the code alone: it is the reader's only key and
+    says nothing about the study's answers). Without the address, the part to append to it."""
+    from urllib.parse import quote
+
+    base = (base_url or "").split("?")[0].split("#")[0]
+    return f"{base}?{LINK_PARAM}={quote(str(code), safe='')}"
+
+
+def page_url(request) -> str | None:
+    """The address of the page a request came from (its Referer without query), or None."""
+    headers = getattr(request, "headers", None) or {}
+    ref = headers.get("referer") if hasattr(headers, "get") else None
+    return ref.split("?")[0].split("#")[0] if ref else None
+
+
+def link_code(request) -> str:
+    """The reader code of a reader link (``?reader=CODE`` in the page's address), or ''."""
+    params = getattr(request, "query_params", None) or {}
+    return str(params.get(LINK_PARAM) or "").strip() if hasattr(params, "get") else ""
 
 
 def reference_label(studio) -> str:
@@ -266,7 +291,7 @@ def build(studio, public: bool, source_choices: list[str]) -> None:
     """The tab's layout and callbacks (call inside the app's ``gr.Tabs``): three sections laid out, then wired."""
     import gradio as gr
 
-    with gr.Tab("Reader study", id="reader-study"):
+    with gr.Tab("Reader study", id="reader-study") as tab:
         gr.HTML("", js_on_load=KEYS_JS, elem_id="rs-keys", padding=False)
         with gr.Accordion("Set-up (study lead)", open=True):
             s = _setup_layout(gr, studio, public, source_choices)
@@ -275,8 +300,9 @@ def build(studio, public: bool, source_choices: list[str]) -> None:
         with gr.Accordion("Results (study lead)", open=True):
             x = _results_layout(gr)
     _wire_setup(gr, studio, s, x)
-    _wire_reading(gr, r)
+    view, view_out = _wire_reading(gr, r)
     _wire_results(gr, studio, x)
+    _wire_link(gr, tab, r, view, view_out)
 
 
 def _setup_layout(gr, studio, public: bool, source_choices: list[str]) -> SimpleNamespace:
@@ -393,7 +419,8 @@ def _wire_setup(gr, studio, s: SimpleNamespace, x: SimpleNamespace) -> None:
                   request: gr.Request = None, progress=gr.Progress()):  # noqa: B008 - Gradio's idiom
         md, sid = create(studio, src, files, folder, models, n, mix, questions, readers, name=name,
                          session=_session(request), gen_models=gen_models, n_generate=gen_n, steps=steps,
-                         progress=lambda done, total, msg: progress((done, total), desc=msg))
+                         progress=lambda done, total, msg: progress((done, total), desc=msg),
+                         base_url=page_url(request))
         return md, sid, sid
 
     s.btn.click(on_create, [s.src, s.files, s.folder, s.models, s.n, s.mix, s.q, s.readers, s.name, s.gen, s.gen_n,
@@ -454,6 +481,27 @@ def _wire_reading(gr, r: SimpleNamespace) -> None:
 
     for sl in (r.level, r.width, r.zoom):
         sl.change(on_window, [r.state, r.level, r.width, r.zoom], r.img, show_progress="hidden")
+    return _view, view_out
+
+
+def _wire_link(gr, tab, r: SimpleNamespace, view, view_out: list) -> None:
+    """A reader link (``?reader=CODE``) opens this tab with the code filled in and the reader's resume point shown;
+    a page without one is left as it is. An unknown code shows why in the progress line."""
+    tabs, root = tab.parent, tab
+    while getattr(root, "parent", None) is not None:
+        root = root.parent
+
+    def on_link(level, width, zoom, request: gr.Request = None):
+        code = link_code(request)
+        if not code:
+            return (gr.update(), gr.update(), *[gr.update()] * len(view_out))
+        try:
+            shown = view(open_reader(code), level, width, zoom)
+        except InputError as exc:
+            shown = (None, f"This reader link does not open a study: {exc}", *[gr.update()] * (len(view_out) - 2))
+        return (gr.Tabs(selected="reader-study"), code, *shown)
+
+    root.load(on_link, [r.level, r.width, r.zoom], [tabs, r.code, *view_out])
 
 
 def _wire_results(gr, studio, x: SimpleNamespace) -> None:
