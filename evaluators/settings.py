@@ -107,6 +107,8 @@ _ROWS = (
        "(`FOLDER_OR_CSV[@split]`)"),
     _s("CHEXGEN_RADDINO", "path", None, "RadDino folder (`microsoft/rad-dino` layout)",
        shown_default="the HF cache"),
+    _s("CHEXGEN_DINOV2", "path", None, "DINOv2 folder (`facebook/dinov2-base` layout: config.json + "
+       "model.safetensors)", shown_default="the HF cache"),
     _s("CHEXGEN_INCEPTION_WEIGHTS", "path", None, "InceptionV3 FID weights file",
        shown_default="the `torch.hub` cache"),
     _s("CHEXGEN_XRV_WEIGHTS", "path", None, "torchxrayvision DenseNet-121 weights (released file or safetensors)",

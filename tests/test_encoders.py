@@ -35,7 +35,8 @@ def _no_weights_anywhere(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf-hub"))
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch-home"))
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
-    for var in ("CHEXGEN_RADDINO", "CHEXGEN_INCEPTION_WEIGHTS", "CHEXGEN_XRV_WEIGHTS", "CHEXGEN_BIOVIL_WEIGHTS"):
+    for var in ("CHEXGEN_RADDINO", "CHEXGEN_INCEPTION_WEIGHTS", "CHEXGEN_XRV_WEIGHTS", "CHEXGEN_BIOVIL_WEIGHTS",
+                "CHEXGEN_DINOV2"):
         monkeypatch.delenv(var, raising=False)
     monkeypatch.setattr(torch.hub, "_hub_dir", None, raising=False)
     monkeypatch.setattr("tempfile.tempdir", str(tmp_path))  # where health_multimodal would have downloaded
@@ -91,9 +92,9 @@ def _check_batch_behaviour(enc, imgs, *, atol=1e-5):
 
 def test_every_encoder_is_listed_and_unavailable_ones_say_why():
     rows = {r["name"]: r for r in list_encoders()}
-    assert {"raddino", "inception", "xrv-densenet", "biovil", "pixels", "demo"} <= set(rows)
+    assert {"raddino", "inception", "xrv-densenet", "biovil", "pixels", "demo", "dinov2"} <= set(rows)
     assert rows["pixels"]["available"] and rows["pixels"]["dim"] == 1024
-    for name in ("raddino", "inception", "xrv-densenet", "demo"):
+    for name in ("raddino", "inception", "xrv-densenet", "demo", "dinov2"):
         row = rows[name]
         assert not row["available"], name
         assert row["reason"] and row["how_to_provide"] and row["description"]
@@ -364,7 +365,7 @@ def test_plugin_imported_first_keeps_the_builtin_encoders():
 
     code = ("import evaluators.demo_encoder\n"
             "from evaluators.encoders.registry import names\n"
-            "assert names()[:6] == ['raddino', 'xrv-densenet', 'demo', 'inception', 'biovil', 'pixels'], names()\n")
+            "assert names()[:7] == ['raddino', 'xrv-densenet', 'demo', 'inception', 'biovil', 'dinov2', 'pixels'], names()\n")
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     assert res.returncode == 0, res.stderr[-2000:]

@@ -131,3 +131,19 @@ def _randomise_batchnorm(model: torch.nn.Module, seed: int) -> None:
         if isinstance(m, torch.nn.modules.batchnorm._BatchNorm) and m.running_mean is not None:
             m.running_mean.copy_(0.1 * torch.randn(m.running_mean.shape, generator=g))
             m.running_var.copy_(1.0 + 0.1 * torch.rand(m.running_var.shape, generator=g))
+
+
+def make_tiny_dinov2(folder: str | Path, *, seed: int = 0, hidden_size: int = 32, num_hidden_layers: int = 2,
+                     num_attention_heads: int = 2, mlp_ratio: int = 2, image_size: int = 56) -> Path:
+    """A tiny random transformers Dinov2Model in the ``facebook/dinov2-base`` folder layout (config.json +
+    model.safetensors via save_pretrained); patch 14, position embeddings interpolated to 224 at run time as
+    for the real model (trained at 518)."""
+    from transformers import Dinov2Config, Dinov2Model
+
+    folder = Path(folder)
+    torch.manual_seed(seed)
+    config = Dinov2Config(hidden_size=hidden_size, num_hidden_layers=num_hidden_layers,
+                          num_attention_heads=num_attention_heads, mlp_ratio=mlp_ratio, patch_size=14,
+                          image_size=image_size)
+    Dinov2Model(config).eval().save_pretrained(folder)
+    return folder

@@ -6,9 +6,12 @@ best encoder that *is* available, in this order (why):
 
 1. ``raddino``: RadDino, the chest X-ray encoder CheXGenBench uses for FID/KID/PRDC;
 2. ``xrv-densenet``: torchxrayvision DenseNet-121 trained on eight chest X-ray datasets;
-3. ``demo``: the small encoder trained on the demo world (shipped with the app);
-4. ``inception``: InceptionV3 (ImageNet) as in standard FID, weak on X-rays;
-5. ``pixels``: downsampled pixels, always available (a sanity baseline, not a perceptual space).
+3. ``dinov2``: DINOv2 ViT-B/14, self-supervised on 142 M natural images (dgm-eval's space): not trained on
+   radiographs, but a general perceptual space valid on any image, so above the demo encoder (trained on the
+   demo world's phantoms, not valid on real X-rays) and Inception (a classifier's features, weak on X-rays);
+4. ``demo``: the small encoder trained on the demo world (shipped with the app);
+5. ``inception``: InceptionV3 (ImageNet) as in standard FID, weak on X-rays;
+6. ``pixels``: downsampled pixels, always available (a sanity baseline, not a perceptual space).
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ from .spec import (  # noqa: F401 - re-exported: plugins import them here
     Loader,
 )
 
-DEFAULT_ORDER = ("raddino", "xrv-densenet", "demo", "inception", "pixels")
+DEFAULT_ORDER = ("raddino", "xrv-densenet", "dinov2", "demo", "inception", "pixels")
 
 
 _REGISTRY: dict[str, EncoderSpec] = {}
@@ -49,13 +52,13 @@ def _builtin() -> None:
     if _LOADED:
         return
     _LOADED = True
-    from . import biovil, inception, pixels, raddino, xrv
+    from . import biovil, dinov2, inception, pixels, raddino, xrv
 
     # A plugin imported before the first lookup (e.g. `import evaluators.demo_encoder`) has registered
     # itself already: it keeps its place over the reserved entry of the same name.
     early = dict(_REGISTRY)
     _REGISTRY.clear()
-    for spec in (raddino.SPEC, xrv.SPEC, DEMO_SPEC, inception.SPEC, biovil.SPEC, pixels.SPEC):
+    for spec in (raddino.SPEC, xrv.SPEC, DEMO_SPEC, inception.SPEC, biovil.SPEC, dinov2.SPEC, pixels.SPEC):
         _REGISTRY[spec.name] = early.pop(spec.name, spec)
     _REGISTRY.update(early)
     for module in PLUGIN_MODULES:  # they replace reserved entries (e.g. "demo") with real loaders
