@@ -9,7 +9,9 @@ top-k candidates re-ranked by the copy matcher, threshold from leave-one-out cal
 training index), calibrated per ``--modes``: ``ids`` with the patient ids, ``no-ids`` with them removed (as for a
 folder of training images without ids; nothing derived from the file names), ``derived`` removed and then taken
 from the file names (:mod:`evaluators.patient_ids`, as the loader does for a set without ids: NIH names on the
-NIH sample; the demo world's names follow no layout, so there it equals ``no-ids``). Printed: recall per kind, the false-flag rate of new patients' images
+NIH sample; the demo world's names follow no layout, so there it equals ``no-ids``), ``no-ids+heldout`` removed and
+calibrated on a held-out set of other patients (``--heldout``: half of the new patients; false flags are then
+measured on the other half only). Printed: recall per kind, the false-flag rate of new patients' images
 against the nominal level (with the calibration size), the rate for other studies of training patients,
 where the missed copies went (search misses: the best candidate is not the copy's source, e.g. the source
 was not among the candidates; threshold misses: the source matched but scored at or below the threshold),
@@ -17,7 +19,7 @@ and the matcher's cost per (synthetic, candidate) pair at 64/128/256 px on one t
 
     python benchmarks/privacy_matcher.py [--encoder demo] [--copies-per-kind 20] [--seeds 0 1] [--skip-demo]
         [--skip-nih] [--demo-patients 600] [--percentile 99] [--workers 1] [--pixel-candidates 10]
-        [--modes ids no-ids derived] [--skip-costs]
+        [--modes ids no-ids derived no-ids+heldout] [--skip-costs]
 
 Data: the shared NIH ChestX-ray14 sample (64 px, real) and the demo world at 128 px (600 patients).
 """
@@ -59,11 +61,11 @@ def split_world(full, seed: int):
     return full.subset(train, name=f"{full.name}@train{seed}"), np.asarray(same), np.flatnonzero(~in_a)
 
 
-MODES = ("ids", "no-ids", "derived")
+MODES = ("ids", "no-ids", "derived", "no-ids+heldout")
 
 
 def searches(train, enc, work: Path, workers: int, percentile: float, pixel_candidates: int | None = None,
-             modes: tuple[str, ...] = MODES[:2]):
+             modes: tuple[str, ...] = MODES[:2], heldout=None):
     """MemorisationSearch objects on the same training images: with patient ids, with them blanked, and blanked
     then derived from the file names (see the module docstring)."""
     from evaluators.imagesets import with_derived_patient_ids
@@ -84,6 +86,8 @@ def searches(train, enc, work: Path, workers: int, percentile: float, pixel_cand
         index = build_index(s, enc, work / f"{train.name}-{mode.replace(' ', '')}", umap=False, show_progress=False)
         t0 = time.perf_counter()
         extra = {} if pixel_candidates is None else {"pixel_candidates": pixel_candidates}
+        if mode == "no-ids+heldout":
+            extra["heldout"] = heldout  # other patients' images: calibration without ids, exact by construction
         search = MemorisationSearch(index, enc, cache=False, workers=workers, percentile=percentile, **extra)
         cal = search.calibration
         out[mode] = (search, cal, time.perf_counter() - t0)
@@ -96,7 +100,17 @@ def experiment(name: str, full, enc, seed: int, per_kind: int, work: Path, worke
     from evaluators.privacy.perturb import KINDS, perturb
 
     train, same_rows, new_rows = split_world(full, seed)
-    both = searches(train, enc, work, workers, percentile, pixel_candidates, modes)
+    cal_rows = np.zeros(0, dtype=int)
+    heldout = None
+    if "no-ids+heldout" in modes:  # half of the new patients calibrate, the other half measure false flags
+        pids = np.asarray(full.patient_ids)[new_rows]
+        uniq = np.unique(pids)
+        np.random.default_rng(200 + seed).shuffle(uniq)
+        cal_rows = new_rows[np.isin(pids, uniq[: len(uniq) // 2])]
+        heldout = full.subset(cal_rows, name=f"{full.name} held-out patients")
+        heldout.table["patient_id"] = None
+        heldout.table["study_id"] = None
+    both = searches(train, enc, work, workers, percentile, pixel_candidates, modes, heldout)
     rng = np.random.default_rng(100 + seed)
     items, groups, sources = [], [], []
     for kind in KINDS:
@@ -104,9 +118,11 @@ def experiment(name: str, full, enc, seed: int, per_kind: int, work: Path, worke
             items.append(perturb(train.image(int(i)), kind, rng))
             groups.append(kind)
             sources.append(int(i))
+    is_cal = []
     for r in new_rows:
         items.append(full.image(int(r)))
         groups.append("new patients")
+        is_cal.append(bool(np.isin(r, cal_rows)))
     for r in same_rows:
         items.append(full.image(int(r)))
         groups.append("other studies of training patients")
@@ -119,13 +135,17 @@ def experiment(name: str, full, enc, seed: int, per_kind: int, work: Path, worke
     planted = np.isin(groups, KINDS)
     src_found = found.match_row[planted] == np.asarray(sources)
     rows = []
+    new = groups == "new patients"
+    cal_mask = np.zeros(len(groups), dtype=bool)
+    cal_mask[np.flatnonzero(new)[np.asarray(is_cal, dtype=bool)]] = True
     for mode, (_, cal, secs) in both.items():
         flags = found.copy_score > cal["threshold"]
+        judged = new & ~cal_mask if mode == "no-ids+heldout" else new  # never judge on the calibration images
         lvl = cal["level"]
         missed = ~flags[planted]
         rows.append([name, seed, mode, len(train), cal["n_queries"], f"{secs:.1f} s", round(cal["threshold"], 3),
                      *(round(float(flags[groups == k].mean()), 3) for k in KINDS),
-                     f"{flags[groups == 'new patients'].mean():.3f} (nominal {lvl:g}; n={int((groups == 'new patients').sum())})",
+                     f"{flags[judged].mean():.3f} (nominal {lvl:g}; n={int(judged.sum())})",
                      f"{flags[groups == 'other studies of training patients'].mean():.3f} "
                      f"(n={int((groups == 'other studies of training patients').sum())})",
                      f"{int((missed & ~src_found).sum())} / {int((missed & src_found).sum())}"])
@@ -186,7 +206,8 @@ def main() -> int:
     ap.add_argument("--skip-nih", action="store_true")
     ap.add_argument("--modes", nargs="+", choices=MODES, default=list(MODES[:2]),
                     help="patient ids: 'ids' as given, 'no-ids' removed, 'derived' removed then taken from the file "
-                         "names (default: ids no-ids)")
+                         "names, 'no-ids+heldout' removed and the threshold calibrated on other patients' images "
+                         "(half of the new patients; the other half measure false flags) (default: ids no-ids)")
     ap.add_argument("--skip-costs", action="store_true", help="skip the matcher's cost per pair")
     args = ap.parse_args()
     import torch

@@ -536,7 +536,9 @@ def format_summary(result: dict) -> str:
     if s.get("patient_ids_source"):
         lines.append(f"training patient ids: {s['patient_ids_source']}")
     if cal.get("patient_ids_used") is False:
-        lines.append("NOTE: the training set has no patient ids; see the calibration notes in the JSON.")
+        lines.append("NOTE: the training set has no patient ids, so the threshold is conservative (near copies can "
+                     "be missed); add a patient_id column or give --heldout a folder of other patients' images to "
+                     "calibrate exactly (see the calibration notes in the JSON).")
     if s["reid_available"]:
         lines.append(f"re-ID by {s.get('reid_model')} (verification AUC {s.get('reid_auc_text', 'unknown')} on "
                      f"held-out patients of this training set): mean {f(s['mean_reid'])}  max {f(s['max_reid'])}  "
