@@ -74,7 +74,7 @@ def fidelity_bars(per_pathology: pd.DataFrame, metrics=None, result: dict | None
     from evaluators.metrics.registry import outputs
 
     shown = {o.key: o for o in outputs("fidelity", shown_only=True)}
-    metrics = list(metrics or shown)
+    metrics = list(metrics or [m for m in shown if m in per_pathology])  # those this run computed
     df = per_pathology[per_pathology["skipped"].fillna("") == ""] if "skipped" in per_pathology else per_pathology
     rows = max(1, -(-len(metrics) // 3))
 

@@ -389,9 +389,10 @@ class Studio:
     # ---- fidelity, privacy (evaluators.runs: the same jobs and the same save as the CLI)
     def run_fidelity(self, synthetic, *, model: str | None = None, per_pathology: bool = True,
                      bootstrap: int = 0, min_count: int = 10, kid_subsets: int = 100, session: str | None = None,
-                     progress: Progress | None = None, preprocess: str = "auto") -> FidelityRun:
+                     progress: Progress | None = None, preprocess: str = "auto", fd_inf: bool = False) -> FidelityRun:
         """Fidelity of ``synthetic`` against the reference index; saved to the results store and to files.
-        ``preprocess``: auto / clean / chexgenbench (:mod:`evaluators.encoders.chexgenbench`)."""
+        ``preprocess``: auto / clean / chexgenbench (:mod:`evaluators.encoders.chexgenbench`); ``fd_inf``: the
+        opt-in FD_inf too."""
         from evaluators.runs import FidelityConfig, fidelity
 
         bootstrap = limits.check("bootstrap", bootstrap, self.public)
@@ -401,7 +402,8 @@ class Studio:
             raise InputError(f"Min images per pathology must be at least 1; got {min_count}.")
         self.quota.check(session, 0, "This fidelity job")
         config = FidelityConfig(per_pathology=per_pathology, bootstrap=int(bootstrap), min_count=int(min_count),
-                                kid_subsets=int(kid_subsets), k=PRDC_K, preprocess=preprocess or "auto")
+                                kid_subsets=int(kid_subsets), k=PRDC_K, preprocess=preprocess or "auto",
+                                include=("FD_inf",) if fd_inf else ())
         with self.partial_on_failure("fidelity", synthetic, model=model, session=session, settings=config.settings()):
             run = fidelity.run(self.ctx, synthetic, config, progress=progress)
         saved = self._save(run, synthetic, model=model, session=session, csv=True)

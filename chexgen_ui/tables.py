@@ -22,6 +22,11 @@ def privacy_verdict_line(result: dict) -> str:
         from evaluators.privacy.verdict import counts_text
 
         out += "\n\nVerdicts (one per image): " + counts_text(counts) + "."
+    if result.get("data_copying"):
+        from evaluators.privacy.data_copying import format_line
+
+        line = format_line(result["data_copying"])
+        out += f"\n\n{line[:1].upper()}{line[1:]}."
     if summ.get("encoder_note"):
         out += f"\n\nEncoder note: results {summ['encoder_note']}."
     if summ.get("patient_ids_source"):
@@ -82,12 +87,18 @@ def _tidy(df: pd.DataFrame) -> pd.DataFrame:
     return df
 
 
+def _run_metrics(result: dict) -> list[str]:
+    """The shown metrics this run computed (no empty column for opt-in FD_inf, or FRD without radiomics)."""
+    have = {k for vals in (result.get("overall") or {}).values() for k in vals}
+    return [m for m in shown_metrics() if m in have] if have else shown_metrics()
+
+
 def overall_table(result: dict) -> pd.DataFrame:
     rows = []
     for enc, vals in result.get("overall", {}).items():
         row = {"encoder": enc, "preprocess": (result.get("preprocess") or {}).get(enc, "clean"),
                "n_real": vals.get("n_real"), "n_synthetic": vals.get("n_synthetic")}
-        for m in shown_metrics():
+        for m in _run_metrics(result):
             row[m] = finite(vals.get(m))
             row[f"{m} 95% CI"] = _fmt_ci(vals.get("ci95"), m)
         rows.append(row)
@@ -102,7 +113,7 @@ def per_pathology_table(result: dict) -> pd.DataFrame:
                "n_real": r["n_real"],
                "n_synthetic": r["n_synthetic"], "encoder": r["encoder"],
                "preprocess": (result.get("preprocess") or {}).get(r["encoder"], "clean")}
-        for m in shown_metrics():
+        for m in _run_metrics(result):
             row[m] = finite(r.get(m))
             row[f"{m} 95% CI"] = _fmt_ci(r.get("ci95"), m)
         rows.append(row)

@@ -113,7 +113,8 @@ def pathology_masks(real: RealSide, synthetic, pathology: str, match: str) -> tu
 def _with_ci(metrics: dict, fr: np.ndarray, fs: np.ndarray, n_boot: int, seed: int, kw: dict) -> dict:
     if n_boot <= 0:
         return metrics
-    ci = bootstrap_ci(lambda r, f: fidelity_metrics(r, f, **kw), fr, fs, n_boot=n_boot, seed=seed)
+    # replicates compute only the metrics with intervals (FD_inf, Vendi: Output.ci False) on the same encoder
+    ci = bootstrap_ci(lambda r, f: fidelity_metrics(r, f, ci_only=True, **kw), fr, fs, n_boot=n_boot, seed=seed)
     keys = [o.key for o in metric_registry.outputs("fidelity") if o.ci]
     metrics["ci95"] = {k: [ci[k]["low"], ci[k]["high"]] for k in keys if k in ci}
     return metrics
@@ -173,6 +174,7 @@ def run_fidelity(
     load_encoder: Callable | None = None,
     preprocess: str = "auto",
     real_name: str | None = None,
+    include: tuple[str, ...] | list[str] = (),
 ) -> dict:
     """Every fidelity metric of ``synthetic`` against ``real`` (an ImageSet or a ReferenceIndex).
 
@@ -180,7 +182,8 @@ def run_fidelity(
     ``auto`` (chexgenbench for raddino and inception, clean for the others), ``clean`` or ``chexgenbench``
     (:mod:`evaluators.encoders.chexgenbench`); each encoder's mode is in the result. Every metric comes from
     :mod:`evaluators.metrics.registry`. ``real_name``: how the result names the real side (default: the set's
-    name, or ``index:<folder>``)."""
+    name, or ``index:<folder>``). ``include``: opt-in metrics of the registry to compute too
+    (:func:`evaluators.metrics.registry.opt_in`)."""
     from . import encoders as registry
 
     if match not in MATCH_MODES:
@@ -195,6 +198,9 @@ def run_fidelity(
         if "inception" not in encoders and registry.availability("inception").local:
             encoders.append("inception")
             optional.add("inception")
+        if _default_frd(real_side):  # FRD: the one fidelity number valid on real X-rays with no downloaded weights
+            encoders.append("radiomics")
+            optional.add("radiomics")
     from .encoders.chexgenbench import describe, run_modes, source_notes
 
     modes, mode_notes = run_modes(preprocess, encoders)
@@ -210,6 +216,11 @@ def run_fidelity(
     modes = {name: modes[name] for name in loaded}
     kw = {"progress": progress, "batch_size": batch_size, "skip_bad": skip_bad}
     metric_kw = {"k": k, "kid_subsets": kid_subsets, "seed": seed}
+    if include:
+        unknown = sorted(set(include) - {m.name for m in metric_registry.metrics("fidelity")})
+        if unknown:
+            raise InputError(f"Unknown metric(s) {unknown}; opt-in metrics: {', '.join(metric_registry.opt_in())}.")
+        metric_kw["include"] = tuple(include)
 
     result: dict = {
         "overall": {},
@@ -226,6 +237,7 @@ def run_fidelity(
             "seed": seed,
             "preprocess": describe(modes),
             "preprocess_requested": preprocess,
+            **({"include": list(include)} if include else {}),
         },
         "preprocess": modes,
         "real": {"name": real_side.name, "n": len(real_side)},
@@ -255,8 +267,9 @@ def run_fidelity(
             result.setdefault("skipped_files", []).extend(str(b) for b in fset.skipped)
         fs = fset.features
         keep_s = fset.index
-        overall = fidelity_metrics(fr, fs, real_stats=real_side.pathology_stats(enc, None), **metric_kw)
-        result["overall"][name] = _with_ci(overall, fr, fs, bootstrap, seed, metric_kw)
+        enc_kw = {**metric_kw, "encoder": name}  # the metrics that apply to this encoder (FRD: radiomics only)
+        overall = fidelity_metrics(fr, fs, real_stats=real_side.pathology_stats(enc, None), **enc_kw)
+        result["overall"][name] = _with_ci(overall, fr, fs, bootstrap, seed, enc_kw)
         for metric in metric_registry.metrics("fidelity", inputs=("synthetic_logits",)):  # Inception Score
             if "logits" in fset.outputs and metric.applies_to(name):
                 result[metric.name] = metric.compute({"synthetic_logits": fset.outputs["logits"]}, metric_kw)
@@ -275,8 +288,8 @@ def run_fidelity(
                     result["per_pathology"].append(row)
                     continue
                 stats = real_side.pathology_stats(enc, p) if match == "labels" else None
-                m = fidelity_metrics(fr[rm], fs[sm], real_stats=stats, **metric_kw)
-                m = _with_ci(m, fr[rm], fs[sm], bootstrap, seed, metric_kw)
+                m = fidelity_metrics(fr[rm], fs[sm], real_stats=stats, pathology=True, **enc_kw)
+                m = _with_ci(m, fr[rm], fs[sm], bootstrap, seed, {**enc_kw, "pathology": True})
                 row.update({o.key: m.get(o.key) for o in metric_registry.outputs("fidelity")})
                 if "ci95" in m:
                     row["ci95"] = m["ci95"]
@@ -298,6 +311,17 @@ def run_fidelity(
     return result
 
 
+def _default_frd(real_side: RealSide) -> bool:
+    """FRD (the ``radiomics`` encoder) joins the default encoders when the reference is not the demo world (its
+    phantoms' radiomics say nothing) and PyRadiomics is installed."""
+    from .domain import is_demo_world
+    from .encoders.registry import availability, names
+
+    if "radiomics" not in names() or not availability("radiomics").local:
+        return False
+    return not is_demo_world(real_side.index if real_side.index is not None else real_side.image_set)
+
+
 class _SubsetView:
     """Labels and prompts of the synthetic rows that have features (skipped files removed)."""
 
@@ -315,8 +339,8 @@ def _column(output, encoder: str) -> str:
     """CheXGenBench's column names: a per-encoder number (FID, KID) is bare on Inception, suffixed on the others
     ("FID (RadDino)"); a number taken from the PRDC encoder (Precision...) is bare."""
     name = output.csv_column
-    if not output.column_per_encoder or encoder == "inception":
-        return name
+    if not output.column_per_encoder or encoder == "inception" or encoder in metric_registry.claimed_encoders():
+        return name  # a claimed encoder's metric is bare too: "FRD", not "FRD (radiomics)"
     return f"{name} ({'RadDino' if encoder == 'raddino' else encoder})"
 
 

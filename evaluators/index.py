@@ -228,6 +228,19 @@ class ReferenceIndex:
         return np.asarray(self._umap.transform(l2_normalise(np.atleast_2d(features))), dtype=np.float32)
 
 
+def _check_index_encoder(encoder) -> None:
+    """Refuse encoders whose features serve one metric only (``radiomics``: FRD) as an index's encoder."""
+    from .metrics.registry import claimed_encoders
+
+    name = getattr(encoder, "name", encoder)
+    if name in claimed_encoders():
+        raise InputError(
+            f"The {name!r} encoder's features serve FRD only (raw radiomic values: cosine neighbours, the embedding "
+            "map and the memorisation search mean nothing in them); build the index with another encoder (raddino, "
+            "xrv-densenet, demo...) and add the encoder to fidelity runs (--encoder radiomics) for FRD."
+        )
+
+
 def build_index(
     image_set,
     encoder,
@@ -252,6 +265,7 @@ def build_index(
         raise InputError(f"Unknown index type {index_type!r}; use one of {', '.join(INDEX_TYPES)}.")
     if len(image_set) == 0:
         raise InputError(f"The reference set {image_set.name!r} has no images; nothing to index.")
+    _check_index_encoder(encoder)
     t0 = time.perf_counter()
     feats = extract_features(
         list(image_set.paths),

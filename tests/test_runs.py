@@ -43,6 +43,12 @@ def copies(studio, tmp_path_factory):
     return folder
 
 
+def _has_radiomics() -> bool:
+    from evaluators.encoders import availability
+
+    return availability("radiomics").local
+
+
 def _without_times(obj):
     if isinstance(obj, dict):
         return {k: _without_times(v) for k, v in obj.items() if k not in TIMES}
@@ -61,7 +67,9 @@ def _same_json_but_times(a: str, b: str) -> None:
 
 def test_app_and_cli_write_the_same_fidelity_json(studio, world, copies, tmp_path):
     out = tmp_path / "cli.json"
-    assert cli(["fidelity", "--real", f"{world}@train", "--synthetic", str(copies), "--encoder", "pixels",
+    # the app's default encoders on this (not demo-world) reference: the index's, plus radiomics for FRD
+    encoders = ["--encoder", "pixels"] + (["--encoder", "radiomics"] if _has_radiomics() else [])
+    assert cli(["fidelity", "--real", f"{world}@train", "--synthetic", str(copies), *encoders,
                 "--per-pathology", "--device", "cpu", "--out", str(out), "--min-count", "2"]) == 0
     app = studio.run_fidelity(studio.synthetic_from_folder(str(copies)), min_count=2)
     _same_json_but_times(out.read_text(), app.json_path.read_text())
@@ -181,3 +189,123 @@ def test_a_cli_job_that_fails_leaves_a_partial_row_with_its_reason(world, copies
     assert len(new) == 1 and new[0]["status"] == "partial" and new[0]["model"] == "broken"
     full = ResultsStore().get(new[0]["id"])
     assert "c00.png" in full["result"]["error"] and not (tmp_path / "f.json").exists()
+
+
+# ---- issue #22's metrics on the registry: FD_inf (opt-in), Vendi, FRD (radiomics), C_T and AuthPct (privacy)
+
+
+@pytest.fixture(scope="module")
+def many_copies(studio, tmp_path_factory):
+    """48 copier images (exact training images): enough synthetic images per k-means cell for C_T."""
+    folder = tmp_path_factory.mktemp("many_copies")
+    for j, prompt in enumerate(("Small left pleural effusion.", "No acute cardiopulmonary process.")):
+        gen = studio.generate(COPIER, prompt, n=24, seed=10 + j)
+        for i, img in enumerate(gen.images):
+            Image.fromarray(display.to_uint8(img)).save(folder / f"m{j}{i:02d}.png")
+    return folder
+
+
+def test_fd_inf_and_vendi_reach_json_csv_tables_and_leaderboard(studio, world, copies):
+    from evaluators.features import extract_features
+    from evaluators.fidelity import format_summary
+    from evaluators.metrics.diversity import vendi_score
+
+    syn = studio.synthetic_from_folder(str(copies))
+    plain = studio.run_fidelity(syn, model="plain-check", min_count=2, kid_subsets=5)
+    data = json.loads(plain.json_path.read_text())
+    assert "FD_inf" not in data["overall"]["pixels"] and "FD_inf" not in plain.overall.columns  # opt-in
+    fs = extract_features(list(syn.paths), studio.encoder()).features
+    assert data["overall"]["pixels"]["Vendi"] == pytest.approx(vendi_score(fs)["Vendi"])
+    assert data["overall"]["pixels"]["n_vendi"] == len(fs)
+    assert "Vendi" not in (data["overall"]["pixels"].get("ci95") or {})  # no bootstrap interval: Output.ci False
+
+    from evaluators.imagesets import load_image_set
+
+    labelled = load_image_set(f"{world}@valid")  # other patients with labels: per-pathology rows are evaluated
+    run = studio.run_fidelity(labelled, model="fdinf-check", min_count=2, kid_subsets=5, fd_inf=True, bootstrap=3)
+    data = json.loads(run.json_path.read_text())
+    ov = data["overall"]["pixels"]
+    assert isinstance(ov["FD_inf"], float) and isinstance(ov["FD_inf_err"], float)
+    assert "FD_inf" not in ov["ci95"] and "FID" in ov["ci95"]
+    rows = [r for r in data["per_pathology"] if "skipped" not in r and r["encoder"] == "pixels"]
+    assert rows and all(r["FD_inf"] is not None and r["Vendi"] is not None for r in rows)
+    with open(run.csv_path) as fh:
+        header = next(csv.reader(fh))
+    assert {"FD_inf (pixels)", "Vendi (pixels)"} <= set(header)
+    for table in (run.overall, run.per_pathology):
+        assert {"FD_inf", "Vendi"} <= set(table.columns)
+    assert "FD_inf" in format_summary(data) and "Vendi score" in format_summary(data)
+    board = studio.leaderboard("fidelity")
+    row = board[board["model"] == "fdinf-check"].iloc[0]
+    assert row["FD_inf (pixels)"] == pytest.approx(ov["FD_inf"]) and row["Vendi (pixels)"] == pytest.approx(ov["Vendi"])
+
+
+def test_cli_fd_inf_flag(world, copies, tmp_path):
+    out = tmp_path / "f.json"
+    assert cli(["fidelity", "--real", f"{world}@train", "--synthetic", str(copies), "--encoder", "pixels",
+                "--device", "cpu", "--out", str(out), "--no-store", "--fd-inf", "--kid-subsets", "5"]) == 0
+    data = json.loads(out.read_text())
+    assert "FD_inf" in data["overall"]["pixels"] and data["settings"]["include"] == ["FD_inf"]
+
+
+def test_frd_is_the_radiomics_encoders_one_metric(studio, copies, tmp_path):
+    pytest.importorskip("radiomics")
+    from evaluators.encoders import load_encoder
+    from evaluators.features import extract_features
+    from evaluators.fidelity import csv_rows, run_fidelity
+    from evaluators.metrics.frd import frd
+    from evaluators.store import flatten_metrics
+
+    ref = studio.reference_set().subset(np.arange(14))
+    syn = studio.synthetic_from_folder(str(copies))
+    res = run_fidelity(ref, syn, encoders=["pixels", "radiomics"], alignment=False, kid_subsets=5)
+    rad = res["overall"]["radiomics"]
+    assert "FID" not in rad and "Precision" not in rad and "Vendi" not in rad  # claimed: FRD only
+    enc = load_encoder("radiomics")
+    want = frd(extract_features(list(ref.paths), enc).features, extract_features(list(syn.paths), enc).features)
+    assert rad["FRD"] == pytest.approx(want["FRD"])
+    assert "FRD" not in res["overall"]["pixels"]
+    assert csv_rows(res)[0]["FRD"] == pytest.approx(rad["FRD"])  # bare column, as CheXGenBench's FID
+    assert flatten_metrics(res)["FRD (radiomics)"] == pytest.approx(rad["FRD"])
+    from chexgen_ui.tables import overall_table
+
+    table = overall_table(res)
+    assert table.loc[table["encoder"] == "radiomics", "FRD"].notna().all()
+
+
+def test_frd_joins_the_default_suite_off_the_demo_world_only(studio, nih_sample):
+    pytest.importorskip("radiomics")
+    from evaluators.fidelity import RealSide, _default_frd
+    from evaluators.imagesets import load_image_set
+
+    assert not _default_frd(RealSide(load_image_set("demo@train")))  # phantoms' radiomics say nothing
+    assert _default_frd(RealSide(load_image_set(str(nih_sample))))
+    assert _default_frd(RealSide(studio.reference_set()))  # this test world has no demo-world marker
+
+
+def test_radiomics_cannot_be_an_index_encoder(studio, tmp_path):
+    from evaluators.errors import InputError
+    from evaluators.index import build_index
+
+    class Fake:
+        name = "radiomics"
+
+    with pytest.raises(InputError, match="FRD only"):
+        build_index(studio.reference_set(), Fake(), tmp_path / "idx")
+
+
+def test_c_t_and_authpct_reach_privacy_json_summary_batch_line_and_leaderboard(studio, many_copies):
+    from chexgen_ui.tables import privacy_verdict_line
+    from evaluators.privacy.suite import format_summary
+
+    run = studio.run_privacy(studio.synthetic_from_folder(str(many_copies)), model="copy-check")
+    data = json.loads(run.json_path.read_text())
+    summ, sect = data["summary"], data["data_copying"]
+    assert summ["AuthPct"] == 0.0  # exact copies of training images are never authentic
+    assert sect["C_T"]["available"], sect["C_T"].get("reason")
+    assert summ["C_T"] < 0  # closer to the training images than held-out real images are: copying
+    assert "held-out" in sect["heldout"] or "splits" in sect["heldout"]
+    assert "AuthPct" in format_summary(data) and "AuthPct" in privacy_verdict_line(data)
+    board = studio.leaderboard("privacy")
+    row = board[board["model"] == "copy-check"].iloc[0]
+    assert row["AuthPct"] == 0.0 and row["C_T"] == pytest.approx(summ["C_T"])

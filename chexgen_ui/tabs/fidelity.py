@@ -39,6 +39,8 @@ def layout(ctx: AppContext) -> SimpleNamespace:
                                        label=f"Bootstrap resamples (0 = no CI; at most {limits.maximum('bootstrap', public)})")
                     t.min = gr.Number(10, precision=0, label="Min images per pathology", elem_id="pp-min")
                 t.pre = gr.Radio(PREPROCESS_CHOICES, value="auto", label=PREPROCESS_LABEL, elem_id="pp-preprocess")
+                t.fdinf = gr.Checkbox(False, label="Also FD_inf (FID extrapolated to infinitely many images, for sets "
+                                      "of different sizes; several times slower)", elem_id="pp-fdinf")
                 t.btn = gr.Button("Compute per-pathology fidelity", variant="primary", elem_id="pp-run")
             with gr.Column(scale=2):
                 t.table = gr.Dataframe(label="Per pathology", wrap=False, pinned_columns=1, elem_id="pp-table",
@@ -55,15 +57,15 @@ def wire(ctx: AppContext, t: SimpleNamespace) -> None:
     @_user_errors
     @gpu(GPU_DURATION)
     @ctx.job
-    def on_pp(src, files, folder, mdl, n, steps, boot, min_count, preprocess="auto", progress=gr.Progress(),  # noqa: B008 - Gradio's idiom
-              request: gr.Request = None):
+    def on_pp(src, files, folder, mdl, n, steps, boot, min_count, preprocess="auto", fd_inf=False,
+              progress=gr.Progress(), request: gr.Request = None):  # noqa: B008 - Gradio's idiom
         report = _progress(progress)
         synthetic, model = ctx.load_set(src, files, folder, mdl, n, steps, report, _session(request))
         run = studio.run_fidelity(synthetic, model=model, per_pathology=True, bootstrap=int(boot or 0),
                                   min_count=int(min_count or 1), session=_session(request),
-                                  progress=report, preprocess=preprocess or "auto")
+                                  progress=report, preprocess=preprocess or "auto", fd_inf=bool(fd_inf))
         return run.per_pathology, figures.fidelity_bars(run.per_pathology, result=run.result), \
             figures.counts_figure(run.counts)
 
-    t.btn.click(on_pp, [t.src, t.files, t.folder, t.mdl, t.n, t.steps, t.boot, t.min, t.pre],
+    t.btn.click(on_pp, [t.src, t.files, t.folder, t.mdl, t.n, t.steps, t.boot, t.min, t.pre, t.fdinf],
                 [t.table, t.plot, t.counts], concurrency_id=GPU_QUEUE, concurrency_limit=GPU_CONCURRENCY)

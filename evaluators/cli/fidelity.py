@@ -45,6 +45,9 @@ def _fidelity_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-size", type=int_range(1), default=64)
     p.add_argument("--skip-bad", action="store_true", help="skip unreadable synthetic images and list them")
     p.add_argument("--no-alignment", action="store_true", help="skip the classifier-based alignment")
+    p.add_argument("--fd-inf", action="store_true",
+                   help="also FD_inf (Chong and Forsyth: FID extrapolated to infinite samples, with its error), overall "
+                        "and per pathology; opt-in: ~105 Frechet distances per row")
     p.add_argument("--out", required=True, help="JSON results file")
     p.add_argument("--csv", default=None, help="also write a CSV with CheXGenBench's column names")
     p.add_argument("--model", default=None, help="model name to record with the run in the results store")
@@ -65,7 +68,8 @@ def _cli_fidelity(args: argparse.Namespace) -> int:
     config = FidelityConfig(encoders=tuple(args.encoder) if args.encoder else None, per_pathology=args.per_pathology,
                             match=args.match, bootstrap=args.bootstrap, min_count=args.min_count, k=args.k,
                             kid_subsets=args.kid_subsets, seed=args.seed, batch_size=args.batch_size,
-                            skip_bad=args.skip_bad, alignment=not args.no_alignment, preprocess=args.preprocess)
+                            skip_bad=args.skip_bad, alignment=not args.no_alignment, preprocess=args.preprocess,
+                            include=("FD_inf",) if args.fd_inf else ())
     with partial_on_failure("fidelity", synthetic, store=False if args.no_store else None, model=args.model,
                             reference=args.real, settings=config.settings()):  # a failed or stopped run leaves a row
         run = fidelity.run(ctx, synthetic, config)

@@ -33,6 +33,7 @@ import torch
 
 from ..errors import InputError
 from .fidelity import ArrayLike, as_features
+from .registry import Output, register
 
 _BLOCK_ELEMENTS = 1 << 23  # distance entries per block (float32: 32 MB)
 MIN_SYNTHETIC_PER_CELL = 20  # Meehan et al. / dgm-eval: tau = 20 / m, cells need MORE than 20 samples
@@ -220,6 +221,35 @@ def c_t(train: ArrayLike, test: ArrayLike, synthetic: ArrayLike, *, cells: int |
     out["seed"] = int(seed)
     out["assignments"] = assign
     return out
+
+
+# --------------------------------------------------------------------------------------------
+# Registered on the privacy axis (computed by the privacy job from the reference index's features)
+# --------------------------------------------------------------------------------------------
+
+
+@register("C_T", inputs=("train", "heldout", "synthetic"), axis="privacy", per_pathology=False,
+          outputs=(Output("C_T", display="C_T (data copying; < 0: copying)", direction="none", ci=False),
+                   Output("C_T_cells", display="C_T cells used", direction="none", shown=False, ci=False)))
+def c_t_metric(train: np.ndarray, heldout: np.ndarray, synthetic: np.ndarray, *, seed: int = 0) -> dict[str, Any]:
+    """C_T with the default cells; ``cells`` (per-cell Z and sizes) and the synthetic images' cells travel along
+    for the embedding map. No cell with enough synthetic images: C_T None with the reason."""
+    out = c_t(train, heldout, synthetic, seed=seed)
+    value = out["C_T"] if np.isfinite(out["C_T"]) else None
+    res = {"C_T": value, "C_T_cells": out["n_cells_included"], "cells": out["cells"], "n_cells": out["n_cells"],
+           "synthetic_cell": out["assignments"]["synthetic"].tolist(), "n_train": out["n_train"],
+           "n_heldout": out["n_test"], "n_synthetic": out["n_synthetic"]}
+    if value is None:
+        res["reason"] = (f"no k-means cell holds more than {out['min_synthetic_per_cell']} synthetic images "
+                         f"({out['n_synthetic']} images over {out['n_cells']} cells); generate more images")
+    return res
+
+
+@register("AuthPct", inputs=("train", "synthetic"), axis="privacy", per_pathology=False,
+          outputs=(Output("AuthPct", display="AuthPct (authentic %)", direction="higher", ci=False),))
+def authpct_metric(train: np.ndarray, synthetic: np.ndarray) -> dict[str, Any]:
+    out = authenticity(train, synthetic)
+    return {"AuthPct": out["AuthPct"], "n_train": out["n_train"], "n_synthetic": out["n_synthetic"]}
 
 
 __all__ = ["authenticity", "authpct", "c_t", "c_t_from_cells", "default_cells", "kmeans_cells",

@@ -25,9 +25,11 @@ import torch
 
 from ..errors import InputError
 from .fidelity import ArrayLike, as_features
+from .registry import Output, register
 
 MS_SSIM_BETAS = (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)  # Wang et al. 2003, torchmetrics' default
 MS_SSIM_KERNEL = 11
+VENDI_MAX_SAMPLES = 10_000  # the suite's Vendi scores a seeded subsample of this many images (n_vendi says so)
 
 
 # --------------------------------------------------------------------------------------------
@@ -159,3 +161,15 @@ def intra_prompt_ms_ssim(groups: Mapping[str, Sequence[Any]] | Sequence[Sequence
 
 
 __all__ = ["intra_prompt_ms_ssim", "ms_ssim_scales", "vendi_per_label", "vendi_score"]
+
+
+@register("Vendi", inputs=("synthetic",),
+          outputs=(Output("Vendi", display="Vendi score", direction="higher", column="Vendi", ci=False),
+                   Output("n_vendi", display="Vendi images scored", direction="none", shown=False, ci=False)))
+def vendi_metric(synthetic: np.ndarray, *, seed: int = 0, vendi_max_samples: int | None = VENDI_MAX_SAMPLES
+                 ) -> dict[str, Any]:
+    """Vendi score (q = 1, cosine kernel) of the synthetic features; above ``vendi_max_samples`` images a seeded
+    subsample of that many (``n_vendi``: images scored). No bootstrap interval: a resample's duplicates count as
+    identical images and pull the score down, so its percentile interval would not describe the spread."""
+    res = vendi_score(synthetic, max_samples=vendi_max_samples, seed=seed)
+    return {"Vendi": res["Vendi"], "n_vendi": res["n_used"]}

@@ -22,10 +22,25 @@ import numpy as np
 
 from ..errors import InputError
 from .fidelity import ArrayLike, _sqrtm_psd, as_features, feature_stats
+from .registry import Output, register
 
 
 def _fd_to_reference(mu_r: np.ndarray, s_r: np.ndarray, sqrt_r: np.ndarray, x: np.ndarray) -> float:
-    """Fréchet distance from fixed reference statistics (with ``sqrt(S_r)`` precomputed) to ``x``."""
+    """Fréchet distance from fixed reference statistics (with ``sqrt(S_r)`` precomputed) to ``x``.
+
+    With fewer samples than dimensions (``S = A^T A`` of rank < D, ``A`` the centred samples over sqrt(n - 1)),
+    ``tr sqrt(S_r S)`` is the sum of square roots of the eigenvalues of the small ``A S_r A^T`` (same non-zero
+    spectrum as ``S^1/2 S_r S^1/2``): O(n D^2) instead of a D x D eigensolver per subset."""
+    if x.shape[0] - 1 < x.shape[1]:
+        x = np.asarray(x, dtype=np.float64)
+        if x.shape[0] < 2:
+            raise InputError(f"feature statistics: needs at least 2 samples, got {x.shape[0]}.")
+        mu = x.mean(axis=0)
+        a = (x - mu) / np.sqrt(x.shape[0] - 1)
+        m = a @ s_r @ a.T
+        ev = np.linalg.eigvalsh((m + m.T) / 2)
+        diff = mu_r - mu
+        return float(diff @ diff + np.trace(s_r) + (a * a).sum() - 2.0 * np.sqrt(np.clip(ev, 0.0, None)).sum())
     mu, s = feature_stats(x)
     m = sqrt_r @ s @ sqrt_r
     ev = np.linalg.eigvalsh((m + m.T) / 2)
@@ -94,4 +109,21 @@ def fd_infinity(real: ArrayLike, fake: ArrayLike, *, num_points: int = 15, split
             "n_real": n_real, "n_synthetic": int(f.shape[0])}
 
 
-__all__ = ["fd_infinity", "subset_sizes"]
+@register("FD_inf", per_pathology=True, opt_in=True,
+          outputs=(Output("FD_inf", display="FD_inf", direction="lower", column="FD_inf", ci=False),
+                   Output("FD_inf_err", display="FD_inf error", direction="none", shown=False, ci=False)))
+def fd_infinity_metric(real: np.ndarray, synthetic: np.ndarray, *, seed: int = 0,
+                       real_stats: tuple[ArrayLike, ArrayLike] | None = None) -> dict[str, float | None]:
+    """FD_inf beside FID (sets of different sizes compare). Opt-in (``--fd-inf``; ``FidelityConfig(include=
+    ("FD_inf",))``): 105 Fréchet distances (15 subset sizes, 3 half-splits for the error) cost ~5x FID and KID
+    together at D = 256 (``benchmarks/fidelity_metric_costs.py``). No bootstrap interval (``ci=False``): its own
+    split-half error ``FD_inf_err`` is its stated uncertainty. Too few samples for the 1/n fit give None, not a
+    failed run."""
+    try:
+        res = fd_infinity(real, synthetic, seed=seed, real_stats=real_stats)
+    except InputError:
+        return {"FD_inf": None, "FD_inf_err": None}
+    return {"FD_inf": res["FD_inf"], "FD_inf_err": res["FD_inf_err"]}
+
+
+__all__ = ["fd_infinity", "fd_infinity_metric", "subset_sizes"]

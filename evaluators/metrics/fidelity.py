@@ -454,12 +454,24 @@ def inception_score_metric(synthetic_logits: np.ndarray, *, seed: int = 0) -> di
 def fidelity_metrics(real: ArrayLike, fake: ArrayLike, *, k: int = 5, kid_subsets: int = 100,
                      kid_subset_size: int | None = None, seed: int = 0,
                      real_stats: tuple[ArrayLike, ArrayLike] | None = None,
-                     device: str | torch.device | None = None) -> dict[str, float | int]:
+                     device: str | torch.device | None = None, encoder: str | None = None,
+                     include: Sequence[str] = (), pathology: bool = False,
+                     ci_only: bool = False) -> dict[str, float | int]:
     """Every registered fidelity metric of two feature matrices (FID, KID, Precision, Recall, Density, Coverage
-    and any metric added to :mod:`.registry`), and the set sizes."""
-    r, f = _pair(real, fake)
+    and any metric added to :mod:`.registry`), and the set sizes.
+
+    ``encoder``: the features' encoder (selects the metrics that apply to it: FRD on ``radiomics`` only, nothing
+    else there); ``include``: opt-in metrics to compute; ``pathology``: a per-pathology row (metrics registered
+    ``per_pathology=False`` are left out); ``ci_only``: only metrics with bootstrap intervals (a replicate)."""
+    from .registry import claimed_encoders
+
+    if encoder is not None and encoder in claimed_encoders():  # raw features (radiomics: NaN allowed, FRD drops)
+        r, f = np.asarray(real), np.asarray(fake)
+    else:
+        r, f = _pair(real, fake)
     out = compute(r, f, k=k, kid_subsets=kid_subsets, kid_subset_size=kid_subset_size, seed=seed,
-                  real_stats=real_stats, device=device)
+                  real_stats=real_stats, device=device, encoder=encoder, include=include, pathology=pathology,
+                  ci_only=ci_only)
     out.update({"n_real": int(r.shape[0]), "n_synthetic": int(f.shape[0])})
     return out
 

@@ -25,6 +25,7 @@ import numpy as np
 
 from ..errors import InputError
 from .fidelity import frechet_distance
+from .registry import Output, register
 
 
 def _raw(x: Any, name: str) -> np.ndarray:
@@ -67,4 +68,16 @@ def frd(real: Any, synthetic: Any) -> dict[str, Any]:
             "n_features": int(cols.sum()), "n_features_extracted": int(r.shape[1])}
 
 
-__all__ = ["frd"]
+@register("FRD", encoders=("radiomics",), claims_encoder=True,
+          outputs=(Output("FRD", display="FRD", direction="lower", column="FRD"),
+                   Output("FRD_raw", display="FRD d_F^2", direction="lower", shown=False, ci=False)))
+def frd_metric(real: Any, synthetic: Any) -> dict[str, Any]:
+    """FRD on the ``radiomics`` encoder's features, which serve FRD only (the encoder is claimed: FID, KID, PRDC...
+    on raw radiomic values would mean nothing). Its ``FID`` column is not FRD: FRD z-scores against the reference
+    and takes the log."""
+    res = frd(real, synthetic)
+    return {"FRD": res["FRD"], "FRD_raw": res["FRD_raw"], "n_frd_features": res["n_features"],
+            "n_frd_dropped_real": res["n_dropped_real"], "n_frd_dropped_synthetic": res["n_dropped_synthetic"]}
+
+
+__all__ = ["frd", "frd_metric"]

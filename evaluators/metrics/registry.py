@@ -1,7 +1,7 @@
 """The metric registry: a metric is one function of feature matrices plus one registration.
 
-A registration names the function's inputs (``real``, ``synthetic``, ``train`` feature matrices, or
-``synthetic_logits``), what it returns (one :class:`Output` per number: key, display name, which direction
+A registration names the function's inputs (``real``, ``synthetic``, ``train``, ``heldout`` feature matrices,
+or ``synthetic_logits``), what it returns (one :class:`Output` per number: key, display name, which direction
 is better, CheXGenBench's column name) and where it applies (axis, encoders, per pathology). The suite runner,
 the JSON/CSV writers, the summary text, the app's tables and charts and the leaderboard all read this
 registry, so a new metric is one decorated function in its own module under :mod:`evaluators.metrics`::
@@ -13,6 +13,10 @@ registry, so a new metric is one decorated function in its own module under :mod
 Modules of this package are imported on first use (:func:`discover`): adding a file is enough. A function
 asks for settings by naming them as keyword arguments (``k``, ``kid_subsets``, ``seed``, ``real_stats``,
 ``device``...); it receives those it names and no others.
+
+``encoders=(...)`` with ``claims_encoder=True`` (FRD on ``radiomics``) makes those encoders serve only the metrics
+that name them: FID, KID, PRDC... are not computed on raw radiomic features. ``opt_in=True`` leaves a metric out
+of a run unless the run names it (``include``): for numbers too costly for every run.
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-INPUTS = ("real", "synthetic", "train", "synthetic_logits")
+INPUTS = ("real", "synthetic", "train", "heldout", "synthetic_logits")
 DIRECTIONS = ("lower", "higher", "none")
 
 
@@ -60,9 +64,20 @@ class Metric:
     encoders: tuple[str, ...] | None = None  # None: every encoder of the run
     per_pathology: bool = True
     params: tuple[str, ...] = field(default=())  # keyword settings the function takes
+    claims_encoder: bool = False  # its encoders serve only metrics that name them (radiomics: FRD)
+    opt_in: bool = False  # computed only when a run names it
 
-    def applies_to(self, encoder: str) -> bool:
-        return self.encoders is None or encoder in self.encoders
+    def applies_to(self, encoder: str | None) -> bool:
+        """Whether this metric runs on ``encoder``'s features: an encoder-specific one (FRD, Inception Score) only
+        on its named encoders, any other on every encoder not claimed (None: a computation naming no encoder)."""
+        if self.encoders is not None:
+            return encoder is not None and encoder in self.encoders
+        return encoder is None or encoder not in claimed_encoders()
+
+    @property
+    def ci(self) -> bool:
+        """Whether any of its outputs takes a bootstrap interval (else bootstrap replicates skip it)."""
+        return any(o.ci for o in self.outputs)
 
     def compute(self, data: dict[str, Any], settings: dict[str, Any]) -> dict[str, Any]:
         """{output key: value}; ``data`` holds the inputs by name, ``settings`` any keyword settings."""
@@ -92,6 +107,8 @@ def register(
     axis: str = "fidelity",
     encoders: Iterable[str] | None = None,
     per_pathology: bool = True,
+    claims_encoder: bool = False,
+    opt_in: bool = False,
 ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Decorator: register ``fn`` as metric ``name`` (one output named ``name`` unless ``outputs`` are given)."""
     inputs = tuple(inputs)
@@ -99,6 +116,8 @@ def register(
     if bad:
         raise ValueError(f"metric {name!r}: unknown input(s) {bad}; inputs are {INPUTS}")
     outs = tuple(outputs) if outputs is not None else (Output(name, display, direction, column),)
+    if claims_encoder and not encoders:
+        raise ValueError(f"metric {name!r}: claims_encoder needs the encoders it claims")
     for o in outs:
         if o.direction not in DIRECTIONS:
             raise ValueError(f"metric {name!r}: direction {o.direction!r} is not one of {DIRECTIONS}")
@@ -109,7 +128,8 @@ def register(
         if missing:
             raise TypeError(f"metric {name!r}: {fn.__qualname__} does not take its input(s) {missing}")
         params = tuple(p for p in sig if p not in inputs)
-        metric = Metric(name, fn, inputs, outs, axis, tuple(encoders) if encoders else None, per_pathology, params)
+        metric = Metric(name, fn, inputs, outs, axis, tuple(encoders) if encoders else None, per_pathology, params,
+                        claims_encoder, opt_in)
         with _LOCK:
             _REGISTRY[name] = metric
         return fn
@@ -141,6 +161,18 @@ def metrics(axis: str | None = "fidelity", *, inputs: Iterable[str] | None = Non
     with _LOCK:
         found = list(_REGISTRY.values())
     return [m for m in found if (axis is None or m.axis == axis) and (have is None or set(m.inputs) <= have)]
+
+
+def claimed_encoders() -> set[str]:
+    """Encoders whose features serve only the metrics naming them (e.g. ``radiomics``: FRD)."""
+    discover()
+    with _LOCK:
+        return {e for m in _REGISTRY.values() if m.claims_encoder for e in (m.encoders or ())}
+
+
+def opt_in(axis: str | None = "fidelity") -> list[str]:
+    """Names of the metrics of ``axis`` a run computes only when it names them."""
+    return [m.name for m in metrics(axis) if m.opt_in]
 
 
 def get(name: str) -> Metric:
@@ -182,13 +214,24 @@ def direction_of(column: str) -> str | None:
     return None
 
 
-def compute(real: Any, synthetic: Any, *, axis: str = "fidelity", only: Iterable[str] | None = None,
-            **settings: Any) -> dict[str, Any]:
-    """Every feature-matrix metric of ``axis`` (or those named in ``only``) on one real/synthetic pair."""
+def selected(axis: str = "fidelity", *, encoder: str | None = None, only: Iterable[str] | None = None,
+             include: Iterable[str] = (), pathology: bool = False, ci_only: bool = False) -> list[Metric]:
+    """The feature-matrix metrics of ``axis`` one computation runs: those applying to ``encoder``, opt-in ones
+    only when named in ``include`` (or ``only``), per-pathology ones for a pathology row, those with a bootstrap
+    interval for a bootstrap replicate; ``only`` restricts to the named ones."""
     wanted = set(only) if only is not None else None
+    extra = set(include) | (wanted or set())
+    return [m for m in feature_metrics(axis)
+            if (wanted is None or m.name in wanted) and m.applies_to(encoder) and (not m.opt_in or m.name in extra)
+            and (m.per_pathology or not pathology) and (m.ci or not ci_only)]
+
+
+def compute(real: Any, synthetic: Any, *, axis: str = "fidelity", only: Iterable[str] | None = None,
+            encoder: str | None = None, include: Iterable[str] = (), pathology: bool = False,
+            ci_only: bool = False, **settings: Any) -> dict[str, Any]:
+    """Every feature-matrix metric of ``axis`` (see :func:`selected`) on one real/synthetic pair."""
     data = {"real": real, "synthetic": synthetic}
     out: dict[str, Any] = {}
-    for m in feature_metrics(axis):
-        if wanted is None or m.name in wanted:
-            out.update(m.compute(data, settings))
+    for m in selected(axis, encoder=encoder, only=only, include=include, pathology=pathology, ci_only=ci_only):
+        out.update(m.compute(data, settings))
     return out

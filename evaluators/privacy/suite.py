@@ -279,6 +279,10 @@ def run_privacy(
     if reid_cal.get("available"):
         summary["reid_verdict_threshold"] = reid_cal["threshold"]
     summary["verdicts"] = count_verdicts(s["verdict"] for s in samples)
+    from .data_copying import data_copying, summary_numbers
+
+    copying = data_copying(search, feats.features, progress=progress)  # C_T, AuthPct (registry, privacy axis)
+    summary.update(summary_numbers(copying))
     result = {
         "kind": "privacy",
         "summary": summary,
@@ -292,6 +296,7 @@ def run_privacy(
                      "index": str(index.dir), "seconds": round(time.perf_counter() - t0, 2)},
         "encoder": _encoder_meta(enc),
         "reid": {**_reid_section(choice, reid_note), "verdict_calibration": reid_cal},
+        "data_copying": copying,
     }
     _domain_notes(result, enc, train_obj)
     return result
@@ -557,6 +562,10 @@ def format_summary(result: dict) -> str:
                          f"matched training image ({f(rc['fraction_above_0.5'])} of them score > {REID_THRESHOLD})")
         elif s["reid_available"]:
             lines.append(f"  re-ID not used for verdicts: {rc.get('reason', 'no calibrated threshold')}")
+    if result.get("data_copying"):
+        from .data_copying import format_line
+
+        lines.append(format_line(result["data_copying"]))
     if s.get("encoder_note"):
         lines.append(f"note: {s['encoder_note']}")
     if "mean_pixel_distance" in s:

@@ -28,6 +28,7 @@ class FidelityConfig:
     skip_bad: bool = False
     alignment: bool = True
     preprocess: str = "auto"
+    include: tuple[str, ...] = ()  # opt-in metrics of the registry (FD_inf): evaluators.metrics.registry.opt_in()
 
     def settings(self) -> dict:
         return asdict(self)
@@ -44,6 +45,6 @@ def run(ctx: RunContext, synthetic, config: FidelityConfig, *, progress: Progres
         min_count=config.min_count, k=config.k, kid_subsets=config.kid_subsets, seed=config.seed,
         device=ctx.device, dtype=ctx.dtype, batch_size=config.batch_size, skip_bad=config.skip_bad,
         alignment=config.alignment, progress=progress, load_encoder=ctx.load_encoder, preprocess=config.preprocess,
-        real_name=ctx.name,
+        real_name=ctx.name, include=tuple(config.include),
     )
     return RunResult("fidelity", finite(data), config)

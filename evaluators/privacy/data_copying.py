@@ -1,0 +1,84 @@
+"""Data-copying tests of the privacy job: every privacy metric of the registry (C_T, AuthPct) from cached features.
+
+Inputs, all in the reference index's encoder space and unit-normalised (the memorisation search's cosine space):
+``train`` = the reference index's features, ``heldout`` = the held-out real images (``--heldout``, else the training
+source's other splits: :func:`.search.find_heldout`; features cached like any encoder's), ``synthetic`` = the
+synthetic set's features. A metric whose inputs are missing (C_T without held-out images) is reported unavailable
+with the reason, never computed on something else.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from ..errors import InputError
+from ..metrics import registry
+
+
+def _unit(x: np.ndarray) -> np.ndarray:
+    x = np.asarray(x, dtype=np.float32)
+    n = np.linalg.norm(x, axis=1, keepdims=True)
+    return x / np.where(n == 0, 1.0, n)
+
+
+def heldout_features(search, progress=None) -> tuple[np.ndarray | None, str]:
+    """(held-out features or None, where they came from / why there are none)."""
+    from ..features import extract_features
+    from .search import find_heldout
+
+    held, source = find_heldout(search.index, search.train_set, search.spec, search.heldout)
+    if held is None or len(held) == 0:
+        return None, ("no held-out real images: pass --heldout SET (other patients of the same source), or keep the "
+                      "training set's valid/test splits next to it")
+    feats = extract_features(list(held.paths), search.encoder, show_progress=False, progress=progress)
+    return feats.features, f"{len(feats)} images of {held.name} ({source})"
+
+
+def data_copying(search, synthetic_features: np.ndarray, *, seed: int = 0, progress=None) -> dict[str, Any]:
+    """{metric name: its result or {"available": False, "reason"}} for every privacy metric, plus ``inputs``."""
+    data = {"train": _unit(np.asarray(search.index.features)), "synthetic": _unit(synthetic_features)}
+    held, held_source = heldout_features(search, progress)
+    if held is not None:
+        data["heldout"] = _unit(held)
+    out: dict[str, Any] = {"space": f"{search.encoder.name} features, unit-normalised (cosine, as the search)",
+                           "heldout": held_source}
+    for metric in registry.metrics("privacy"):
+        missing = [i for i in metric.inputs if i not in data]
+        if missing:
+            out[metric.name] = {"available": False,
+                                "reason": held_source if "heldout" in missing else f"no {', '.join(missing)} input"}
+            continue
+        try:
+            out[metric.name] = {"available": True, **metric.compute(data, {"seed": seed})}
+        except InputError as exc:
+            out[metric.name] = {"available": False, "reason": str(exc)}
+    return out
+
+
+def summary_numbers(section: dict) -> dict[str, float | None]:
+    """The shown outputs of the privacy metrics, for the privacy summary (and so the leaderboard)."""
+    nums: dict[str, float | None] = {}
+    for metric in registry.metrics("privacy"):
+        res = section.get(metric.name) or {}
+        for o in metric.outputs:
+            if o.shown:
+                nums[o.key] = res.get(o.key) if res.get("available") else None
+    return nums
+
+
+def format_line(section: dict | None) -> str:
+    """'data copying: C_T -8.15 (< 0: ...), AuthPct 0.0%' or what is unavailable and why."""
+    if not section:
+        return ""
+    parts = []
+    for metric in registry.metrics("privacy"):
+        res = section.get(metric.name) or {}
+        o = metric.outputs[0]
+        value = res.get(o.key) if res.get("available") else None
+        if value is None:
+            parts.append(f"{metric.name} n/a ({res.get('reason', 'not computed')})")
+        else:
+            parts.append(f"{o.label} {value:.2f}")
+    return "data copying: " + "; ".join(parts)
