@@ -23,14 +23,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .. import settings
-from ..settings import is_offline
-from .base import Encoder, as_gray, hf_cache_dir, library_versions, resize
-from .spec import Availability, EncoderSpec
+from .base import Encoder, as_gray, library_versions, resize
+from .hub_weights import HubWeights
+from .spec import EncoderSpec
 
 HF_ID = "facebook/dinov2-base"
 ENV = "CHEXGEN_DINOV2"
-WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
 NEEDED = ("config.json",)
 INPUT_SIZE = 224  # dgm-eval: TF.Resize((224, 224), BICUBIC)
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -39,56 +37,9 @@ HOW = (f"put the {HF_ID} snapshot (config.json, model.safetensors; 346 MB) in a 
        f"or set {ENV}=DIR; or, with network, `hf download {HF_ID}` to fill the Hugging Face cache (HF_HOME)")
 
 
-def _missing(folder: Path) -> list[str]:
-    missing = [n for n in NEEDED if not (folder / n).is_file()]
-    if not any((folder / n).is_file() for n in WEIGHT_FILES):
-        missing.append(" or ".join(WEIGHT_FILES))
-    return missing
-
-
-def _cached_snapshot() -> Path | None:
-    """The DINOv2 snapshot in the Hugging Face cache, without touching the network."""
-    try:
-        from huggingface_hub import snapshot_download
-
-        return Path(snapshot_download(HF_ID, cache_dir=hf_cache_dir(), local_files_only=True))
-    except Exception:
-        return None
-
-
-def locate(weights: str | Path | None = None) -> tuple[Path | None, str]:
-    """(folder, where it came from) or (None, why not)."""
-    given = weights or settings.get(ENV)
-    if given:
-        folder = Path(given).expanduser()
-        source = "--weights" if weights else f"${ENV}"
-        if not folder.is_dir():
-            return None, f"{source} {folder} is not a folder"
-        missing = _missing(folder)
-        if missing:
-            return None, f"{source} {folder} lacks {', '.join(missing)}"
-        return folder, f"{source} {folder}"
-    snap = _cached_snapshot()
-    if snap is not None:
-        missing = _missing(snap)
-        if not missing:
-            return snap, f"Hugging Face cache {snap}"
-        return None, f"the cached {HF_ID} snapshot {snap} lacks {', '.join(missing)}"
-    return None, f"{HF_ID} is not in the Hugging Face cache and no folder was given"
-
-
-def check(weights: str | Path | None = None) -> Availability:
-    """Cheap: looks for the files, builds no model, never touches the network."""
-    try:
-        import transformers  # noqa: F401
-    except ImportError:
-        return Availability(False, "transformers is not installed", "pip install transformers")
-    folder, why = locate(weights)
-    if folder is not None:
-        return Availability(True, f"weights from {why}")
-    if not weights and not settings.get(ENV) and not is_offline():
-        return Availability(True, f"{why}; it will be downloaded from the Hub on first use (network allowed)", download=True)
-    return Availability(False, why, HOW)
+WEIGHTS = HubWeights(HF_ID, ENV, NEEDED, HOW)
+locate = WEIGHTS.locate
+check = WEIGHTS.check
 
 
 class Dinov2Preprocess:
@@ -117,9 +68,7 @@ class Dinov2Encoder(Encoder):
 
     def __init__(self, model, folder: Path, weights_id: str, device: str, dtype: str):
         preprocess = Dinov2Preprocess()
-        files = [folder / n for n in (*NEEDED, *WEIGHT_FILES) if (folder / n).is_file()]
-        weight = [f for f in files if f.name in WEIGHT_FILES][:1]  # safetensors wins, as transformers does
-        files = [f for f in files if f.name in NEEDED] + weight
+        files = WEIGHTS.files(folder)
         super().__init__(model, preprocess, device=device, dtype=dtype, weights_path=folder, weights_files=files)
         self._pre = preprocess.summary()
         self.dim = int(model.config.hidden_size)
@@ -140,14 +89,8 @@ class Dinov2Encoder(Encoder):
 def load(weights: str | Path | None = None, device: str = "cpu", dtype: str = "float32") -> Dinov2Encoder:
     from transformers import Dinov2Model
 
-    folder, _why = locate(weights)
-    if folder is None:  # only reached online (check() refused otherwise): fetch config + safetensors
-        from huggingface_hub import snapshot_download
-
-        folder = Path(snapshot_download(HF_ID, cache_dir=hf_cache_dir(), allow_patterns=[*NEEDED, "model.safetensors"]))
+    folder, weights_id = WEIGHTS.folder(weights)
     model = Dinov2Model.from_pretrained(str(folder), local_files_only=True)
-    in_cache = "snapshots" in folder.parts and any(p.startswith("models--") for p in folder.parts)
-    weights_id = f"{HF_ID}@{folder.name}" if in_cache else f"local folder {folder.name}"
     return Dinov2Encoder(model, folder, weights_id, device, dtype)
 
 

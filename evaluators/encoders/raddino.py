@@ -16,69 +16,21 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .. import settings
-from ..settings import is_offline
-from .base import Encoder, as_gray, center_crop, hf_cache_dir, library_versions, resize, resize_shortest_edge
-from .spec import Availability, EncoderSpec
+from .base import Encoder, as_gray, center_crop, library_versions, resize, resize_shortest_edge
+from .hub_weights import HubWeights
+from .spec import EncoderSpec
 
 HF_ID = "microsoft/rad-dino"
 ENV = "CHEXGEN_RADDINO"
-WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
 NEEDED = ("config.json", "preprocessor_config.json")
 HOW = (f"put the {HF_ID} snapshot (config.json, model.safetensors, preprocessor_config.json) in a folder and "
        f"pass --weights DIR or set {ENV}=DIR; or, with network, `hf download {HF_ID}` to fill the Hugging Face "
        "cache (HF_HOME)")
 
 
-def _missing(folder: Path) -> list[str]:
-    missing = [n for n in NEEDED if not (folder / n).is_file()]
-    if not any((folder / n).is_file() for n in WEIGHT_FILES):
-        missing.append(" or ".join(WEIGHT_FILES))
-    return missing
-
-
-def _cached_snapshot() -> Path | None:
-    """The RadDino snapshot in the Hugging Face cache, without touching the network."""
-    try:
-        from huggingface_hub import snapshot_download
-
-        return Path(snapshot_download(HF_ID, cache_dir=hf_cache_dir(), local_files_only=True))
-    except Exception:
-        return None
-
-
-def locate(weights: str | Path | None = None) -> tuple[Path | None, str]:
-    """(folder, where it came from) or (None, why not)."""
-    given = weights or settings.get(ENV)
-    if given:
-        folder = Path(given).expanduser()
-        source = "--weights" if weights else f"${ENV}"
-        if not folder.is_dir():
-            return None, f"{source} {folder} is not a folder"
-        missing = _missing(folder)
-        if missing:
-            return None, f"{source} {folder} lacks {', '.join(missing)}"
-        return folder, f"{source} {folder}"
-    snap = _cached_snapshot()
-    if snap is not None:
-        missing = _missing(snap)
-        if not missing:
-            return snap, f"Hugging Face cache {snap}"
-        return None, f"the cached {HF_ID} snapshot {snap} lacks {', '.join(missing)}"
-    return None, f"{HF_ID} is not in the Hugging Face cache and no folder was given"
-
-
-def check(weights: str | Path | None = None) -> Availability:
-    try:
-        import transformers  # noqa: F401
-    except ImportError:
-        return Availability(False, "transformers is not installed", "pip install transformers")
-    folder, why = locate(weights)
-    if folder is not None:
-        return Availability(True, f"weights from {why}")
-    if not weights and not settings.get(ENV) and not is_offline():
-        return Availability(True, f"{why}; it will be downloaded from the Hub on first use (network allowed)", download=True)
-    return Availability(False, why, HOW)
+WEIGHTS = HubWeights(HF_ID, ENV, NEEDED, HOW)
+locate = WEIGHTS.locate
+check = WEIGHTS.check
 
 
 class RadDinoPreprocess:
@@ -132,9 +84,7 @@ class RadDinoEncoder(Encoder):
 
     def __init__(self, model, processor, folder: Path, weights_id: str, device: str, dtype: str):
         preprocess, self._pre = preprocess_from_processor(processor)
-        files = [folder / n for n in (*NEEDED, *WEIGHT_FILES) if (folder / n).is_file()]
-        weight = [f for f in files if f.name in WEIGHT_FILES][:1]  # safetensors wins, as transformers does
-        files = [f for f in files if f.name in NEEDED] + weight
+        files = WEIGHTS.files(folder)
         super().__init__(model, preprocess, device=device, dtype=dtype, weights_path=folder, weights_files=files)
         self.dim = int(model.config.hidden_size)
         self.input_size = preprocess.crop[0] if preprocess.crop else int(preprocess.resize_to.get("shortest_edge", 0))
@@ -161,15 +111,9 @@ class RadDinoEncoder(Encoder):
 def load(weights: str | Path | None = None, device: str = "cpu", dtype: str = "float32") -> RadDinoEncoder:
     from transformers import AutoImageProcessor, AutoModel
 
-    folder, _why = locate(weights)
-    if folder is None:  # only reached online (check() refused otherwise): fetch the three files
-        from huggingface_hub import snapshot_download
-
-        folder = Path(snapshot_download(HF_ID, cache_dir=hf_cache_dir(), allow_patterns=[*NEEDED, "model.safetensors"]))
+    folder, weights_id = WEIGHTS.folder(weights)
     model = AutoModel.from_pretrained(str(folder), local_files_only=True)
     processor = AutoImageProcessor.from_pretrained(str(folder), local_files_only=True)
-    in_cache = "snapshots" in folder.parts and any(p.startswith("models--") for p in folder.parts)
-    weights_id = f"{HF_ID}@{folder.name}" if in_cache else f"local folder {folder.name}"
     return RadDinoEncoder(model, processor, folder, weights_id, device, dtype)
 
 
