@@ -131,5 +131,5 @@ def test_labeler_speed_tiny(bench_env):
 def test_privacy_matcher_tiny(bench_env):
     out = _run("privacy_matcher.py", "--skip-nih", "--demo-patients", "120", "--copies-per-kind", "2",
                "--percentile", "95", "--encoder", "pixels", env=bench_env)
-    assert re.search(r"\| demo world \(128 px\) \| 0 \| ids \|", out) and "| no ids |" in out
+    assert re.search(r"\| demo world \(128 px\) \| 0 \| ids \|", out) and "| no-ids |" in out  # the mode names of --modes
     assert re.search(r"\| 256 \| [\d.]+ \| [\d.]+ \| [\d.]+ \|", out)  # cost per pair at 256 px
