@@ -51,7 +51,7 @@ def main() -> int:
             return best, res
 
         rows = []
-        for boot in (0, a.bootstrap):
+        for boot in sorted({0, a.bootstrap}):
             for n in saved:
                 registry.unregister(n)
             t_before, _ = timed(boot)

@@ -195,3 +195,15 @@ def test_demo_copycat_and_oracle_separate(demo_features):
     print(f"n_train={len(f['train'])} n_test={len(f['test'])} n_syn={len(f['copycat'])} AuthPct={auth} C_T={ct}")
     assert auth["copycat"] < 10 and auth["reference-oracle"] > 40
     assert ct["copycat"] < -3 and ct["copycat"] < ct["reference-oracle"] - 3
+
+
+def test_authenticity_with_given_train_radii_is_the_same():
+    from evaluators.metrics.copying import authenticity, train_radii
+
+    rng = np.random.default_rng(3)
+    t, g = rng.normal(size=(60, 5)), rng.normal(size=(25, 5))
+    g[:5] = t[:5]  # exact copies: inauthentic either way
+    a, b = authenticity(t, g), authenticity(t, g, train_radius=train_radii(t))
+    assert a["AuthPct"] == b["AuthPct"] and (a["authentic"] == b["authentic"]).all()
+    with pytest.raises(InputError, match="train_radius"):
+        authenticity(t, g, train_radius=np.zeros(3))

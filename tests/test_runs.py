@@ -306,6 +306,9 @@ def test_c_t_and_authpct_reach_privacy_json_summary_batch_line_and_leaderboard(s
     assert summ["C_T"] < 0  # closer to the training images than held-out real images are: copying
     assert "held-out" in sect["heldout"] or "splits" in sect["heldout"]
     assert "AuthPct" in format_summary(data) and "AuthPct" in privacy_verdict_line(data)
+    assert list(studio.index().dir.glob("authpct-radii-*.npy"))  # AuthPct's N x N part, once per index
+    again = json.loads(studio.run_privacy(studio.synthetic_from_folder(str(many_copies))).json_path.read_text())
+    assert again["summary"]["AuthPct"] == summ["AuthPct"] and again["summary"]["C_T"] == summ["C_T"]
     board = studio.leaderboard("privacy")
     row = board[board["model"] == "copy-check"].iloc[0]
     assert row["AuthPct"] == 0.0 and row["C_T"] == pytest.approx(summ["C_T"])

@@ -115,7 +115,7 @@ def fd_infinity(real: ArrayLike, fake: ArrayLike, *, num_points: int = 15, split
 def fd_infinity_metric(real: np.ndarray, synthetic: np.ndarray, *, seed: int = 0,
                        real_stats: tuple[ArrayLike, ArrayLike] | None = None) -> dict[str, float | None]:
     """FD_inf beside FID (sets of different sizes compare). Opt-in (``--fd-inf``; ``FidelityConfig(include=
-    ("FD_inf",))``): 105 Fréchet distances (15 subset sizes, 3 half-splits for the error) cost ~5x FID and KID
+    ("FD_inf",))``): 105 Fréchet distances (15 subset sizes, 3 half-splits for the error), ~4x FID, KID and PRDC
     together at D = 256 (``benchmarks/fidelity_metric_costs.py``). No bootstrap interval (``ci=False``): its own
     split-half error ``FD_inf_err`` is its stated uncertainty. Too few samples for the 1/n fit give None, not a
     failed run."""
