@@ -115,9 +115,9 @@ def baseline_dir(reference: str, *, model: str, epochs: int, image_size: int) ->
     return baseline_for(reference, _config(model, epochs, image_size, False))
 
 
-def _config(model: str, epochs: int, image_size: int, mixed: bool) -> UtilityConfig:
-    return UtilityConfig(model=model, epochs=epochs, image_size=image_size, mixed=bool(mixed), batch_size=BATCH_SIZE,
-                         seed=SEED, policy=POLICY, scheduler=SCHEDULER)
+def _config(model: str, epochs: int, image_size: int, mixed: bool, swap: bool = False) -> UtilityConfig:
+    return UtilityConfig(model=model, epochs=epochs, image_size=image_size, mixed=bool(mixed), swap=bool(swap),
+                         batch_size=BATCH_SIZE, seed=SEED, policy=POLICY, scheduler=SCHEDULER)
 
 
 def progress_adapter(report: Progress | None) -> Callable[[dict], None] | None:
@@ -154,7 +154,8 @@ def display_table(rows: list[dict], settings: list[str]) -> pd.DataFrame:
 
 
 def run_utility_job(studio: Studio, synthetic: Any, *, model: str | None = None, epochs: int = DEFAULT_EPOCHS,
-                    image_size: int = DEFAULT_IMAGE_SIZE, mixed: bool = False, session: str | None = None,
+                    image_size: int = DEFAULT_IMAGE_SIZE, mixed: bool = False, swap: bool = False,
+                    session: str | None = None,
                     source: str | None = None, progress: Progress | None = None) -> UtilityRun:
     """Train on ``synthetic`` (and the cached real baseline), test both on the reference's test split
     (:func:`evaluators.runs.utility.run`); saved as kind 'utility' and as ``utility.json``.
@@ -168,7 +169,7 @@ def run_utility_job(studio: Studio, synthetic: Any, *, model: str | None = None,
     name, epochs, image_size = check_settings(studio, model=model, epochs=epochs, image_size=image_size)
     studio.quota.check(session, 0, "This utility job")
     job.check_trainable(synthetic)
-    config = _config(name, epochs, image_size, mixed)
+    config = _config(name, epochs, image_size, mixed, swap)
     _, test_spec = split_specs(studio.reference)
     with studio.partial_on_failure("utility", synthetic, model=source, session=session,
                                    settings=config.settings(test_spec), note=job.PARTIAL_NOTE):

@@ -133,8 +133,13 @@ def test_fid_with_precomputed_real_stats():
     assert cached["FID"] == full["FID"]
     shifted = F.fidelity_metrics(real, fake, kid_subsets=3, real_stats=(real.mean(0) + 1, np.cov(real.T)))
     assert shifted["FID"] != pytest.approx(full["FID"])
-    assert set(full) == {"FID", "KID", "KID_std", "Precision", "Recall", "Density", "Coverage", "n_real",
-                         "n_synthetic"}
+    core = {"FID", "KID", "KID_std", "Precision", "Recall", "Density", "Coverage", "n_real", "n_synthetic"}
+    from evaluators.metrics import registry
+
+    default_on = {o.key for m in registry.metrics("fidelity", inputs=("real", "synthetic")) if not m.opt_in
+                  and m.applies_to(None) for o in m.outputs}
+    assert core <= set(full) and default_on <= set(full)  # the registry's default metrics, FID...Coverage first
+    assert set(full) - core - default_on <= {"n_vendi"}  # and nothing else but their stated details
     assert full["n_real"] == 200 and full["n_synthetic"] == 150
 
 

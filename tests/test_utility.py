@@ -208,6 +208,29 @@ def test_run_utility_puts_real_synthetic_and_mixed_side_by_side(tmp_path):
     assert "| macro AUC |" in format_table(report)
 
 
+def test_swap_setting_replaces_half_the_real_images_with_synthetic_ones(tmp_path):
+    """CheXGenBench's "mixed": the real setting's size, half of its trainable images swapped for synthetic ones."""
+    from evaluators.utility.run import SWAP, Swap, _swapped, run_utility, standard_settings
+
+    real = blob_set(60, 0)
+    real.table.loc[50:, "split"] = "test"  # test rows are never trained on, so never counted or kept
+    sets = {"real": real, "synth": blob_set(40, 2, first_patient=5_000), "test": blob_set(40, 1, "test", 10_000)}
+    settings = standard_settings(["real"], ["synth"], swap=True)
+    assert isinstance(settings[SWAP], Swap) and list(settings) == ["real", "synthetic", "real+synthetic", "mixed"]
+    from evaluators.utility.data import preload
+
+    notes: list[str] = []
+    parts = _swapped(settings[SWAP], lambda s: preload(sets[s], 32, name=s, show_bar=False), 0, notes)
+    assert [len(p) for p in parts] == [25, 25] and {p.name for p in parts} == {"real", "synth"}
+    assert notes == ["25 of 50 real training images swapped for 25 synthetic ones (seed 0)"]
+    assert set(parts[1].groups.tolist()) <= set(preload(sets["synth"], 32, show_bar=False).groups.tolist())
+    report = run_utility({SWAP: settings[SWAP]}, "test", epochs=1, work_dir=tmp_path, loader=sets.__getitem__,
+                         **{k: v for k, v in TRAIN_KW.items() if k != "patience"})
+    mixed = report["settings"][SWAP]
+    assert mixed["n_train"] + mixed["n_val"] == 50 and mixed["train"] == ["real", "synth"]
+    assert mixed["swap"].startswith("25 of 50") and report["table"][0]["metric"] == "macro AUC"
+
+
 # ---------------------------------------------------------------- weights
 
 

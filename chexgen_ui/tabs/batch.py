@@ -67,7 +67,10 @@ def _utility_accordion(ctx: AppContext, t: SimpleNamespace) -> None:
             t.u_size = gr.Slider(utility_service.MIN_IMAGE_SIZE, min(u_lim.max_image_size, 256),
                                  value=utility_service.DEFAULT_IMAGE_SIZE, step=16,
                                  label="Image size (px)", elem_id="batch-utility-size")
-        t.u_mixed = gr.Checkbox(False, label="Also train on real + synthetic")
+        with gr.Row():
+            t.u_mixed = gr.Checkbox(False, label="Also train on real + synthetic")
+            t.u_swap = gr.Checkbox(False, label="Also CheXGenBench's mixed: half the real images swapped for synthetic",
+                                   elem_id="batch-utility-swap")
 
 
 def _report_accordion(ctx: AppContext, t: SimpleNamespace) -> None:
@@ -121,7 +124,8 @@ def _wire_batch(ctx: AppContext, t: SimpleNamespace):
     @gpu(GPU_DURATION)
     @ctx.job
     def on_batch(src, files, folder, mdl, n, steps, axes, boot, min_count, u_model, u_epochs, u_size, u_mixed,
-                 preprocess="auto", progress=gr.Progress(), request: gr.Request = None):  # noqa: B008 - Gradio's idiom
+                 preprocess="auto", u_swap=False, progress=gr.Progress(),  # noqa: B008 - Gradio's idiom
+                 request: gr.Request = None):
         cancel = ctx.cancel_event(request)
         cancel.clear()
         report = _progress(progress, cancel)
@@ -162,14 +166,14 @@ def _wire_batch(ctx: AppContext, t: SimpleNamespace):
                    overall, table, plot, priv, priv_img, None, files_out)
             urun = utility_service.run_utility_job(
                 studio, synthetic, model=u_model, epochs=int(u_epochs or 0), image_size=int(u_size or 0),
-                mixed=bool(u_mixed), session=session, source=model, progress=report)
+                mixed=bool(u_mixed), swap=bool(u_swap), session=session, source=model, progress=report)
             util = urun.table
             files_out.append(str(urun.json_path))
             done.append(utility_service.summary(urun))
         yield "\n\n".join(done), overall, table, plot, priv, priv_img, util, files_out
 
     return t.btn.click(on_batch, [t.src, t.files, t.folder, t.mdl, t.n, t.steps, t.axes, t.boot, t.min,
-                                  t.u_model, t.u_epochs, t.u_size, t.u_mixed, t.pre],
+                                  t.u_model, t.u_epochs, t.u_size, t.u_mixed, t.pre, t.u_swap],
                        [t.status, t.overall, t.table, t.plot, t.priv, t.priv_img, t.util, t.files_out],
                        concurrency_id=GPU_QUEUE, concurrency_limit=GPU_CONCURRENCY)
 

@@ -29,6 +29,9 @@ def add_cli(subparsers) -> None:
                    help="the app's utility axis: train on --synthetic beside a real baseline trained on SET (cached "
                         "across runs) and test both on SET's test split; the same job and JSON as the app")
     p.add_argument("--mixed", action="store_true", help="with --reference: also the real+synthetic setting")
+    p.add_argument("--swap", action="store_true",
+                   help="also CheXGenBench's 'mixed' setting: the real training images with half of them swapped for "
+                        "synthetic ones (seeded; the training size stays the real setting's)")
     p.add_argument("--no-store", action="store_true", help="do not save the run to the results store (leaderboard)")
     p.add_argument("--model", default=None, help="timm architecture (default: resnet50 on GPU, resnet18 on CPU)")
     p.add_argument("--epochs", type=knob("epochs"), default=20)
@@ -67,7 +70,7 @@ def _cli_utility(args: argparse.Namespace) -> int:
     if out.suffix.lower() != ".json":
         raise InputError(f"--out {args.out!r} should be a .json file.")
     work = Path(args.work_dir) if args.work_dir else out.with_name(out.stem + "_runs")
-    settings = standard_settings(args.train, args.synthetic)
+    settings = standard_settings(args.train, args.synthetic, swap=args.swap)
     report = run_utility(
         settings,
         args.test,
@@ -114,7 +117,8 @@ def _cli_reference_utility(args: argparse.Namespace) -> int:
     ctx = RunContext(args.reference, device=select_device(args.device))
     synthetic = load_image_set(args.synthetic[0])
     config = job.UtilityConfig(model=args.model or default_model(ctx.device), epochs=args.epochs,
-                               image_size=args.image_size, mixed=args.mixed, batch_size=args.batch_size,
+                               image_size=args.image_size, mixed=args.mixed, swap=args.swap,
+                               batch_size=args.batch_size,
                                seed=args.seed, policy=args.policy, scheduler=args.scheduler)
     work = Path(args.work_dir) if args.work_dir else run_folder("utility")
     run = job.run(ctx, synthetic, config, run_dir=work, source=args.synthetic[0])

@@ -38,7 +38,8 @@ class UtilityConfig:
     model: str = "resnet18"
     epochs: int = 3
     image_size: int = 64
-    mixed: bool = False  # also CheXGenBench's real + synthetic setting
+    mixed: bool = False  # also the real + synthetic setting (both sets concatenated)
+    swap: bool = False  # also CheXGenBench's "mixed": half the real training images swapped for synthetic ones
     batch_size: int = 32
     seed: int = 0
     policy: str = "zeros"
@@ -120,7 +121,7 @@ def headline(per_setting: dict) -> dict:
 def run(ctx: RunContext, synthetic: Any, config: UtilityConfig, *, run_dir: Path, source: str | None = None,
         progress: Callable[[dict], None] | None = None, keep_checkpoints: bool = True) -> RunResult:
     """Train on ``synthetic`` (and the cached real baseline), test both on the reference's test split."""
-    from ..utility.run import MIXED, REAL, SYNTHETIC, run_utility, side_by_side, standard_settings
+    from ..utility.run import MIXED, REAL, SWAP, SYNTHETIC, run_utility, side_by_side, standard_settings
 
     check_trainable(synthetic)
     real_spec, test_spec = split_specs(ctx.spec or ctx.name)
@@ -144,8 +145,8 @@ def run(ctx: RunContext, synthetic: Any, config: UtilityConfig, *, run_dir: Path
                 raise
             log.warning("the cached real baseline in %s no longer matches the reference; retraining", base)
             real = run_utility({REAL: [real_spec]}, test_spec, work_dir=base, resume=False, **common)
-    wanted = standard_settings([real_spec], [syn_key])
-    syn_settings = {k: v for k, v in wanted.items() if k == SYNTHETIC or (k == MIXED and c.mixed)}
+    wanted = standard_settings([real_spec], [syn_key], swap=c.swap)
+    syn_settings = {k: v for k, v in wanted.items() if k in (SYNTHETIC, SWAP) or (k == MIXED and c.mixed)}
     try:
         syn = run_utility(syn_settings, test_spec, work_dir=run_dir / "work", **common)
     finally:

@@ -12,8 +12,11 @@ import os
 import re
 import time
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from ..errors import InputError
 from .data import TEST_SPLIT_NAMES, Preloaded, preload
@@ -21,19 +24,35 @@ from .evaluate import evaluate_preloaded
 from .models import default_model, load_classifier, resolve_weights
 from .train import Progress, train_classifier
 
-REAL, SYNTHETIC, MIXED = "real", "synthetic", "real+synthetic"
+REAL, SYNTHETIC, MIXED, SWAP = "real", "synthetic", "real+synthetic", "mixed"
+
+
+@dataclass(frozen=True)
+class Swap:
+    """CheXGenBench's "mixed" setting: the real training set with ``fraction`` of its trainable images (seeded)
+    replaced by as many synthetic ones, so the training size stays that of the real setting."""
+
+    real: tuple[str, ...]
+    synthetic: tuple[str, ...]
+    fraction: float = 0.5
+
+    def __iter__(self):  # the specs it draws on (reports list them as the setting's training sets)
+        return iter((*self.real, *self.synthetic))
 METRIC_ROWS = (("macro AUC", "macro_auc"), ("F1 micro", "f1_micro"), ("F1 macro", "f1_macro"), ("accuracy", "accuracy"))
 
 
-def standard_settings(real: Sequence[str], synthetic: Sequence[str]) -> dict[str, list[str]]:
-    """CheXGenBench's three settings from lists of real and synthetic set specs (empty ones left out)."""
-    settings: dict[str, list[str]] = {}
+def standard_settings(real: Sequence[str], synthetic: Sequence[str], *, swap: bool = False) -> dict[str, Any]:
+    """CheXGenBench's settings from lists of real and synthetic set specs (empty ones left out): real, synthetic,
+    real+synthetic (both concatenated) and, with ``swap``, "mixed" (half the real images swapped for synthetic)."""
+    settings: dict[str, Any] = {}
     if real:
         settings[REAL] = list(real)
     if synthetic:
         settings[SYNTHETIC] = list(synthetic)
     if real and synthetic:
         settings[MIXED] = [*real, *synthetic]
+        if swap:
+            settings[SWAP] = Swap(tuple(real), tuple(synthetic))
     if not settings:
         raise InputError("Give at least one training set (real and/or synthetic).")
     return settings
@@ -82,9 +101,9 @@ def run_utility(
 
     started = time.time()
     settings = {"train": list(train_specs)} if not isinstance(train_specs, Mapping) else {
-        k: list(v) for k, v in train_specs.items()
+        k: v if isinstance(v, Swap) else list(v) for k, v in train_specs.items()
     }
-    if any(not v for v in settings.values()) or not settings:
+    if any(not list(v) for v in settings.values()) or not settings:
         raise InputError("Every setting needs at least one training set.")
     dev = select_device(device)
     resolve_weights(model or default_model(dev), pretrained)  # fail before any image is loaded
@@ -107,12 +126,13 @@ def run_utility(
     for name, specs in settings.items():
         if progress is not None:
             progress({"stage": "setting", "setting": name, "train": specs})
-        parts = [get(s) for s in specs]
+        notes_swap: list[str] = []
+        parts = _swapped(specs, get, seed, notes_swap) if isinstance(specs, Swap) else [get(s) for s in specs]
         overlap = _patient_overlap(parts, test)
         res = train_classifier(
             [],
             preloaded=parts,
-            names=specs,
+            names=[p.name for p in parts] if isinstance(specs, Swap) else specs,
             model=model,
             epochs=epochs,
             image_size=image_size,
@@ -135,7 +155,8 @@ def run_utility(
         metrics = evaluate_preloaded(net, test, policy=policy, device=dev)
         weights, model_used = res.weights, res.model
         results[name] = {
-            "train": specs,
+            "train": list(specs),
+            **({"swap": notes_swap[0]} if notes_swap else {}),
             "n_train": res.n_train,
             "n_val": res.n_val,
             "validation": res.validation,
@@ -172,6 +193,29 @@ def run_utility(
     if notes:
         report["notes"] = notes
     return report
+
+
+def _swapped(swap: Swap, get, seed: int, notes: list[str]) -> list[Preloaded]:
+    """The real sets with ``swap.fraction`` of their trainable rows replaced by as many synthetic rows (seeded)."""
+    rng = np.random.default_rng(seed)
+    real = [get(s) for s in swap.real]
+    syn = [get(s) for s in swap.synthetic]
+    trainable = [np.flatnonzero(~np.isin(p.splits, list(TEST_SPLIT_NAMES))) for p in real]
+    n_real = sum(len(t) for t in trainable)
+    n_swap = round(n_real * swap.fraction)
+    drop = set(rng.choice(n_real, size=n_swap, replace=False).tolist()) if n_swap else set()
+    kept, offset = [], 0
+    for p, rows in zip(real, trainable, strict=True):
+        keep = [r for j, r in enumerate(rows.tolist()) if offset + j not in drop]
+        offset += len(rows)
+        kept.append(p.subset(np.asarray(keep, dtype=np.int64)))
+    pool = [(i, r) for i, p in enumerate(syn) for r in range(len(p))]
+    take = min(n_swap, len(pool))
+    picked = [pool[k] for k in sorted(rng.choice(len(pool), size=take, replace=False).tolist())] if take else []
+    added = [syn[i].subset(np.asarray([r for j, r in picked if j == i], dtype=np.int64)) for i in range(len(syn))]
+    notes.append(f"{n_swap} of {n_real} real training images swapped for {take} synthetic ones"
+                 + ("" if take == n_swap else f" (only {len(pool)} synthetic images exist)") + f" (seed {seed})")
+    return [*kept, *[a for a in added if len(a)]]
 
 
 def _patient_overlap(parts: Sequence[Preloaded], test: Preloaded) -> int:
