@@ -214,6 +214,9 @@ def run_fidelity(
                 raise
             encoder_notes.append(f"{name} skipped: {exc}")
     modes = {name: modes[name] for name in loaded}
+    # the preprocessing choice (clean / chexgenbench) concerns the image encoders; an encoder that one metric claims
+    # (radiomics: FRD) has its own fixed pipeline and is left out of the preprocessing listing and columns
+    chain_modes = {n: m for n, m in modes.items() if n not in metric_registry.claimed_encoders()} or modes
     kw = {"progress": progress, "batch_size": batch_size, "skip_bad": skip_bad}
     metric_kw = {"k": k, "kid_subsets": kid_subsets, "seed": seed}
     if include:
@@ -235,11 +238,11 @@ def run_fidelity(
             "kid_subsets": kid_subsets,
             "kid_subset_size": "min(n_real, n_synthetic)",
             "seed": seed,
-            "preprocess": describe(modes),
+            "preprocess": describe(chain_modes),
             "preprocess_requested": preprocess,
             **({"include": list(include)} if include else {}),
         },
-        "preprocess": modes,
+        "preprocess": chain_modes,
         "real": {"name": real_side.name, "n": len(real_side)},
         **({"encoder_notes": encoder_notes} if encoder_notes else {}),
         "synthetic": {

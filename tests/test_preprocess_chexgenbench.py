@@ -407,6 +407,8 @@ def test_app_service_runs_the_chosen_mode_and_lists_it(tmp_path, monkeypatch):
     world = make_world(tmp_path / "world", patients=30, size=64)
     monkeypatch.setenv("CHEXGEN_RADDINO", str(T.make_tiny_raddino(tmp_path / "rd")))
     monkeypatch.setenv("CHEXGEN_HOME", str(tmp_path / "home"))
+    # about raddino's modes only: FRD (the radiomics encoder, default off the demo world) is tested in test_runs.py
+    monkeypatch.setattr("evaluators.fidelity._default_frd", lambda real_side: False)
     studio = Studio(f"{world}@train", encoder="raddino", device="cpu", umap=False, store_path=tmp_path / "r.sqlite")
     assert studio.encoder().preprocess_mode == "chexgenbench"  # the index is built as fidelity's default reads it
     syn = load_image_set(f"{world}@test")
