@@ -35,9 +35,12 @@ def privacy_verdict_line(result: dict) -> str:
 
 
 def fidelity_note_line(result: dict) -> str:
-    """The fidelity run's comparability notes (the demo encoder on images that are not the demo world)."""
+    """The fidelity run's set-level diversity (intra-prompt MS-SSIM, when prompts repeat) and comparability notes (the
+    demo encoder on images that are not the demo world)."""
     notes = result.get("encoder_notes") or {}
-    return "".join(f"\n\nEncoder note ({name}): results {note}." for name, note in notes.items())
+    ms = result.get("Intra-prompt MS-SSIM") or {}
+    diversity = (f"\n\nIntra-prompt MS-SSIM {ms['MS_SSIM']:.3f} ({ms['note']})." if ms.get("available") else "")
+    return diversity + "".join(f"\n\nEncoder note ({name}): results {note}." for name, note in notes.items())
 
 
 def privacy_image_table(result: dict, limit: int = 50) -> pd.DataFrame:

@@ -297,6 +297,7 @@ def run_fidelity(
                 if "ci95" in m:
                     row["ci95"] = m["ci95"]
                 result["per_pathology"].append(row)
+    result["Intra-prompt MS-SSIM"] = intra_prompt_diversity(synthetic_view(synthetic, skipped=result))
     if alignment:
         try:
             result["alignment"] = _classifier_alignment(
@@ -323,6 +324,40 @@ def _default_frd(real_side: RealSide) -> bool:
     if "radiomics" not in names() or not availability("radiomics").local:
         return False
     return not is_demo_world(real_side.index if real_side.index is not None else real_side.image_set)
+
+
+MS_SSIM_PROMPTS, MS_SSIM_IMAGES = 50, 8  # at most this many prompts, and images of one prompt, are compared
+
+
+def synthetic_view(synthetic, skipped: dict):
+    """The synthetic set less the files the run skipped as unreadable."""
+    bad = {str(b) for b in skipped.get("skipped_files", [])}
+    if not bad:
+        return synthetic
+    keep = np.array([str(p) not in bad for p in synthetic.paths])
+    return synthetic.subset(keep) if hasattr(synthetic, "subset") else synthetic
+
+
+def intra_prompt_diversity(synthetic) -> dict:
+    """RoentGen's diversity measure: mean pairwise MS-SSIM among the images of one prompt (several seeds), over the
+    prompts that have 2 or more images (at most :data:`MS_SSIM_PROMPTS` prompts, the most repeated first, and
+    :data:`MS_SSIM_IMAGES` images each). Lower is more diverse. Unavailable, with the reason, when no prompt repeats."""
+    from .metrics.diversity import intra_prompt_ms_ssim
+
+    groups: dict[str, list[int]] = {}
+    for i, p in enumerate(synthetic.prompts):
+        if p:
+            groups.setdefault(p, []).append(i)
+    repeated = sorted(((p, rows) for p, rows in groups.items() if len(rows) >= 2), key=lambda kv: -len(kv[1]))
+    if not repeated:
+        return {"available": False, "reason": "no prompt has 2 or more images; generate several seeds per prompt"}
+    chosen = repeated[:MS_SSIM_PROMPTS]
+    try:
+        out = intra_prompt_ms_ssim({p: [synthetic.image(i) for i in rows[:MS_SSIM_IMAGES]] for p, rows in chosen})
+    except InputError as exc:
+        return {"available": False, "reason": str(exc)}
+    return {"available": True, **out, "n_prompts_with_repeats": len(repeated),
+            "note": f"{len(chosen)} prompt(s), at most {MS_SSIM_IMAGES} images each; lower is more diverse"}
 
 
 class _SubsetView:
@@ -386,6 +421,8 @@ def csv_rows(result: dict) -> list[dict]:
         return row
 
     rows = [row_for(result["overall"], "All")]
+    if (result.get("Intra-prompt MS-SSIM") or {}).get("available"):
+        rows[0]["Intra-prompt MS-SSIM"] = result["Intra-prompt MS-SSIM"]["MS_SSIM"]
     for metric in metric_registry.metrics("fidelity", inputs=("synthetic_logits",)):  # set-level: Inception Score
         for o in metric.outputs:
             if o.shown and metric.name in result:
@@ -437,6 +474,9 @@ def format_summary(result: dict) -> str:
             v, enc = result[metric.name], (metric.encoders or ("",))[0]
             lines.append(f"{metric.name} {v[metric.outputs[0].key]:.3f} ± {v.get('std', float('nan')):.3f}"
                          f" ({modes.get(enc, 'clean')} preprocessing)")
+    ms = result.get("Intra-prompt MS-SSIM") or {}
+    if ms.get("available"):
+        lines.append(f"Intra-prompt MS-SSIM {ms['MS_SSIM']:.3f} ({ms['note']})")
     al = result.get("alignment") or {}
     if al.get("available"):
         auc = al["macro_AUC"]

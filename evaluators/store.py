@@ -66,6 +66,9 @@ def flatten_metrics(result: dict) -> dict[str, float]:
     if "Inception Score" in result:
         mode = modes.get("inception", "clean")
         flat["Inception Score" if mode == "clean" else f"Inception Score ({mode})"] = result["Inception Score"]["mean"]
+    ms = result.get("Intra-prompt MS-SSIM") or {}
+    if ms.get("available"):
+        flat["Intra-prompt MS-SSIM"] = finite(ms.get("MS_SSIM"))
     al = result.get("alignment") or {}
     if al.get("macro_AUC") is not None:
         flat["Alignment AUC"] = al["macro_AUC"]

@@ -312,3 +312,41 @@ def test_c_t_and_authpct_reach_privacy_json_summary_batch_line_and_leaderboard(s
     board = studio.leaderboard("privacy")
     row = board[board["model"] == "copy-check"].iloc[0]
     assert row["AuthPct"] == 0.0 and row["C_T"] == pytest.approx(summ["C_T"])
+
+
+def test_intra_prompt_ms_ssim_reaches_json_csv_summary_batch_line_and_leaderboard(studio, tmp_path):
+    """RoentGen's diversity: several seeds of one prompt; unavailable, with the reason, when no prompt repeats."""
+    import pandas as pd
+
+    from chexgen_ui.tables import fidelity_note_line
+    from evaluators.fidelity import format_summary
+    from evaluators.metrics.diversity import intra_prompt_ms_ssim
+
+    folder = tmp_path / "seeds"
+    folder.mkdir()
+    rows, groups = [], {}
+    for k, prompt in enumerate(["Small left pleural effusion.", "Cardiomegaly.", "No acute findings."]):
+        gen = studio.generate(COPIER, prompt, n=4, seed=10 * k)
+        for j, img in enumerate(gen.images):
+            name = f"p{k}_s{j}.png"
+            Image.fromarray(display.to_uint8(img)).save(folder / name)
+            rows.append({"path": name, "prompt": prompt})
+            groups.setdefault(prompt, []).append(np.asarray(Image.open(folder / name)))
+    pd.DataFrame(rows).to_csv(folder / "metadata.csv", index=False)
+    run = studio.run_fidelity(studio.synthetic_from_folder(str(folder)), model="seeds", min_count=2, kid_subsets=5)
+    ms = json.loads(run.json_path.read_text())["Intra-prompt MS-SSIM"]
+    assert ms["available"] and ms["n_prompts"] == 3
+    assert ms["MS_SSIM"] == pytest.approx(intra_prompt_ms_ssim(groups)["MS_SSIM"], abs=1e-6)
+    with open(run.csv_path) as fh:
+        first = next(csv.DictReader(fh))
+    assert float(first["Intra-prompt MS-SSIM"]) == pytest.approx(ms["MS_SSIM"])
+    assert "Intra-prompt MS-SSIM" in format_summary(run.result) and "lower is more diverse" in fidelity_note_line(run.result)
+    board = studio.leaderboard("fidelity")
+    assert board.loc[board["model"] == "seeds", "Intra-prompt MS-SSIM"].iloc[0] == pytest.approx(ms["MS_SSIM"])
+
+
+def test_intra_prompt_ms_ssim_says_why_when_no_prompt_repeats(studio, copies):
+    from evaluators.fidelity import intra_prompt_diversity
+
+    out = intra_prompt_diversity(studio.synthetic_from_folder(str(copies)))  # a folder: no prompts at all
+    assert out == {"available": False, "reason": "no prompt has 2 or more images; generate several seeds per prompt"}
