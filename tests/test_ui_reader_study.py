@@ -240,3 +240,41 @@ def test_reader_link_opens_the_reading_section_with_the_code_filled_in(studio, w
     assert unknown[0].selected == "reader-study" and unknown[2] is None and "not known" in unknown[3]
     untouched = on_link(0.5, 1.0, 1.0, SimpleNamespace(query_params={}))  # a page without a link: nothing changes
     assert all(u == {"__type__": "update"} for u in untouched)
+
+
+def test_an_answer_processed_after_next_is_saved_for_the_image_it_was_given_for(studio, world):
+    """The Gradio queue may process a radio click after the "next" that followed it (the browser test saw it once
+    in CI: image 5 answered although the reader stopped at 4). Each event must carry the image the reader was
+    looking at when they acted, taken in the browser, not read on the server when the event is processed."""
+    import asyncio
+
+    from gradio.state_holder import SessionState
+
+    from chexgen_ui.app import build_app
+
+    demo = build_app(studio=studio)
+    md, _ = rs.create(studio, SERVER, None, str(world["fake"]), "", 4, "", ["real_synthetic"], "cy")
+    code = re.search(r"- cy: `([A-Za-z0-9_-]+)`", md).group(1)
+
+    def fn(name, elem_id):
+        return next(f for f in demo.fns.values() if getattr(f.fn, "__name__", "") == name
+                    and any(getattr(b, "elem_id", None) == elem_id for b in f.inputs))
+
+    session = SessionState(demo)
+
+    def send(f, values):
+        """What the browser sends: each input's value as it was when the reader acted (None for a gr.State,
+        whose value the server fills in when it processes the event)."""
+        payload = [None if b.stateful else v for b, v in zip(f.inputs, values, strict=True)]
+        return asyncio.run(demo.process_api(f, payload, state=session))["data"]
+
+    opened = send(fn("on_open", "rs-code"), [code, 0.5, 1.0, 1.0])
+    at_first = opened[0]
+    first = Reader(code).next_item()
+    click = (fn("on_field", "rs-call"), [at_first, "synthetic"])  # clicked on image 1, still in the queue
+    after_next = send(fn("on_next", "rs-call"), [at_first, "real", 2, [], None, "", 0.5, 1.0, 1.0])
+    send(*click)  # processed only now, after "next" moved the page to image 2
+    answers = Reader(code).answers()
+    assert answers[first]["call"] == "synthetic"  # the later click on image 1 is kept, on image 1
+    assert set(answers) == {first}, "an answer given on image 1 was saved against image 2"
+    assert Reader(code).progress() == (1, 4) and after_next[0] != at_first

@@ -117,17 +117,14 @@ def _open_reader(page, url: str, code: str, expect: str) -> None:
     _tab(page, url)
     from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
-    for attempt in range(3):  # a click in the first seconds after a (re)start can be lost before the page binds it
-        page.locator("#rs-code").locator("input, textarea").first.fill(code)
-        page.click("#rs-open")
-        try:
-            page.wait_for_function(f"document.querySelector('#rs-progress').innerText.includes({expect!r})",
-                                   timeout=60_000)  # a loaded 2-core machine after a restart
-            break
-        except PlaywrightTimeout:
-            if attempt == 2:
-                shown = page.evaluate("document.querySelector('#rs-progress').innerText")
-                raise AssertionError(f"reader page never showed {expect!r}; it shows {shown!r}") from None
+    page.locator("#rs-code").locator("input, textarea").first.fill(code)
+    page.click("#rs-open")
+    try:
+        page.wait_for_function(f"document.querySelector('#rs-progress').innerText.includes({expect!r})",
+                               timeout=120_000)  # a loaded 2-core machine after a restart
+    except PlaywrightTimeout:
+        shown = page.evaluate("document.querySelector('#rs-progress').innerText")
+        raise AssertionError(f"reader page never showed {expect!r}; it shows {shown!r}") from None
     page.wait_for_selector("#rs-image img", timeout=30_000)
 
 

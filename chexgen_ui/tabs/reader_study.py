@@ -12,6 +12,7 @@ The plain functions (:func:`create`, :func:`open_reader`, :func:`reader_image`, 
 from __future__ import annotations
 
 import io
+import json
 import tempfile
 from pathlib import Path
 from types import SimpleNamespace
@@ -357,7 +358,10 @@ def _reading_layout(gr) -> SimpleNamespace:
     with gr.Row():
         r.code = gr.Textbox(label="Your reader code", type="password", elem_id="rs-code", scale=3)
         r.open = gr.Button("Start / resume", elem_id="rs-open", scale=1)
-    r.state = gr.State(None)
+    # Which image the form is answering travels with each event as a (hidden) component value, taken when the
+    # reader acts. A gr.State would be read on the server when the event is processed: a radio click queued just
+    # before "n" could then be processed after it and be saved against the *next* image.
+    r.state = gr.Textbox(value="", visible=False, elem_id="rs-at")
     r.progress = gr.Markdown(elem_id="rs-progress")
     with gr.Row():
         with gr.Column(scale=3):
@@ -428,13 +432,22 @@ def _wire_setup(gr, studio, s: SimpleNamespace, x: SimpleNamespace) -> None:
                 concurrency_limit=GPU_CONCURRENCY)
 
 
+def _at(state: str | None) -> dict | None:
+    """The reader code and image the form was showing when the reader acted (see ``_reading_layout``)."""
+    try:
+        at = json.loads(state or "null")
+    except ValueError:
+        return None
+    return at if isinstance(at, dict) else None
+
+
 def _wire_reading(gr, r: SimpleNamespace) -> None:
     from ..widgets import _user_errors
 
     def _view(view, level, width, zoom):
         q = view["questions"]
         a = view["answer"]
-        state = {"code": view["code"], "item": view["item"]}  # opaque ids only
+        state = json.dumps({"code": view["code"], "item": view["item"]})  # opaque ids only
         return (state, progress_line(view), reader_image(view["code"], view["item"], level, width, zoom),
                 gr.update(value=a["call"], visible="real_synthetic" in q),
                 gr.update(value=a["confidence"], visible="real_synthetic" in q),
@@ -453,6 +466,7 @@ def _wire_reading(gr, r: SimpleNamespace) -> None:
 
     @_user_errors
     def on_next(state, call, conf, find, qual, comment, level, width, zoom):
+        state = _at(state)
         if not state:
             raise InputError("Enter your reader code first.")
         return _view(next_image(state["code"], state["item"], call, conf, find, qual, comment), level, width, zoom)
@@ -462,6 +476,7 @@ def _wire_reading(gr, r: SimpleNamespace) -> None:
     def saver(field):
         @_user_errors
         def on_field(state, value):
+            state = _at(state)
             if state and state.get("item"):
                 if field == "findings":
                     value = list(value or [])
@@ -475,6 +490,7 @@ def _wire_reading(gr, r: SimpleNamespace) -> None:
     r.comment.blur(saver("comment"), [r.state, r.comment], None, show_progress="hidden")
 
     def on_window(state, level, width, zoom):
+        state = _at(state)
         if not state or not state.get("item"):
             return gr.update()
         return reader_image(state["code"], state["item"], level, width, zoom)
@@ -498,7 +514,7 @@ def _wire_link(gr, tab, r: SimpleNamespace, view, view_out: list) -> None:
         try:
             shown = view(open_reader(code), level, width, zoom)
         except InputError as exc:
-            shown = (None, f"This reader link does not open a study: {exc}", *[gr.update()] * (len(view_out) - 2))
+            shown = ("", f"This reader link does not open a study: {exc}", *[gr.update()] * (len(view_out) - 2))
         return (gr.Tabs(selected="reader-study"), code, *shown)
 
     root.load(on_link, [r.level, r.width, r.zoom], [tabs, r.code, *view_out])
