@@ -234,10 +234,10 @@ def test_reader_link_opens_the_reading_section_with_the_code_filled_in(studio, w
     on_link = next(f.fn for f in demo.fns.values() if getattr(f.fn, "__name__", "") == "on_link")
     tabs, filled, state, progress, img, *_ = on_link(0.5, 1.0, 1.0, SimpleNamespace(query_params={"reader": code}))
     assert tabs.selected == "reader-study" and filled == code
-    assert state == {"code": code, "item": rs.open_reader(code)["item"]} and progress.startswith("Image 1 of 8 (0 answered")
+    assert json.loads(state) == {"code": code, "item": rs.open_reader(code)["item"]} and progress.startswith("Image 1 of 8 (0 answered")
     assert img is not None and _leaks(progress, world) == []
     unknown = on_link(0.5, 1.0, 1.0, SimpleNamespace(query_params={"reader": "nope"}))
-    assert unknown[0].selected == "reader-study" and unknown[2] is None and "not known" in unknown[3]
+    assert unknown[0].selected == "reader-study" and unknown[2] == "" and "not known" in unknown[3]
     untouched = on_link(0.5, 1.0, 1.0, SimpleNamespace(query_params={}))  # a page without a link: nothing changes
     assert all(u == {"__type__": "update"} for u in untouched)
 
