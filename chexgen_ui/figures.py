@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
@@ -49,6 +51,66 @@ def umap_figure(points: pd.DataFrame, generated: np.ndarray | None = None,
         title={"text": "Reference images (UMAP of encoder features)", "font": {"size": 14}},
         hovermode="closest", clickmode="event",
     )
+    return fig
+
+
+CT_COLOURSCALE = "RdBu"  # red: Z < 0 (copying), blue: Z > 0; the midpoint 0 is white
+UNSCORED_COLOUR = "#BBBBBB"
+
+
+def ct_cell_figure(points: pd.DataFrame, synthetic: pd.DataFrame, title: str, generated: np.ndarray | None = None,
+                   generated_text: list[str] | None = None, height: int = 560) -> go.Figure:
+    """The map coloured by C_T cell: reference images (circles) and the C_T run's synthetic images (stars) take
+    their cell's Z on one diverging scale centred on 0 (red: copying); points of cells C_T did not score are grey
+    and their hover says why. ``points``/``synthetic`` are :func:`evaluators.runs.ct_map.points`'s tables."""
+    fig = go.Figure()
+    syn = synthetic.dropna(subset=["x", "y"])
+    zs = pd.to_numeric(pd.concat([points.loc[points["scored"], "Z_U"], syn.loc[syn["scored"], "Z_U"]]))
+    zmax = max(2.0, float(np.nanmax(np.abs(zs))) if len(zs) else 2.0)
+
+    def hover(df: pd.DataFrame) -> list[str]:
+        return [f"cell {c} · " + (f"Z {z:.2f}" if s else f"{st}" + (f" (Z {z:.2f} not counted)" if pd.notna(z) else ""))
+                for c, z, s, st in zip(df["cell"], df["Z_U"], df["scored"], df["cell_status"])]
+
+    scatter = go.Scatter if len(points) + len(syn) <= SVG_MAX_POINTS else go.Scattergl
+    for scored in (True, False):
+        sub = points[points["scored"] == scored]
+        if len(sub):
+            marker = ({"color": sub["Z_U"].astype(float).tolist(), "coloraxis": "coloraxis"} if scored else
+                      {"color": UNSCORED_COLOUR})
+            fig.add_trace(scatter(
+                x=sub["x"], y=sub["y"], mode="markers", customdata=[f"ref:{i}" for i in sub.index],
+                name=f"reference, cell {'scored' if scored else 'not scored'} ({len(sub)})",
+                marker={"size": 7, "opacity": 0.85, "line": {"width": 0}, **marker},
+                text=[f"{h}<br><b>{lab}</b> · patient {pat}" for h, lab, pat in
+                      zip(hover(sub), sub["labels"], sub["patient"])],
+                hovertemplate="%{text}<extra>reference</extra>"))
+        ssub = syn[syn["scored"] == scored]
+        if len(ssub):
+            marker = ({"color": ssub["Z_U"].astype(float).tolist(), "coloraxis": "coloraxis"} if scored else
+                      {"color": UNSCORED_COLOUR})
+            fig.add_trace(scatter(
+                x=ssub["x"], y=ssub["y"], mode="markers", customdata=[f"set:{i}" for i in ssub.index],
+                name=f"synthetic, cell {'scored' if scored else 'not scored'} ({len(ssub)})",
+                marker={"size": 12, "symbol": "star", "line": {"width": 1, "color": "black"}, **marker},
+                text=[f"{h}<br>{Path(p).name}" for h, p in zip(hover(ssub), ssub["path"])],
+                hovertemplate="%{text}<extra>synthetic</extra>"))
+    if generated is not None and len(generated):
+        generated = np.asarray(generated)
+        text = generated_text or [f"generated #{i}" for i in range(len(generated))]
+        fig.add_trace(go.Scatter(
+            x=generated[:, 0], y=generated[:, 1], mode="markers", name=f"generated ({len(generated)})",
+            marker={"size": 16, "symbol": "star", "color": GENERATED_COLOUR, "line": {"width": 1.5, "color": "black"}},
+            text=[_wrap(t) for t in text], hovertemplate="<b>generated</b><br>%{text}<extra></extra>",
+            customdata=[f"gen:{i}" for i in range(len(generated))]))
+    fig.update_layout(
+        height=height, margin={"l": 10, "r": 10, "t": 30, "b": 10}, template="plotly_white",
+        coloraxis={"colorscale": CT_COLOURSCALE, "cmid": 0.0, "cmin": -zmax, "cmax": zmax,
+                   "colorbar": {"title": {"text": "cell Z<br>(< 0: copying)"}}},
+        legend={"title": {"text": "C_T cells (grey: not scored)"}, "itemsizing": "constant", "x": 0, "y": -0.05,
+                "orientation": "h", "yanchor": "top"},
+        xaxis={"title": "UMAP 1", "showticklabels": False}, yaxis={"title": "UMAP 2", "showticklabels": False},
+        title={"text": title, "font": {"size": 14}}, hovermode="closest", clickmode="event")
     return fig
 
 

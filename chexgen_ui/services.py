@@ -426,6 +426,14 @@ class Studio:
         top = privacy_image_table(result)
         return PrivacyRun(result, per_path.round(4), top.round(4), saved.json_path, saved.run_id)
 
+    def ct_cells(self, *, run_id: int | None = None, session: str | None = None, progress: Progress | None = None):
+        """The C_T cells of privacy run ``run_id`` (default: the newest on this reference that ``session`` sees) for
+        the Embedding map (:func:`evaluators.runs.ct_map.from_store`)."""
+        from evaluators.runs import ct_map
+
+        return ct_map.from_store(self.ctx, self.store(), self.reference, session=self._visible_session(session),
+                                 run_id=run_id, progress=progress)
+
     def _save(self, run, synthetic, *, model: str | None, session: str | None, csv: bool = False):
         """The run layer's one save: ``runs/<session>/<kind>-<time>/<kind>.json`` (+ CSV) and a store row."""
         from evaluators.runs import run_folder, save

@@ -8,14 +8,14 @@ from types import SimpleNamespace
 import gradio as gr
 
 from evaluators.errors import InputError
-from evaluators.runs import embedding_map, inspect
+from evaluators.runs import ct_map, embedding_map, inspect
 from evaluators.runs.generate import Generated
 from evaluators.space import gpu
 
 from .. import figures, search_panel
 from ..display import to_uint8
 from ..services import Studio
-from ..widgets import GPU_DURATION, GPU_QUEUE, AppContext, _progress, _user_errors, log, plotly_html
+from ..widgets import GPU_DURATION, GPU_QUEUE, AppContext, _progress, _session, _user_errors, log, plotly_html
 
 
 def map_json(studio: Studio, gen: Generated | None) -> str:
@@ -31,10 +31,33 @@ def _reference_image(studio: Studio, row: int):
     return to_uint8(img), caption
 
 
-def map_outputs(studio: Studio, gen: Generated | None) -> tuple[str, str]:
-    """(map JSON, the status line under it: size, encoder and folder of the reference index)."""
+CT_CHOICE = "C_T cell (data copying)"
+COLOUR_CHOICES = ("pathology", CT_CHOICE)
+
+
+def map_outputs(studio: Studio, gen: Generated | None, colour: str = "pathology", run_id=None,
+                session: str | None = None) -> tuple[str, str]:
+    """(map JSON, the status line under it: size, encoder and folder of the reference index). ``colour`` CT_CHOICE:
+    coloured by the C_T cells of privacy run ``run_id`` (blank: the newest), or, without one, the pathology map and
+    what to run."""
     idx = studio.index()
-    return map_json(studio, gen), f"{len(idx)} reference images · encoder {idx.encoder} · index `{idx.dir.name}`"
+    line = f"{len(idx)} reference images · encoder {idx.encoder} · index `{idx.dir.name}`"
+    if colour != CT_CHOICE:
+        return map_json(studio, gen), line
+    try:
+        cells = studio.ct_cells(run_id=None if run_id in (None, "") else int(run_id), session=session)
+    except InputError as exc:
+        return map_json(studio, gen), f"{line}\n\n**C_T cell colouring not available**: {exc}"
+    return ct_map_json(studio, gen, cells), f"{line}\n\n{ct_map.summary_line(cells)}"
+
+
+def ct_map_json(studio: Studio, gen: Generated | None, cells) -> str:
+    """The map coloured by ``cells`` (:class:`evaluators.runs.ct_map.CtCells`), with ``gen``'s images as stars."""
+    ref, syn = ct_map.points(studio.ctx, cells)
+    xy = gen.umap if gen is not None else None
+    text = [f"#{i} seed {s}: {p}" for i, (s, p) in enumerate(zip(gen.seeds, gen.prompts))] if gen else None
+    title = f"C_T cells of {cells.source} ({cells.synthetic_name})"
+    return figures.ct_cell_figure(ref, syn, title, xy, text).to_json()
 
 
 def layout(ctx: AppContext) -> SimpleNamespace:
@@ -48,6 +71,13 @@ def layout(ctx: AppContext) -> SimpleNamespace:
             with gr.Column(scale=3):
                 t.map_html = plotly_html("umap", ctx.static_dir)
                 t.map_status = gr.Markdown()
+                with gr.Row():
+                    t.colour = gr.Radio(list(COLOUR_CHOICES), value="pathology", label="Colour points by",
+                                        info="C_T cell: each point takes the Z of its k-means cell in the data-copying "
+                                             "test of a privacy run on this reference (Batch suite tab, Privacy); "
+                                             "< 0 (red): synthetic images closer to training than held-out real ones",
+                                        elem_id="map-colour")
+                    t.ct_run = gr.Number(None, precision=0, label="privacy run # (blank: the newest)", minimum=1)
             with gr.Column(scale=1, min_width=280):
                 t.map_img = gr.Image(label="Chosen point", type="numpy", interactive=False, height=300,
                                      elem_id="map-image")
@@ -69,11 +99,13 @@ def wire(ctx: AppContext, t: SimpleNamespace) -> None:
     @_user_errors
     @gpu(GPU_DURATION)
     @ctx.job
-    def on_map(gen, progress=gr.Progress()):  # noqa: B008 - Gradio's idiom
+    def on_map(gen, colour="pathology", run_id=None, progress=gr.Progress(),  # noqa: B008 - Gradio's idiom
+               request: gr.Request = None):
         studio.index(_progress(progress))
-        return map_outputs(studio, gen)
+        return map_outputs(studio, gen, colour, run_id, _session(request))
 
-    t.map_btn.click(on_map, ctx.gen_state, [t.map_html, t.map_status], concurrency_id=GPU_QUEUE)
+    for event in (t.map_btn.click, t.colour.change):
+        event(on_map, [ctx.gen_state, t.colour, t.ct_run], [t.map_html, t.map_status], concurrency_id=GPU_QUEUE)
 
     @_user_errors
     def on_point(gen, evt: gr.EventData):
@@ -85,6 +117,9 @@ def wire(ctx: AppContext, t: SimpleNamespace) -> None:
                 + inspect.verdict_text(studio.ctx, gen, i)
         if kind == "ref":
             return _reference_image(studio, int(num))
+        if kind == "set":
+            raise InputError("That star is an image of the C_T run's synthetic set; its hover names the file and "
+                             "its cell (the Batch suite tab's privacy table lists the set's images).")
         raise InputError(f"Unrecognised point {key!r}.")
 
     t.map_html.click(on_point, ctx.gen_state, [t.map_img, t.map_caption])

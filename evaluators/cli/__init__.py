@@ -30,6 +30,7 @@ GROUPS = (
     "generate",  # models, generate
     "privacy",  # privacy, privacy-protocol, train-reid
     "neighbours",  # neighbours ("search from this image")
+    "embedding_map",  # embedding-map (the map's points, coloured by pathology or C_T cell)
     "inspection",  # inspect, leaderboard
     "utility",  # utility
     "readerstudy",  # reader-study create|status|results|list

@@ -163,6 +163,42 @@ def kmeans_cells(train: ArrayLike, cells: int, *, seed: int = 0) -> Any:
     return KMeans(n_clusters=int(cells), n_init=1, random_state=int(seed)).fit(t.astype(np.float64, copy=False))
 
 
+def assign_cells(x: ArrayLike, centres: ArrayLike, *, block_rows: int = 2048) -> np.ndarray:
+    """Each row's nearest centre (exact Euclidean distance in float64, first centre on a tie).
+
+    Row by row the same arithmetic whatever the block or the set, so cells recomputed from the centres a result
+    stored (:func:`encode_centres`) are the cells it scored."""
+    a = as_features(x, "features")
+    c = np.asarray(centres, dtype=np.float64)
+    if c.ndim != 2 or c.shape[1] != a.shape[1] or len(c) == 0:
+        raise InputError(f"Cell centres of shape {c.shape} do not fit features of {a.shape[1]} dimensions.")
+    out = np.empty(a.shape[0], dtype=np.int64)
+    for s in range(0, a.shape[0], block_rows):
+        b = a[s:s + block_rows].astype(np.float64)
+        d2 = np.stack([np.square(b - cj).sum(axis=1) for cj in c], axis=1)
+        out[s:s + block_rows] = np.argmin(d2, axis=1)
+    return out
+
+
+def encode_centres(centres: np.ndarray) -> dict[str, Any]:
+    """Cell centres as compact JSON: little-endian float32 in base64, with the shape (50 x 768: ~205 kB)."""
+    import base64
+
+    c = np.ascontiguousarray(centres, dtype="<f4")
+    return {"dtype": "float32", "shape": list(c.shape), "base64": base64.b64encode(c.tobytes()).decode("ascii")}
+
+
+def decode_centres(blob: dict) -> np.ndarray:
+    """The centres :func:`encode_centres` wrote (float32, exactly)."""
+    import base64
+
+    try:
+        c = np.frombuffer(base64.b64decode(blob["base64"]), dtype="<f4").reshape([int(n) for n in blob["shape"]])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise InputError(f"The stored C_T cell centres cannot be read ({exc}); rerun the privacy job.") from exc
+    return c.astype(np.float32)
+
+
 def c_t_from_cells(train: ArrayLike, train_cells: ArrayLike, test: ArrayLike, test_cells: ArrayLike,
                    synthetic: ArrayLike, synthetic_cells: ArrayLike, *,
                    min_synthetic: int = MIN_SYNTHETIC_PER_CELL, n_cells: int | None = None,
@@ -246,13 +282,22 @@ def c_t(train: ArrayLike, test: ArrayLike, synthetic: ArrayLike, *, cells: int |
           outputs=(Output("C_T", display="C_T (data copying; < 0: copying)", direction="none", ci=False),
                    Output("C_T_cells", display="C_T cells used", direction="none", shown=False, ci=False)))
 def c_t_metric(train: np.ndarray, heldout: np.ndarray, synthetic: np.ndarray, *, seed: int = 0) -> dict[str, Any]:
-    """C_T with the default cells; ``cells`` (per-cell Z and sizes) and the synthetic images' cells travel along
-    for the embedding map. No cell with enough synthetic images: C_T None with the reason."""
-    out = c_t(train, heldout, synthetic, seed=seed)
+    """C_T with the default cells. The k-means centres (float32, :func:`encode_centres`) are the cells: every sample
+    goes to its nearest stored centre (:func:`assign_cells`), so the embedding map recomputes each training image's
+    cell from the JSON exactly. ``cells`` (per-cell Z and sizes) and the synthetic images' cells travel along.
+    No cell with enough synthetic images: C_T None with the reason."""
+    t, p, q = (as_features(a, name) for a, name in ((train, "training features"), (heldout, "held-out features"),
+                                                    (synthetic, "synthetic features")))
+    _same_dim({"training": t, "held-out": p, "synthetic": q})
+    k = default_cells(t.shape[0], p.shape[0], q.shape[0])
+    centres = kmeans_cells(t, k, seed=seed).cluster_centers_.astype(np.float32)
+    cells = [assign_cells(a, centres) for a in (t, p, q)]
+    out = c_t_from_cells(t, cells[0], p, cells[1], q, cells[2], n_cells=k)
     value = out["C_T"] if np.isfinite(out["C_T"]) else None
     res = {"C_T": value, "C_T_cells": out["n_cells_included"], "cells": out["cells"], "n_cells": out["n_cells"],
-           "synthetic_cell": out["assignments"]["synthetic"].tolist(), "n_train": out["n_train"],
-           "n_heldout": out["n_test"], "n_synthetic": out["n_synthetic"]}
+           "synthetic_cell": cells[2].tolist(), "n_train": out["n_train"],
+           "n_heldout": out["n_test"], "n_synthetic": out["n_synthetic"], "seed": int(seed),
+           "min_synthetic_per_cell": out["min_synthetic_per_cell"], "centres": encode_centres(centres)}
     if value is None:
         res["reason"] = (f"no k-means cell holds more than {out['min_synthetic_per_cell']} synthetic images "
                          f"({out['n_synthetic']} images over {out['n_cells']} cells); generate more images")
@@ -269,11 +314,14 @@ def authpct_metric(train: np.ndarray, synthetic: np.ndarray, *, train_radius: np
 
 
 __all__ = [
+    "assign_cells",
     "authenticity",
     "authpct",
     "c_t",
     "c_t_from_cells",
+    "decode_centres",
     "default_cells",
+    "encode_centres",
     "kmeans_cells",
     "mann_whitney_z",
     "nearest_neighbours",

@@ -58,18 +58,26 @@ def cached_train_radii(search, train: np.ndarray) -> np.ndarray:
     return r
 
 
-def data_copying(search, synthetic_features: np.ndarray, *, seed: int = 0, progress=None) -> dict[str, Any]:
-    """{metric name: its result or {"available": False, "reason"}} for every privacy metric, plus ``inputs``."""
-    data = {"train": _unit(np.asarray(search.index.features)), "synthetic": _unit(synthetic_features)}
+def train_features(index) -> np.ndarray:
+    """The training side of every data-copying test: the index's features, unit-normalised."""
+    return _unit(np.asarray(index.features))
+
+
+def data_copying(search, synthetic_features: np.ndarray, *, seed: int = 0, progress=None,
+                 only: tuple[str, ...] | None = None) -> dict[str, Any]:
+    """{metric name: its result or {"available": False, "reason"}} for every privacy metric (or those named in
+    ``only``, e.g. ``("C_T",)`` for the embedding map's cells), plus ``inputs``."""
+    data = {"train": train_features(search.index), "synthetic": _unit(synthetic_features)}
     settings: dict[str, Any] = {"seed": seed}
-    if any(m.name == "AuthPct" for m in registry.metrics("privacy")):
+    metrics = [m for m in registry.metrics("privacy") if only is None or m.name in only]
+    if any(m.name == "AuthPct" for m in metrics):
         settings["train_radius"] = cached_train_radii(search, data["train"])
     held, held_source = heldout_features(search, progress)
     if held is not None:
         data["heldout"] = _unit(held)
     out: dict[str, Any] = {"space": f"{search.encoder.name} features, unit-normalised (cosine, as the search)",
                            "heldout": held_source}
-    for metric in registry.metrics("privacy"):
+    for metric in metrics:
         missing = [i for i in metric.inputs if i not in data]
         if missing:
             out[metric.name] = {"available": False,

@@ -22,10 +22,12 @@ def map_group(pos: list[str]) -> str:
     return "No Finding" if "No Finding" in pos else "Other / unlabelled"
 
 
-def map_points(ctx: RunContext) -> pd.DataFrame:
-    """The reference images on the map: x, y, a colour group, the labels, the report, the patient and the path."""
+def map_points(ctx: RunContext, *, need_map: bool = True) -> pd.DataFrame:
+    """The reference images on the map: x, y, a colour group, the labels, the report, the patient and the path.
+    ``need_map=False``: x and y are NaN (not an error) when the index was built without a UMAP map."""
     index = ctx.index()
-    xy, meta = index.umap_coords, index.meta
+    meta = index.meta
+    xy = index.umap_coords if need_map or index.has_umap else np.full((len(index), 2), np.nan)
     pos = [positives(row) for row in index.labels]
     return pd.DataFrame({
         "x": xy[:, 0], "y": xy[:, 1], "group": [map_group(p) for p in pos],

@@ -1,0 +1,173 @@
+"""The embedding map coloured by the privacy job's C_T cells (evaluators.runs.ct_map): the map's cells are the cells
+C_T scored, copies sit in negative cells, unscored cells say so; the CLI writes them and the app draws them."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from chexgen_ui import display
+from chexgen_ui.services import Studio
+from evaluators.cli import main as cli
+from evaluators.errors import InputError
+from evaluators.metrics import copying
+from evaluators.runs import ct_map
+from tests.ui_world import COPIER, copier_world
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    return copier_world(tmp_path_factory.mktemp("ctmap_world"), patients=85)
+
+
+@pytest.fixture(scope="module")
+def studio(world):
+    return Studio(f"{world}@train", encoder="pixels", device="cpu", umap=False)
+
+
+@pytest.fixture(scope="module")
+def copies(studio, tmp_path_factory):
+    """48 copier images (training images of two prompts): one k-means cell gets more than 20 of them."""
+    folder = tmp_path_factory.mktemp("ctmap_copies")
+    for j, prompt in enumerate(("Small left pleural effusion.", "No acute cardiopulmonary process.")):
+        gen = studio.generate(COPIER, prompt, n=24, seed=10 + j)
+        for i, img in enumerate(gen.images):
+            Image.fromarray(display.to_uint8(img)).save(folder / f"m{j}{i:02d}.png")
+    return folder
+
+
+@pytest.fixture(scope="module")
+def run(studio, copies):
+    return studio.run_privacy(studio.synthetic_from_folder(str(copies)), model="ctmap-copy")
+
+
+def test_map_cells_are_the_cells_c_t_scored(studio, copies, run):
+    from evaluators.features import extract_features
+    from evaluators.privacy.data_copying import _unit, data_copying, heldout_features, train_features
+
+    sec = json.loads(run.json_path.read_text())["data_copying"]["C_T"]
+    assert sec["centres"]["dtype"] == "float32" and "base64" in sec["centres"]  # compact: no per-point train cells
+    cells = studio.ct_cells(run_id=run.run_id)
+    assert cells.source == f"privacy run #{run.run_id}"
+    # same Z per cell, same synthetic cells as the privacy job's own result
+    assert cells.cells["Z_U"].tolist() == [c["Z_U"] for c in sec["cells"]]
+    assert cells.cells["scored"].tolist() == [c["included"] for c in sec["cells"]]
+    assert cells.synthetic["cell"].tolist() == sec["synthetic_cell"]
+    # the training cells the map recomputes from the stored centres are the ones C_T used: C_T recomputed from
+    # them (held-out cells from the same centres) is the job's C_T to the last bit
+    search = studio.ctx.search()
+    train = train_features(studio.index())
+    held = _unit(heldout_features(search)[0])
+    syn = _unit(extract_features(sorted(map(str, copies.glob("*.png"))), studio.encoder()).features)
+    centres = copying.decode_centres(sec["centres"])
+    again = copying.c_t_from_cells(train, cells.train_cell, held, copying.assign_cells(held, centres), syn,
+                                   np.asarray(sec["synthetic_cell"]), n_cells=sec["n_cells"])
+    assert again["C_T"] == sec["C_T"] and [c["Z_U"] for c in again["cells"]] == [c["Z_U"] for c in sec["cells"]]
+    # and they are scikit-learn's k-means cells of these features (the one clustering, not a second one)
+    km = copying.kmeans_cells(train, sec["n_cells"], seed=sec["seed"])
+    np.testing.assert_array_equal(cells.train_cell, km.labels_)
+    # a fresh computation of C_T alone gives the same cells
+    fresh = data_copying(search, extract_features(sorted(map(str, copies.glob("*.png"))), studio.encoder()).features,
+                         only=("C_T",))
+    assert set(fresh) == {"space", "heldout", "C_T"}
+    assert fresh["C_T"]["C_T"] == sec["C_T"] and fresh["C_T"]["centres"] == sec["centres"]
+
+
+def test_copies_sit_in_negative_cells_and_unscored_cells_say_so(studio, run):
+    cells = studio.ct_cells()  # the newest privacy run on this reference
+    ref, syn = ct_map.points(studio.ctx, cells, need_map=False)
+    assert len(ref) == len(studio.index()) and len(syn) == 48
+    scored_syn = syn[syn["scored"]]
+    assert len(scored_syn) > 20 and (scored_syn["Z_U"] < -3).all()  # exact copies: far closer than held-out images
+    assert cells.section["C_T"] < -3
+    # every point carries its cell's Z and status; reference points of the copies' cells are red too
+    per_cell = cells.cells.set_index("cell")
+    assert (ref["Z_U"].to_numpy() == per_cell.loc[ref["cell"], "Z_U"].to_numpy()).all()
+    unscored = cells.cells[~cells.cells["scored"]]
+    assert len(unscored)  # this set leaves a cell with too few synthetic images
+    for _, c in unscored.iterrows():
+        assert c["cell_status"].startswith("not scored")
+        assert "more than 20" in c["cell_status"] or "no " in c["cell_status"]
+        assert (ref.loc[ref["cell"] == c["cell"], "scored"] == False).all()  # noqa: E712 - a numpy bool column
+    assert "cells scored" in ct_map.summary_line(cells) and "copying" in ct_map.summary_line(cells)
+
+
+def test_cells_are_refused_for_another_index_or_an_old_run(studio, run):
+    data = json.loads(run.json_path.read_text())
+    old = json.loads(json.dumps(data))
+    del old["data_copying"]["C_T"]["centres"]
+    with pytest.raises(InputError, match="before the C_T cell centres"):
+        ct_map.from_result(studio.ctx, old, "run x")
+    other = json.loads(json.dumps(data))
+    other["data_copying"]["C_T"]["n_train"] = 5
+    with pytest.raises(InputError, match="5 training images"):
+        ct_map.from_result(studio.ctx, other, "run x")
+    with pytest.raises(InputError, match="privacy run #999"):
+        studio.ct_cells(run_id=999)
+
+
+def test_cli_writes_the_cells(world, studio, copies, run, tmp_path, capsys):
+    sec = json.loads(run.json_path.read_text())["data_copying"]["C_T"]
+    want = studio.ct_cells(run_id=run.run_id)
+    base = ["embedding-map", "--reference", f"{world}@train", "--encoder", "pixels", "--device", "cpu", "--no-umap"]
+    for source in (["--privacy", str(run.json_path)], ["--run", str(run.run_id)], ["--synthetic", str(copies)]):
+        out = tmp_path / "map.csv"
+        assert cli([*base, "--colour", "ct-cell", *source, "--out", str(out)]) == 0
+        df = pd.read_csv(out)
+        ref, syn = df[df["kind"] == "reference"], df[df["kind"] == "synthetic"]
+        assert ref["row"].tolist() == list(range(len(studio.index())))
+        assert ref["cell"].tolist() == want.train_cell.tolist()
+        assert syn["cell"].tolist() == sec["synthetic_cell"]
+        z = {c["cell"]: c["Z_U"] for c in sec["cells"]}
+        np.testing.assert_allclose(df["Z_U"], [z[c] for c in df["cell"]])
+        assert (df["scored"] == df["cell"].map({c["cell"]: c["included"] for c in sec["cells"]})).all()
+        assert df["x"].isna().all()  # --no-umap on an index without a map
+    assert "cells scored" in capsys.readouterr().out
+    out = tmp_path / "plain.csv"
+    assert cli([*base, "--out", str(out)]) == 0 and "cell" not in pd.read_csv(out).columns
+    assert cli([*base, "--colour", "ct-cell", "--out", str(out)]) == 2
+    assert "--privacy RUN.json" in capsys.readouterr().err
+
+
+def test_app_colours_the_map_by_cell(studio, run, monkeypatch):
+    """The tab's callback draws the C_T colouring (the 2-D map is faked: fitting UMAP costs ~30 s of numba)."""
+    from chexgen_ui.tabs import embedding_map as tab
+    from evaluators.index import ReferenceIndex
+
+    monkeypatch.setattr(ReferenceIndex, "has_umap", property(lambda self: True))
+    monkeypatch.setattr(ReferenceIndex, "umap_coords", property(lambda self: np.asarray(self.normed)[:, :2]))
+    monkeypatch.setattr(ReferenceIndex, "umap_transform",
+                        lambda self, f: (f / np.linalg.norm(f, axis=1, keepdims=True))[:, :2])
+    fig_json, status = tab.map_outputs(studio, None, tab.CT_CHOICE, run.run_id)
+    fig = json.loads(fig_json)
+    names = [t["name"] for t in fig["data"]]
+    assert any(n.startswith("reference, cell scored") for n in names)
+    assert any(n.startswith("reference, cell not scored") for n in names)
+    assert any(n.startswith("synthetic, cell scored") for n in names)
+    scored = next(t for t in fig["data"] if t["name"].startswith("synthetic, cell scored"))
+    assert scored["marker"]["coloraxis"] == "coloraxis" and max(scored["marker"]["color"]) < 0
+    grey = next(t for t in fig["data"] if t["name"].startswith("reference, cell not scored"))
+    assert grey["marker"]["color"] == "#BBBBBB" and all("not scored" in h for h in grey["text"])
+    axis = fig["layout"]["coloraxis"]
+    assert axis["cmid"] == 0 and axis["cmin"] == -axis["cmax"]  # diverging, centred on Z = 0
+    assert f"privacy run #{run.run_id}" in status and "cells scored" in status
+    # pathology colouring is unchanged; without a privacy run the tab says what to run
+    plain, _ = tab.map_outputs(studio, None, "pathology")
+    assert "coloraxis" not in json.loads(plain)["layout"]
+
+
+def test_app_without_a_privacy_run_says_what_to_run(world, monkeypatch, tmp_path):
+    from chexgen_ui.tabs import embedding_map as tab
+    from evaluators.index import ReferenceIndex
+
+    monkeypatch.setenv("CHEXGEN_HOME", str(tmp_path / "home"))  # an empty results store
+    monkeypatch.setattr(ReferenceIndex, "has_umap", property(lambda self: True))
+    monkeypatch.setattr(ReferenceIndex, "umap_coords", property(lambda self: np.asarray(self.normed)[:, :2]))
+    s = Studio(f"{world}@train", encoder="pixels", device="cpu", umap=False)
+    fig_json, status = tab.map_outputs(s, None, tab.CT_CHOICE)
+    assert "not available" in status and "Batch suite" in status and "python -m evaluators privacy" in status
+    assert json.loads(fig_json)["data"]  # the pathology map is still drawn
