@@ -16,7 +16,7 @@ from evaluators.cli import build_parser, main
 REPO = Path(__file__).resolve().parent.parent
 
 COMMANDS = ["demo-data", "inspect-set", "label", "encoders", "index", "fidelity", "models", "generate", "privacy",
-            "privacy-protocol", "train-reid", "neighbours", "inspect", "leaderboard", "utility", "reader-study", "report-utility", "report-models"]
+            "privacy-protocol", "train-reid", "neighbours", "embedding-map", "inspect", "leaderboard", "utility", "reader-study", "report-utility", "report-models"]
 
 
 def _commands(parser: argparse.ArgumentParser) -> list[str]:

@@ -171,3 +171,22 @@ def test_app_without_a_privacy_run_says_what_to_run(world, monkeypatch, tmp_path
     fig_json, status = tab.map_outputs(s, None, tab.CT_CHOICE)
     assert "not available" in status and "Batch suite" in status and "python -m evaluators privacy" in status
     assert json.loads(fig_json)["data"]  # the pathology map is still drawn
+
+
+def test_assign_cells_is_the_exact_nearest_centre_whatever_the_blocks():
+    rng = np.random.default_rng(4)
+    x = rng.normal(size=(3000, 16)).astype(np.float32)
+    km = copying.kmeans_cells(x, 7, seed=1)
+    centres = copying.decode_centres(copying.encode_centres(km.cluster_centers_))
+    assert centres.dtype == np.float32 and np.array_equal(centres, km.cluster_centers_.astype(np.float32))
+    got = copying.assign_cells(x, centres, block_rows=128)
+    brute = np.argmin(((x.astype(np.float64)[:, None, :] - centres.astype(np.float64)[None]) ** 2).sum(-1), axis=1)
+    np.testing.assert_array_equal(got, brute)
+    np.testing.assert_array_equal(got, copying.assign_cells(x[::-1], centres, block_rows=999)[::-1])
+    # a point on a tie between two identical centres goes to the first; an exact centre to itself
+    twin = np.stack([centres[0], centres[0], centres[1]])
+    np.testing.assert_array_equal(copying.assign_cells(twin, twin), [0, 0, 2])
+    with pytest.raises(InputError, match="do not fit"):
+        copying.assign_cells(x, centres[:, :3])
+    with pytest.raises(InputError, match="cannot be read"):
+        copying.decode_centres({"shape": [2, 2], "base64": "AAAA"})
