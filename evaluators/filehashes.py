@@ -89,6 +89,29 @@ def file_hashes(paths: Sequence[str | os.PathLike]) -> list[str]:
     return out  # type: ignore[return-value]
 
 
+def remembered_hashes(paths: Sequence[str | os.PathLike]) -> list[str | None]:
+    """The remembered sha256 of each file whose size, mtime and inode are unchanged, else None: reads no image
+    (a stat per remembered file and one memo per folder), for questions such as "how many are cached?"."""
+    out: list[str | None] = [None] * len(paths)
+    by_folder: dict[str, list[tuple[int, str]]] = {}
+    for i, p in enumerate(paths):
+        folder, name = os.path.split(os.path.abspath(p))
+        by_folder.setdefault(folder, []).append((i, name))
+    for folder, members in by_folder.items():
+        memo = _load(_memo_path(folder), folder)
+        for i, name in members:
+            entry = memo.get(name)
+            if entry is None:
+                continue
+            try:
+                st = os.stat(os.path.join(folder, name))
+            except OSError:
+                continue
+            if entry[:3] == [st.st_size, st.st_mtime_ns, st.st_ino]:
+                out[i] = entry[3]
+    return out
+
+
 def hash_files(h, paths: Sequence[str]) -> None:
     """Feed each file's path, size and modification time (or 'missing') into the hash ``h``: the one way cache
     keys (reference index, calibration, re-ID calibration) follow a set's files without reading them."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 from .args import add_dtype_argument, add_options, add_preprocess_argument, int_range, knob
 
@@ -70,6 +71,11 @@ def _cli_fidelity(args: argparse.Namespace) -> int:
                             kid_subsets=args.kid_subsets, seed=args.seed, batch_size=args.batch_size,
                             skip_bad=args.skip_bad, alignment=not args.no_alignment, preprocess=args.preprocess,
                             include=("FD_inf",) if args.fd_inf else ())
+    from ..extraction_cost import first_run_cost
+
+    cost = first_run_cost(ctx, synthetic, config.encoders)  # a first FRD run on a large new set: say what it costs
+    if cost:
+        print(cost, file=sys.stderr, flush=True)
     with partial_on_failure("fidelity", synthetic, store=False if args.no_store else None, model=args.model,
                             reference=args.real, settings=config.settings()):  # a failed or stopped run leaves a row
         run = fidelity.run(ctx, synthetic, config)
