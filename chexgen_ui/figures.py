@@ -140,9 +140,14 @@ def fidelity_bars(per_pathology: pd.DataFrame, metrics=None, result: dict | None
     df = per_pathology[per_pathology["skipped"].fillna("") == ""] if "skipped" in per_pathology else per_pathology
     rows = max(1, -(-len(metrics) // 3))
 
+    withheld = _withheld_counts(result)
+
     def title(m: str) -> str:
         o = shown.get(m)
-        return m if o is None or o.direction == "none" else f"{o.label} ({o.direction} is better)"
+        text = m if o is None or o.direction == "none" else f"{o.label} ({o.direction} is better)"
+        if withheld.get(m):  # an empty panel says why: too few images for a valid number (see the notes column)
+            text += f"<br><sup>withheld on {withheld[m]} row(s): too few images (see notes)</sup>"
+        return text
 
     fig = make_subplots(rows=rows, cols=3, subplot_titles=[title(m) for m in metrics], vertical_spacing=0.44 / rows)
     ci = {}
@@ -173,6 +178,16 @@ def fidelity_bars(per_pathology: pd.DataFrame, metrics=None, result: dict | None
         fig.add_annotation(text="No pathology had enough images on both sides (see the skipped column).",
                            showarrow=False, xref="paper", yref="paper", x=0.5, y=0.5)
     return fig
+
+
+def _withheld_counts(result: dict | None) -> dict[str, int]:
+    """Per metric, the evaluated per-pathology rows whose number the engine withheld (``<key>_note`` in the JSON)."""
+    out: dict[str, int] = {}
+    for r in (result or {}).get("per_pathology", []):
+        for key in r:
+            if key.endswith("_note") and r[key]:
+                out[key[: -len("_note")]] = out.get(key[: -len("_note")], 0) + 1
+    return out
 
 
 def counts_figure(counts: pd.DataFrame) -> go.Figure:

@@ -36,11 +36,49 @@ def privacy_verdict_line(result: dict) -> str:
 
 def fidelity_note_line(result: dict) -> str:
     """The fidelity run's set-level diversity (intra-prompt MS-SSIM, when prompts repeat) and comparability notes (the
-    demo encoder on images that are not the demo world)."""
+    demo encoder on images that are not the demo world), then what is unavailable or withheld and why (an encoder
+    that did not load, a number withheld for too few images, MS-SSIM without repeated prompts): all read from the
+    result, as the CLI's summary reads them."""
     notes = result.get("encoder_notes") or {}
     ms = result.get("Intra-prompt MS-SSIM") or {}
     diversity = (f"\n\nIntra-prompt MS-SSIM {ms['MS_SSIM']:.3f} ({ms['note']})." if ms.get("available") else "")
-    return diversity + "".join(f"\n\nEncoder note ({name}): results {note}." for name, note in notes.items())
+    return (diversity + "".join(f"\n\nEncoder note ({name}): results {note}." for name, note in notes.items())
+            + "".join(f"\n\n{line}" for line in unavailable_lines(result)))
+
+
+def unavailable_lines(result: dict) -> list[str]:
+    """What a fidelity run could not give, each with its reason (from the result JSON)."""
+    from evaluators.fidelity import notes_text, pathology_note_lines
+
+    out = [f"{name} not used: {why}." for name, why in (result.get("encoders_skipped") or {}).items()]
+    out += [f"{t[:1].upper()}{t[1:]} ({enc})." for enc, vals in (result.get("overall") or {}).items()
+            for t in notes_text(vals)]
+    out += [f"{line.removeprefix('note: ')}." for line in pathology_note_lines(result)]
+    ms = result.get("Intra-prompt MS-SSIM") or {}
+    if ms and not ms.get("available"):
+        out.append(f"Intra-prompt MS-SSIM unavailable: {ms.get('reason', 'no reason given')}.")
+    return out
+
+
+def fidelity_status_line(result: dict, run_id=None, what: str = "Fidelity") -> str:
+    """One status line for a fidelity run: images on each side, each encoder with its preprocessing, pathologies
+    evaluated, the run id, then :func:`fidelity_note_line` (comparability notes, unavailable and withheld numbers)."""
+    from evaluators.metrics.registry import claimed_encoders
+
+    modes = result.get("preprocess") or {}
+    claimed = claimed_encoders()
+    encs = ", ".join(f"{e} ({'its own pipeline, FRD only' if e in claimed else modes.get(e, 'clean') + ' preprocessing'})"
+                     for e in (result.get("overall") or {}))
+    rows = result.get("per_pathology") or []
+    evaluated = {r["pathology"] for r in rows if not r.get("skipped")}
+    seen = {r["pathology"] for r in rows}
+    pp = (f"; {len(evaluated)} of {len(seen)} pathologies evaluated (the others are below the minimum count: see "
+          "the skipped column)" if len(evaluated) < len(seen) else f"; all {len(seen)} pathologies evaluated") \
+        if seen else ""
+    saved = f"; saved as run #{run_id}" if run_id is not None else ""
+    return (f"{what} done in {result.get('wall_time_s', 0):.1f} s: {(result.get('synthetic') or {}).get('n', 0)} "
+            f"synthetic vs {(result.get('real') or {}).get('n', 0)} reference images; encoders: {encs or 'none'}{pp}"
+            f"{saved}." + fidelity_note_line(result))
 
 
 def privacy_image_table(result: dict, limit: int = 50) -> pd.DataFrame:
@@ -104,8 +142,8 @@ def overall_table(result: dict) -> pd.DataFrame:
         for m in _run_metrics(result):
             row[m] = finite(vals.get(m))
             row[f"{m} 95% CI"] = _fmt_ci(vals.get("ci95"), m)
-        rows.append(row)
-    return _tidy(pd.DataFrame(rows))
+        rows.append(_with_notes(row, vals))
+    return _drop_empty_notes(_tidy(pd.DataFrame(rows)))
 
 
 def per_pathology_table(result: dict) -> pd.DataFrame:
@@ -119,8 +157,21 @@ def per_pathology_table(result: dict) -> pd.DataFrame:
         for m in _run_metrics(result):
             row[m] = finite(r.get(m))
             row[f"{m} 95% CI"] = _fmt_ci(r.get("ci95"), m)
-        rows.append(row)
-    return _tidy(pd.DataFrame(rows))
+        rows.append(_with_notes(row, r))
+    return _drop_empty_notes(_tidy(pd.DataFrame(rows)))
+
+
+def _with_notes(row: dict, values: dict) -> dict:
+    """The row's withheld numbers and why, short ("FD_inf withheld: 40 synthetic and 52 real image(s) for 1024-d
+    features"): the cell is empty, this says why (the status line and the JSON give the rule)."""
+    from evaluators.fidelity import notes_text
+
+    row["notes"] = "; ".join(notes_text(values, short=True))
+    return row
+
+
+def _drop_empty_notes(df: pd.DataFrame) -> pd.DataFrame:
+    return df.drop(columns="notes") if "notes" in df and not df["notes"].astype(str).str.len().gt(0).any() else df
 
 
 def _short_skip(reason: str, pathology: str) -> str:

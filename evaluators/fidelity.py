@@ -205,14 +205,14 @@ def run_fidelity(
 
     modes, mode_notes = run_modes(preprocess, encoders)
     t0 = time.perf_counter()
-    loaded, encoder_notes = {}, []
+    loaded, skipped_encoders = {}, {}
     for name in encoders:
         try:
             loaded[name] = load(name).with_preprocess(modes[name])
         except (InputError, UnavailableError) as exc:
             if name not in optional:
                 raise
-            encoder_notes.append(f"{name} skipped: {exc}")
+            skipped_encoders[name] = str(exc)  # its metrics (FRD for radiomics) are unavailable: say why
     modes = {name: modes[name] for name in loaded}
     # the preprocessing choice (clean / chexgenbench) concerns the image encoders; an encoder that one metric claims
     # (radiomics: FRD) has its own fixed pipeline and is left out of the preprocessing listing and columns
@@ -244,7 +244,8 @@ def run_fidelity(
         },
         "preprocess": chain_modes,
         "real": {"name": real_side.name, "n": len(real_side)},
-        **({"encoder_notes": encoder_notes} if encoder_notes else {}),
+        # kept apart from encoder_notes (the comparability notes by encoder, below), which used to overwrite them
+        **({"encoders_skipped": skipped_encoders} if skipped_encoders else {}),
         "synthetic": {
             "name": synthetic.name,
             "n": len(synthetic),
@@ -294,6 +295,7 @@ def run_fidelity(
                 m = fidelity_metrics(fr[rm], fs[sm], real_stats=stats, pathology=True, **enc_kw)
                 m = _with_ci(m, fr[rm], fs[sm], bootstrap, seed, {**enc_kw, "pathology": True})
                 row.update({o.key: m.get(o.key) for o in metric_registry.outputs("fidelity")})
+                row.update(metric_notes(m))  # why a number is withheld (FD_inf below 10 x D images), next to it
                 if "ci95" in m:
                     row["ci95"] = m["ci95"]
                 result["per_pathology"].append(row)
@@ -313,6 +315,23 @@ def run_fidelity(
         )
     result["wall_time_s"] = round(time.perf_counter() - t0, 3)
     return result
+
+
+def metric_notes(values: dict) -> dict[str, str]:
+    """``{"<output>_note": reason}`` of one row's withheld numbers: a metric that returns None for an output it
+    cannot give validly (FD_inf with too few images) says why under ``<output key>_note`` beside it."""
+    return {f"{o.key}_note": values[f"{o.key}_note"] for o in metric_registry.outputs("fidelity")
+            if values.get(f"{o.key}_note")}
+
+
+def notes_text(values: dict, *, short: bool = False) -> list[str]:
+    """``"FD_inf withheld: ..."`` for each withheld number of one row (``short``: up to the first ``"; "``, the
+    counts without the rule; the JSON keeps the whole note)."""
+    out = []
+    for key, note in metric_notes(values).items():
+        o = metric_registry.output(key[: -len("_note")])
+        out.append(f"{o.label if o else key} {note.split('; ')[0] if short else note}")
+    return out
 
 
 def _default_frd(real_side: RealSide) -> bool:
@@ -418,6 +437,10 @@ def csv_rows(result: dict) -> list[dict]:
         skipped = [v.get("skipped") for v in values_by_enc.values() if v.get("skipped")]
         if skipped:
             row["Skipped"] = skipped[0]
+        notes = [f"{_column(o, enc)}: {vals[o.key + '_note']}" for enc, vals in values_by_enc.items()
+                 for o in metric_registry.outputs("fidelity") if vals.get(o.key + "_note")]
+        if notes:  # a withheld number's reason beside its empty cell (FD_inf with too few images)
+            row["Notes"] = " | ".join(notes)
         return row
 
     rows = [row_for(result["overall"], "All")]
@@ -464,11 +487,12 @@ def load_real(spec: str, images_root: str | None = None, skip_bad: bool = False)
 
 
 def format_summary(result: dict) -> str:
-    lines = [f"note: {n}" for n in result.get("encoder_notes", [])]
+    lines = [f"note: {n} skipped: {why}" for n, why in (result.get("encoders_skipped") or {}).items()]
     modes = result.get("preprocess") or {}
     for enc, m in result["overall"].items():
         lines.append(f"[{enc}, {modes.get(enc, 'clean')} preprocessing] {_numbers(m, long=True)}  "
                      f"(n_real {m['n_real']}, n_synthetic {m['n_synthetic']})")
+        lines += [f"note [{enc}]: {t}" for t in notes_text(m)]
     for metric in metric_registry.metrics("fidelity", inputs=("synthetic_logits",)):
         if metric.name in result:
             v, enc = result[metric.name], (metric.encoders or ("",))[0]
@@ -492,9 +516,25 @@ def format_summary(result: dict) -> str:
             lines.append(f"  {row['pathology']:<27} [{row['encoder']}, {modes.get(row['encoder'], 'clean')}] "
                          f"skipped: {row['skipped']}")
         else:
+            withheld = "".join(f"  ({t})" for t in notes_text(row, short=True))
             lines.append(f"  {row['pathology']:<27} [{row['encoder']}, {modes.get(row['encoder'], 'clean')}] "
-                         f"{_numbers(row)}  n {row['n_real']}/{row['n_synthetic']}")
-    return "\n".join(lines)
+                         f"{_numbers(row)}  n {row['n_real']}/{row['n_synthetic']}{withheld}")
+    return "\n".join(lines + pathology_note_lines(result))
+
+
+def pathology_note_lines(result: dict) -> list[str]:
+    """One line per withheld per-pathology number: on how many rows, and the rule (each row shows its counts)."""
+    by_key: dict[str, list[str]] = {}
+    for r in result.get("per_pathology", []):
+        for key, note in metric_notes(r).items():
+            by_key.setdefault(key, []).append(note)
+    out = []
+    for key, notes in by_key.items():
+        o = metric_registry.output(key[: -len("_note")])
+        head, _, why = notes[0].partition("; ")
+        out.append(f"note: {o.label if o else key} {head.split(':')[0]} on {len(notes)} per-pathology row(s): "
+                   f"{why or head}")
+    return out
 
 
 _SHORT = {"Precision": "P", "Recall": "R", "Density": "D", "Coverage": "C"}

@@ -74,3 +74,23 @@ def test_bad_input(reference):
         fd_infinity(reference, np.zeros((50, 3)))
     with pytest.raises(InputError, match="num_points"):
         fd_infinity(reference, _gauss(100, 1), num_points=2)
+
+
+def test_the_suites_fd_inf_is_withheld_below_10_x_d_synthetic_or_d_real_images(reference):
+    """Below 10 x D synthetic images the fit's smallest subsets are rank-deficient and FD_inf misses the true
+    distance (0 here) by many of its own stated errors: the registered metric gives None and says why instead."""
+    from evaluators.metrics.fd_infinity import fd_infinity_metric, min_samples
+
+    assert min_samples(D) == (10 * D, D)
+    few = _gauss(D - 8, 1)  # fewer images than dimensions, as a pathology row often has
+    raw = fd_infinity(reference, few, seed=0)
+    # what the number would claim: 9.1 +- 2.7 for a true 0, most of FID's own bias (9.5) left in; confidently wrong
+    assert raw["FD_inf"] > 3 * raw["FD_inf_err"] and raw["FD_inf"] > 0.5 * raw["FID"]
+    out = fd_infinity_metric(reference, few)
+    assert out["FD_inf"] is None and out["FD_inf_err"] is None
+    assert out["FD_inf_note"].startswith(f"withheld: {D - 8} synthetic and 20,000 real image(s) for {D}-d features")
+    assert f">= {10 * D} synthetic" in out["FD_inf_note"]
+    assert fd_infinity_metric(reference, _gauss(10 * D - 1, 2))["FD_inf"] is None  # the smallest subset < D
+    assert "withheld: " in fd_infinity_metric(reference[: D - 1], _gauss(10 * D, 2))["FD_inf_note"]  # real < D
+    ok = fd_infinity_metric(reference[:D], _gauss(10 * D, 2))
+    assert isinstance(ok["FD_inf"], float) and isinstance(ok["FD_inf_err"], float) and "FD_inf_note" not in ok

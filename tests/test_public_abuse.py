@@ -213,7 +213,8 @@ def test_finished_uploads_are_deleted_and_utility_keeps_no_checkpoints(server, t
     url, studio = server
     up = zip_with(tmp_path / "ok.zip", {f"{i}.png": _png(i) for i in range(12)})
     out = _client(url).predict(UPLOAD_SRC, [handle_file(str(up))], "", ORACLE, 12, 1, 0, 1, api_name="/on_pp")
-    assert out[0]["data"]  # the per-pathology table came back
+    assert out[0].startswith("Per-pathology fidelity done in ") and "encoders: pixels" in out[0]  # the status line
+    assert out[1]["data"]  # the per-pathology table came back
     assert not [p for p in subdir("uploads").rglob("*.png")]  # the finished job's upload is gone
     assert studio.quota.usage() < 5_000_000
 

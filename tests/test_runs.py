@@ -12,6 +12,7 @@ import csv
 import json
 
 import numpy as np
+import pandas as pd
 import pytest
 from PIL import Image
 
@@ -205,7 +206,7 @@ def many_copies(studio, tmp_path_factory):
     return folder
 
 
-def test_fd_inf_and_vendi_reach_json_csv_tables_and_leaderboard(studio, world, copies):
+def test_fd_inf_and_vendi_reach_json_csv_tables_and_leaderboard(studio, world, copies, monkeypatch):
     from evaluators.features import extract_features
     from evaluators.fidelity import format_summary
     from evaluators.metrics.diversity import vendi_score
@@ -219,9 +220,12 @@ def test_fd_inf_and_vendi_reach_json_csv_tables_and_leaderboard(studio, world, c
     assert data["overall"]["pixels"]["n_vendi"] == len(fs)
     assert "Vendi" not in (data["overall"]["pixels"].get("ci95") or {})  # no bootstrap interval: Output.ci False
 
+    import evaluators.metrics.fd_infinity as fd_infinity
     from evaluators.imagesets import load_image_set
 
     labelled = load_image_set(f"{world}@valid")  # other patients with labels: per-pathology rows are evaluated
+    # these sets are far below FD_inf's 10 x D images (the next test): the plumbing is checked with its rule off
+    monkeypatch.setattr(fd_infinity, "validity_note", lambda *a: None)
     run = studio.run_fidelity(labelled, model="fdinf-check", min_count=2, kid_subsets=5, fd_inf=True, bootstrap=3)
     data = json.loads(run.json_path.read_text())
     ov = data["overall"]["pixels"]
@@ -238,6 +242,47 @@ def test_fd_inf_and_vendi_reach_json_csv_tables_and_leaderboard(studio, world, c
     board = studio.leaderboard("fidelity")
     row = board[board["model"] == "fdinf-check"].iloc[0]
     assert row["FD_inf (pixels)"] == pytest.approx(ov["FD_inf"]) and row["Vendi (pixels)"] == pytest.approx(ov["Vendi"])
+
+
+def test_fd_inf_below_its_sample_size_is_withheld_with_the_reason_everywhere_it_would_show(studio, world):
+    """1024-d pixel features and a few dozen images: FD_inf is not valid (fewer than 10 x D synthetic, D real images),
+    so the JSON has None with FD_inf_note beside it, overall and on each pathology row; the CSV, the summary, the
+    app's tables, chart and status line say why, and the leaderboard has no FD_inf number."""
+    from chexgen_ui import figures
+    from chexgen_ui.tables import fidelity_status_line
+    from evaluators.fidelity import format_summary
+    from evaluators.imagesets import load_image_set
+
+    run = studio.run_fidelity(load_image_set(f"{world}@valid"), model="fdinf-withheld", min_count=2, kid_subsets=5,
+                              fd_inf=True)
+    data = json.loads(run.json_path.read_text())
+    ov = data["overall"]["pixels"]
+    assert ov["FD_inf"] is None and ov["FD_inf_err"] is None and isinstance(ov["FID"], float)
+    assert ov["FD_inf_note"].startswith(f"withheld: {ov['n_synthetic']} synthetic and {ov['n_real']} real image(s) "
+                                        "for 1024-d features") and ">= 10,240 synthetic" in ov["FD_inf_note"]
+    rows = [r for r in data["per_pathology"] if "skipped" not in r and r["encoder"] == "pixels"]
+    assert rows and all(r["FD_inf"] is None and f"withheld: {r['n_synthetic']} synthetic" in r["FD_inf_note"]
+                        for r in rows)
+    assert all(r["FID"] is not None for r in rows)  # the rest of the row stands
+    with open(run.csv_path) as fh:
+        csv_rows = list(csv.DictReader(fh))
+    assert csv_rows[0]["FD_inf (pixels)"] == "" and csv_rows[0]["Notes"].startswith("FD_inf (pixels): withheld: ")
+    assert sum("FD_inf (pixels): withheld" in r.get("Notes", "") for r in csv_rows[1:]) == len(rows)
+    summary = format_summary(data)
+    assert f"note [pixels]: FD_inf withheld: {ov['n_synthetic']} synthetic" in summary
+    assert f"note: FD_inf withheld on {len(rows)} per-pathology row(s): FD_inf needs >= 10,240 synthetic" in summary
+    table = run.per_pathology
+    evaluated = table[(table["skipped"] == "") & (table["encoder"] == "pixels")]  # radiomics rows: FRD only
+    assert evaluated["FD_inf"].isna().all() and evaluated["notes"].str.startswith("FD_inf withheld: ").all()
+    assert run.overall.set_index("encoder").loc["pixels", "notes"].startswith("FD_inf withheld: ")
+    titles = [a.text for a in figures.fidelity_bars(table, result=run.result).layout.annotations]
+    assert any(t.startswith("FD_inf") and f"withheld on {len(rows)} row(s)" in t for t in titles)
+    status = fidelity_status_line(run.result, run.run_id, "Per-pathology fidelity")
+    assert f"FD_inf withheld on {len(rows)} per-pathology row(s): FD_inf needs >= 10,240 synthetic" in status
+    assert "FD_inf withheld: " in status and "(pixels)." in status
+    board = studio.leaderboard("fidelity")
+    row = board[board["model"] == "fdinf-withheld"].iloc[0]
+    assert "FD_inf (pixels)" not in board.columns or pd.isna(row["FD_inf (pixels)"])
 
 
 def test_cli_fd_inf_flag(world, copies, tmp_path):

@@ -303,6 +303,39 @@ def test_fidelity_run_from_model_saved_and_compared(studio):
     assert evaluated or any("enough images" in a.text for a in fig.layout.annotations)
 
 
+def test_fidelity_status_line_names_encoders_comparability_and_what_is_unavailable(studio):
+    """The Per-pathology tab's status line, from the result alone: images, each encoder and its preprocessing, the
+    run id; an optional encoder that did not load (radiomics: FRD), with its reason (that note used to be a list that
+    the summary and the Batch line called .items() on, or was overwritten by the comparability notes); the demo
+    encoder on images that are not the demo world; MS-SSIM's availability."""
+    pytest.importorskip("radiomics")  # the default encoders add radiomics off the demo world when it is installed
+    from evaluators.domain import DEMO_ENCODER_NOTE
+    from evaluators.errors import UnavailableError
+    from evaluators.fidelity import format_summary, run_fidelity
+
+    def load(name):
+        if name in ("radiomics", "inception"):
+            raise UnavailableError(f"{name} encoder: refused for this test")
+        return studio.ctx.load_encoder(name)
+
+    syn = studio.synthetic_from_model(COPIER, 12, seed=0)
+    kw = {"per_pathology": True, "min_count": 2, "kid_subsets": 5, "alignment": False, "load_encoder": load}
+    result = run_fidelity(studio.index(), syn, **kw)
+    assert result["encoders_skipped"]["radiomics"] == "radiomics encoder: refused for this test"
+    assert "note: radiomics skipped: radiomics encoder: refused for this test" in format_summary(result)
+    line = tables.fidelity_status_line(result, 7, "Per-pathology fidelity")
+    assert line.startswith("Per-pathology fidelity done in ") and "12 synthetic vs 102 reference images" in line
+    assert "encoders: pixels (clean preprocessing)" in line and "saved as run #7." in line
+    assert "radiomics not used: radiomics encoder: refused for this test." in line
+    ms = result["Intra-prompt MS-SSIM"]
+    assert (f"Intra-prompt MS-SSIM unavailable: {ms['reason']}." if not ms["available"] else "Intra-prompt MS-SSIM ") \
+        in line
+    demo = run_fidelity(studio.index(), syn, encoders=["demo"], **kw)  # this world has no demo-world marker
+    line = tables.fidelity_status_line(demo, None, "Per-pathology fidelity")
+    assert "encoders: demo (clean preprocessing)" in line and f"Encoder note (demo): results {DEMO_ENCODER_NOTE}." in line
+    assert "not comparable with RadDino" in line and "saved as run" not in line
+
+
 # ---------------------------------------------------------------------------------------- the Blocks
 def test_build_app_public_mode_hides_server_folder(studio, world):
     import gradio as gr

@@ -8,6 +8,7 @@ from types import SimpleNamespace
 import gradio as gr
 
 from evaluators import limits
+from evaluators.extraction_cost import first_run_cost
 from evaluators.space import gpu
 
 from .. import figures, report_utility_service, utility_service
@@ -140,7 +141,9 @@ def _wire_batch(ctx: AppContext, t: SimpleNamespace):
         files_out: list[str] = []
         done = []
         if "Fidelity" in axes:
-            yield f"Running fidelity on {len(synthetic)} image(s)…", None, None, None, None, None, None, None
+            cost = first_run_cost(studio.ctx, synthetic)  # FRD's first radiomic extraction on a large new set
+            yield (f"Running fidelity on {len(synthetic)} image(s)…" + (f"\n\n{cost}" if cost else ""),
+                   None, None, None, None, None, None, None)
             run = studio.run_fidelity(synthetic, model=model, per_pathology=True, bootstrap=int(boot or 0),
                                       min_count=int(min_count or 1), session=session, progress=report,
                                       preprocess=preprocess or "auto")

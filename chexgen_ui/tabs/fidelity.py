@@ -8,9 +8,11 @@ from types import SimpleNamespace
 import gradio as gr
 
 from evaluators import limits
+from evaluators.extraction_cost import first_run_cost
 from evaluators.space import gpu
 
 from .. import figures
+from ..tables import fidelity_status_line
 from ..widgets import (
     GPU_CONCURRENCY,
     GPU_DURATION,
@@ -42,6 +44,7 @@ def layout(ctx: AppContext) -> SimpleNamespace:
                 t.fdinf = gr.Checkbox(False, label="Also FD_inf (FID extrapolated to infinitely many images, for sets "
                                       "of different sizes; several times slower)", elem_id="pp-fdinf")
                 t.btn = gr.Button("Compute per-pathology fidelity", variant="primary", elem_id="pp-run")
+                t.status = gr.Markdown(elem_id="pp-status")  # encoders, comparability, what is withheld and why
             with gr.Column(scale=2):
                 t.table = gr.Dataframe(label="Per pathology", wrap=False, pinned_columns=1, elem_id="pp-table",
                                        interactive=False)  # one line per pathology; narrow headers stay whole
@@ -61,11 +64,14 @@ def wire(ctx: AppContext, t: SimpleNamespace) -> None:
               progress=gr.Progress(), request: gr.Request = None):  # noqa: B008 - Gradio's idiom
         report = _progress(progress)
         synthetic, model = ctx.load_set(src, files, folder, mdl, n, steps, report, _session(request))
+        cost = first_run_cost(studio.ctx, synthetic)  # FRD's first radiomic extraction on a large new set
+        yield f"Running per-pathology fidelity on {len(synthetic)} image(s)…" + (f"\n\n{cost}" if cost else ""), \
+            None, None, None
         run = studio.run_fidelity(synthetic, model=model, per_pathology=True, bootstrap=int(boot or 0),
                                   min_count=int(min_count or 1), session=_session(request),
                                   progress=report, preprocess=preprocess or "auto", fd_inf=bool(fd_inf))
-        return run.per_pathology, figures.fidelity_bars(run.per_pathology, result=run.result), \
-            figures.counts_figure(run.counts)
+        yield fidelity_status_line(run.result, run.run_id, "Per-pathology fidelity"), run.per_pathology, \
+            figures.fidelity_bars(run.per_pathology, result=run.result), figures.counts_figure(run.counts)
 
     t.btn.click(on_pp, [t.src, t.files, t.folder, t.mdl, t.n, t.steps, t.boot, t.min, t.pre, t.fdinf],
-                [t.table, t.plot, t.counts], concurrency_id=GPU_QUEUE, concurrency_limit=GPU_CONCURRENCY)
+                [t.status, t.table, t.plot, t.counts], concurrency_id=GPU_QUEUE, concurrency_limit=GPU_CONCURRENCY)

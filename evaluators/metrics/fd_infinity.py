@@ -12,6 +12,14 @@ The stated error (``FD_inf_err``, not in the paper) is a split-half estimate: FD
 both halves of ``splits`` random half-splits of the synthetic set, and the standard deviation of those
 half-set values is divided by sqrt(2). FD_inf's spread falls between 1/sqrt(N) and 1/N, so this is
 conservative (on Gaussian features it overstated the observed spread by ~1.2-1.5x, see the tests).
+
+Valid sample sizes: the ``1/n`` law is asymptotic. With fewer synthetic images than ``10 x D`` the smallest
+subsets (N/10) have rank-deficient covariances and the fit misses the true distance by several of its own stated
+errors (D = 64, true FD 0: N = 32 gives FD_inf 29.9 +- 1.7, N = 192 gives -1.6 +- 0.3, N = 640 gives -0.17 +- 0.17;
+``benchmarks/fd_inf_sample_size.py``); with fewer real images than D the reference Gaussian itself is degenerate.
+The registered metric (the suite's FD_inf, overall and per pathology) therefore withholds the number below
+:func:`min_samples` and says why in ``FD_inf_note`` next to it (:func:`validity_note`); :func:`fd_infinity`
+itself computes whatever it is given (the tests' small-n experiments).
 """
 
 from __future__ import annotations
@@ -109,6 +117,25 @@ def fd_infinity(real: ArrayLike, fake: ArrayLike, *, num_points: int = 15, split
             "n_real": n_real, "n_synthetic": int(f.shape[0])}
 
 
+SUBSET_FLOOR = 10  # the fit's smallest subset is N / 10: N >= 10 D keeps every subset covariance full rank
+
+
+def min_samples(dim: int) -> tuple[int, int]:
+    """(synthetic, real) images FD_inf needs for ``dim``-d features: ``10 x dim`` synthetic (its smallest fitted
+    subset, N/10, has at least ``dim`` images) and ``dim`` real (a full-rank reference covariance)."""
+    return SUBSET_FLOOR * int(dim), int(dim)
+
+
+def validity_note(n_real: int, n_synthetic: int, dim: int) -> str | None:
+    """Why FD_inf is withheld for these sample sizes, or None when its 1/n fit holds (:func:`min_samples`)."""
+    need_s, need_r = min_samples(dim)
+    if n_synthetic >= need_s and n_real >= need_r:
+        return None
+    return (f"withheld: {n_synthetic:,} synthetic and {n_real:,} real image(s) for {dim}-d features; FD_inf needs "
+            f">= {need_s:,} synthetic (10 x D: its smallest fitted subset full rank) and >= {need_r:,} real, below "
+            "that its 1/n fit misses the true distance by several of its stated errors")
+
+
 @register("FD_inf", per_pathology=True, opt_in=True,
           outputs=(Output("FD_inf", display="FD_inf", direction="lower", column="FD_inf", ci=False),
                    Output("FD_inf_err", display="FD_inf error", direction="none", shown=False, ci=False)))
@@ -117,13 +144,18 @@ def fd_infinity_metric(real: np.ndarray, synthetic: np.ndarray, *, seed: int = 0
     """FD_inf beside FID (sets of different sizes compare). Opt-in (``--fd-inf``; ``FidelityConfig(include=
     ("FD_inf",))``): 105 Fréchet distances (15 subset sizes, 3 half-splits for the error), ~4x FID, KID and PRDC
     together at D = 256 (``benchmarks/fidelity_metric_costs.py``). No bootstrap interval (``ci=False``): its own
-    split-half error ``FD_inf_err`` is its stated uncertainty. Too few samples for the 1/n fit give None, not a
-    failed run."""
+    split-half error ``FD_inf_err`` is its stated uncertainty. Below :func:`min_samples` (fewer than 10 x D synthetic
+    or D real images: a pathology row, a small set) the number is withheld, None with ``FD_inf_note`` saying why,
+    not a failed run and not a number that looks valid."""
+    n_real, n_synthetic, dim = len(real), len(synthetic), int(np.shape(synthetic)[1])
+    note = validity_note(n_real, n_synthetic, dim)
+    if note is not None:
+        return {"FD_inf": None, "FD_inf_err": None, "FD_inf_note": note}
     try:
         res = fd_infinity(real, synthetic, seed=seed, real_stats=real_stats)
-    except InputError:
-        return {"FD_inf": None, "FD_inf_err": None}
+    except InputError as exc:
+        return {"FD_inf": None, "FD_inf_err": None, "FD_inf_note": f"not computed: {exc}"}
     return {"FD_inf": res["FD_inf"], "FD_inf_err": res["FD_inf_err"]}
 
 
-__all__ = ["fd_infinity", "fd_infinity_metric", "subset_sizes"]
+__all__ = ["fd_infinity", "fd_infinity_metric", "min_samples", "subset_sizes", "validity_note"]

@@ -17,6 +17,10 @@ asks for settings by naming them as keyword arguments (``k``, ``kid_subsets``, `
 ``encoders=(...)`` with ``claims_encoder=True`` (FRD on ``radiomics``) makes those encoders serve only the metrics
 that name them: FID, KID, PRDC... are not computed on raw radiomic features. ``opt_in=True`` leaves a metric out
 of a run unless the run names it (``include``): for numbers too costly for every run.
+
+A number that would not be valid for the inputs (FD_inf with fewer than 10 x D images) is returned as None with
+``"<output key>_note"`` saying why; the suite keeps the note beside the value in the JSON (overall and per pathology:
+:func:`evaluators.fidelity.metric_notes`) and the CSV, summary, app tables, chart and status lines show it.
 """
 
 from __future__ import annotations
