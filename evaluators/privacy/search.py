@@ -57,10 +57,11 @@ from .memorisation import (
 
 HOLDOUT_FRACTION = 0.1
 """Share of training patients held out for calibration when no sibling split exists (no longer the default)."""
-CALIBRATION_VERSION = 3
+CALIBRATION_VERSION = 4
 """Bump when the matcher or the calibration recipe changes: cached thresholds are then recomputed.
 2: leave-one-out over the index, conformal quantile, p-values, the registered matcher.
-3: pixel-key candidates join the encoder's (the nearest 2 always registered)."""
+3: pixel-key candidates join the encoder's (the nearest 2 always registered).
+4: the matcher's cascade registers the quick score's best 8 (was 4)."""
 DEFAULT_CALIBRATION_QUERIES = 1000
 """Leave-one-out queries at most (drawn at random when the index is larger); 0 or None: every image."""
 DEFAULT_PIXEL_CANDIDATES = 10
@@ -68,7 +69,7 @@ DEFAULT_PIXEL_CANDIDATES = 10
 PIXEL_LEAD = 2
 """The pixel key's nearest this many are always fully registered by the copy matcher, as the encoder's nearest
 ``CopyMatcher.KEEP_ENCODER`` are (the cascade's quick score, a shift only, can rank a rotated and rescaled copy's
-source below its best 4)."""
+source below its best 8)."""
 PIXEL_KEYS_VERSION = 1
 DUPLICATE_SCORE = 0.75
 """Without patient ids, a training image scoring at least this against a calibration query is taken as a
