@@ -67,6 +67,11 @@ def test_demo_reid_never_scores_real_radiographs(nih_sample):
         assert not choice.available and choice.model is None and choice.auc is None
         assert "train-reid" in choice.reason and "ResNet-50_epoch11_data_handling_RPN.pth" in choice.reason
     assert "demo-world phantoms" in choose_reid("demo", nih, device="cpu").reason
+    assert "once the set has patient ids" not in choose_reid("auto", nih, device="cpu").reason  # NIH has them
+    no_ids = nih.subset(np.arange(len(nih)), name="no ids")
+    no_ids.table["patient_id"] = None
+    reason = choose_reid("auto", no_ids, device="cpu").reason
+    assert "train-reid" in reason and "once the set has patient ids" in reason  # training it would fail without
 
 
 def test_demo_reid_is_the_default_on_the_demo_world_with_its_auc(worlds):

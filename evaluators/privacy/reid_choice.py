@@ -155,11 +155,16 @@ def _how_to(train_set, spec: str | None) -> str:
     target = f"`python -m evaluators train-reid --train {spec or 'TRAIN_SET'}`"
     if train_set is not None:
         target += f" (writes {trained_path_for(train_set, spec)}, found here by default)"
+    from ..index import patient_ids
     from ..settings import chexgen_home
 
+    train = (f"train one on this training set's patients with {target} or the app's Setup tab"
+             if train_set is None or patient_ids(train_set.table) is not None else
+             f"train one on this training set's patients with {target} or the app's Setup tab once the set has "
+             "patient ids (a patient_id column; re-ID training and its AUC need them)")
     return (f"provide CheXGenBench's checkpoint {CHEXGENBENCH_CHECKPOINT} (https://huggingface.co/{CHEXGENBENCH_REPO}, "
-            f"copied to {chexgen_home() / 'weights' / CHEXGENBENCH_CHECKPOINT} or in the Hugging Face cache), train "
-            f"one on this training set's patients with {target} or the app's Setup tab, or pass --reid FILE")
+            f"copied to {chexgen_home() / 'weights' / CHEXGENBENCH_CHECKPOINT} or in the Hugging Face cache), {train}, "
+            "or pass --reid FILE")
 
 
 def choose_reid(requested=AUTO, train=None, *, spec: str | None = None, device: str | None = None) -> ReidChoice:
