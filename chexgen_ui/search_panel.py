@@ -2,8 +2,9 @@
 and lets the clinician follow a suspected copy from result to result, with a trail of the images followed and a
 Back button. The Generate tab and the Embedding map each hold one (``prefix`` keeps their element ids apart).
 
-Images are named by keys: ``gen:I`` (generated image I of the app's current images) and ``ref:ROW`` (a training
-image of the reference index)."""
+Images are named by keys: ``gen:I`` (generated image I of the app's current images), ``ref:ROW`` (a training
+image of the reference index) and, on the Embedding map, ``set:I`` (a star of the C_T run's synthetic set, whose
+files the map tab keeps in its session state: :class:`evaluators.runs.ct_map.SetImages`)."""
 
 from __future__ import annotations
 
@@ -55,40 +56,42 @@ def trail_text(trail: list) -> str:
     return f"Trail ({len(trail)}): {steps}"
 
 
-def show(studio: Studio, gen: Generated | None, trail: list) -> tuple:
-    """Search from the last image of ``trail`` (a list of keys, or of (key, label) pairs); the panel's outputs."""
+def show(studio: Studio, gen: Generated | None, trail: list, synthetic=None) -> tuple:
+    """Search from the last image of ``trail`` (a list of keys, or of (key, label) pairs); the panel's outputs.
+    ``synthetic``: the map's C_T synthetic set, for ``set:`` keys."""
     from evaluators.runs.neighbours import neighbour_images, search_key
 
     if not trail:
         raise InputError("Nothing to search from: choose an image first.")
     trail = [t if isinstance(t, (list, tuple)) else (t, t) for t in trail][-MAX_TRAIL:]
-    s = search_key(studio.ctx, trail[-1][0], gen, k=limits.check("k", K, studio.public))
-    trail[-1] = (trail[-1][0], s.query)
+    s = search_key(studio.ctx, trail[-1][0], gen, k=limits.check("k", K, studio.public), synthetic=synthetic)
+    trail[-1] = (s.key or trail[-1][0], s.query)
     gallery = [(to_uint8(img), caption) for img, caption in neighbour_images(s)]
     query = window_level(s.image, min_size=256)  # the full grey range, a small image enlarged for display
     return (trail, [nb.row for nb in s.neighbours], -1, trail_text(trail), query, gallery, s.summary,
             s.table())
 
 
-def wire(studio: Studio, p: SimpleNamespace, gen_state) -> None:
-    """Follow the selected result, go back one step."""
+def wire(studio: Studio, p: SimpleNamespace, gen_state, set_state=None) -> None:
+    """Follow the selected result, go back one step. ``set_state``: the map's C_T synthetic set (``set:`` keys)."""
+    sets = [set_state] if set_state is not None else []
     def on_pick(evt: gr.SelectData):
         return int(evt.index)
 
     p.gallery.select(on_pick, None, p.picked, show_progress="hidden")
 
     @_user_errors
-    def on_follow(gen, trail, rows, picked):
+    def on_follow(gen, trail, rows, picked, synthetic=None):
         if picked is None or int(picked) < 0 or int(picked) >= len(rows or []):
             raise InputError("Select one of the nearest training images first, then follow it.")
-        return show(studio, gen, [*(trail or []), f"ref:{rows[int(picked)]}"])
+        return show(studio, gen, [*(trail or []), f"ref:{rows[int(picked)]}"], synthetic)
 
-    p.follow_btn.click(on_follow, [gen_state, p.trail, p.rows, p.picked], outputs(p))
+    p.follow_btn.click(on_follow, [gen_state, p.trail, p.rows, p.picked, *sets], outputs(p))
 
     @_user_errors
-    def on_back(gen, trail):
+    def on_back(gen, trail, synthetic=None):
         if not trail or len(trail) < 2:
             raise InputError("This is the first image of the trail.")
-        return show(studio, gen, trail[:-1])
+        return show(studio, gen, trail[:-1], synthetic)
 
-    p.back_btn.click(on_back, [gen_state, p.trail], outputs(p))
+    p.back_btn.click(on_back, [gen_state, p.trail, *sets], outputs(p))

@@ -4,6 +4,7 @@ C_T scored, copies sit in negative cells, unscored cells say so; the CLI writes 
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -190,3 +191,155 @@ def test_assign_cells_is_the_exact_nearest_centre_whatever_the_blocks():
         copying.assign_cells(x, centres[:, :3])
     with pytest.raises(InputError, match="cannot be read"):
         copying.decode_centres({"shape": [2, 2], "base64": "AAAA"})
+
+
+# ------------------------------------------------------------------------------------------ the tab's clicks
+@pytest.fixture
+def fake_map(monkeypatch):
+    """A 2-D map without fitting UMAP (~30 s of numba): the first two normalised feature dimensions."""
+    from evaluators.index import ReferenceIndex
+
+    monkeypatch.setattr(ReferenceIndex, "has_umap", property(lambda self: True))
+    monkeypatch.setattr(ReferenceIndex, "umap_coords", property(lambda self: np.asarray(self.normed)[:, :2]))
+    monkeypatch.setattr(ReferenceIndex, "umap_transform",
+                        lambda self, f: (f / np.linalg.norm(f, axis=1, keepdims=True))[:, :2])
+
+
+@pytest.fixture(scope="module")
+def demo(studio):
+    from chexgen_ui.app import build_app
+
+    return build_app(studio=studio)
+
+
+def _fn(app, name: str):
+    return next(f.fn for f in app.fns.values() if getattr(f.fn, "__name__", "") == name)
+
+
+def _click(key: str):
+    from types import SimpleNamespace
+
+    return SimpleNamespace(key=key, _data={"key": key})
+
+
+def _shown(fig: dict) -> dict:
+    """What the map shows per point: customdata key -> (cell, scored, Z or None, x, y, hover)."""
+    import base64
+    import re
+
+    def arr(v):
+        if isinstance(v, dict) and "bdata" in v:
+            return np.frombuffer(base64.b64decode(v["bdata"]), dtype=v["dtype"])
+        return np.asarray(v, dtype=float)
+
+    out = {}
+    for t in fig["data"]:
+        if not str(t["customdata"][0]).startswith(("ref:", "set:")):
+            continue  # the Generate tab's stars
+        scored = " cell scored " in f" {t['name']} "
+        z = arr(t["marker"]["color"]) if scored else [None] * len(t["customdata"])
+        for key, x, y, zz, text in zip(t["customdata"], arr(t["x"]), arr(t["y"]), z, t["text"]):
+            cell = int(re.match(r"cell (\d+) ", text).group(1))
+            out[key] = (cell, scored, zz, float(x), float(y), text)
+    return out
+
+
+def test_a_set_star_shows_its_image_and_searches_from_it(demo, studio, copies, run, fake_map):
+    """A star of the privacy run's synthetic set shows that image; *Search from this point* lists its nearest
+    training images (the engine's file search), and a trail through it follows and goes back."""
+    import gradio as gr
+
+    from evaluators.imageio import read_image
+    from evaluators.runs import neighbours
+
+    fig_json, _, synthetic = _fn(demo, "on_map")(None, "C_T cell (data copying)", run.run_id)
+    stars = [k for t in json.loads(fig_json)["data"] for k in t["customdata"] if str(k).startswith("set:")]
+    assert len(stars) == 48 and synthetic.source == f"privacy run #{run.run_id}"
+    key = stars[5]
+    i = int(key[4:])
+    path = synthetic.table["path"].iloc[i]
+    img, caption = _fn(demo, "on_point")(None, synthetic, _click(key))
+    np.testing.assert_array_equal(img, display.to_uint8(read_image(path)))
+    cell = int(synthetic.table["cell"].iloc[i])
+    assert caption.startswith(f"synthetic image #{i} of privacy run #{run.run_id}") and f"cell {cell}" in caption
+    # the click remembers the star with its run; the search is the engine's search of that file
+    remembered = _fn(demo, "on_key")(synthetic, _click(key))
+    assert remembered == f"set:{i}@privacy run #{run.run_id}"
+    trail, rows, *_, gallery, summary, _ = _fn(demo, "on_search")(None, remembered, synthetic)
+    want = neighbours.from_file(studio.ctx, path, k=5)
+    assert rows == [nb.row for nb in want.neighbours] and summary == want.summary and len(gallery) == 5
+    assert trail == [(remembered, f"synthetic #{i} of privacy run #{run.run_id} ({Path(path).name})")]
+    assert "Verdict: memorised" in summary  # a copier image: its source is the nearest training image
+    trail2, *_ = _fn(demo, "on_follow")(None, trail, rows, 0, synthetic)
+    assert [k for k, _ in trail2] == [remembered, f"ref:{rows[0]}"]
+    back, rows_back, *_ = _fn(demo, "on_back")(None, trail2, synthetic)
+    assert back == trail and rows_back == rows
+    # a redraw with another run's cells, or without C_T colouring, never swaps in another image
+    other = ct_map.SetImages("privacy run #999", "other", synthetic.table)
+    with pytest.raises(gr.Error, match=f"set of privacy run #{run.run_id}.*colour the map by privacy run"):
+        _fn(demo, "on_back")(None, trail2, other)
+    _, _, none = _fn(demo, "on_map")(None, "pathology", None)
+    assert none is None
+    with pytest.raises(gr.Error, match="no longer holds"):
+        _fn(demo, "on_point")(None, none, _click(key))
+
+
+def test_public_mode_keeps_the_set_paths_on_the_server(studio, copies, run, fake_map):
+    """Public mode: the map, its status, the caption and the search name no server folder; the set's paths stay
+    in the session state (a gr.State: Gradio keeps its value on the server), unscrubbed, so the click works."""
+    import gradio as gr
+
+    from chexgen_ui.app import build_app
+
+    public = build_app(studio=Studio(studio.reference, public=True, encoder="pixels", device="cpu", umap=False))
+    outputs = next(f for f in public.fns.values() if getattr(f.fn, "__name__", "") == "on_map").outputs
+    assert isinstance(outputs[2], gr.State)
+    fig_json, status, synthetic = _fn(public, "on_map")(None, "C_T cell (data copying)", run.run_id)
+    assert synthetic.table["path"].tolist() == sorted(str(p) for p in copies.glob("*.png"))  # not scrubbed
+    key = next(k for t in json.loads(fig_json)["data"] for k in t["customdata"] if str(k).startswith("set:"))
+    _, caption = _fn(public, "on_point")(None, synthetic, _click(key))
+    remembered = _fn(public, "on_key")(synthetic, _click(key))
+    *_, trail_md, _, _, summary, table = _fn(public, "on_search")(None, remembered, synthetic)
+    shown = [fig_json, status, caption, trail_md, summary, table.to_csv()]
+    for text in shown:
+        assert str(copies) not in text and str(Path(studio.reference.split("@")[0]).parent) not in text
+    assert Path(synthetic.table["path"].iloc[0]).name in fig_json  # the hover names the file, not its folder
+
+
+def test_generate_redraws_the_map_as_its_colour_radio_says(demo, studio, run, fake_map):
+    """Generate redraws the map with the new stars in the radio's colouring (C_T cells stay C_T cells)."""
+    gen_fn = _fn(demo, "on_generate")
+    args = (COPIER, "Small left pleural effusion.", 2, 3, 1, 7.5)
+    out = gen_fn(*args, "C_T cell (data copying)", run.run_id)
+    fig = json.loads(out[4])
+    assert "coloraxis" in fig["layout"] and f"privacy run #{run.run_id}" in out[5] and "cells scored" in out[5]
+    assert any(t["name"] == "generated (2)" for t in fig["data"]) and out[6].source == f"privacy run #{run.run_id}"
+    assert out[0].umap.shape == (2, 2)
+    plain = gen_fn(*args, "pathology", None)
+    assert "coloraxis" not in json.loads(plain[4])["layout"] and plain[6] is None
+    assert "cells scored" not in plain[5]
+    assert len(gen_fn(*args)) == 7  # the API's old six inputs still work: the colour defaults to pathology
+
+
+def test_cli_csv_is_what_the_app_shows(world, studio, run, fake_map, tmp_path):
+    """`embedding-map --colour ct-cell --run ID` and the app's map of the same run: the same points, each with the
+    same cell, scored flag, Z and position."""
+    out = tmp_path / "map.csv"
+    assert cli(["embedding-map", "--reference", f"{world}@train", "--encoder", "pixels", "--device", "cpu",
+                "--no-umap", "--colour", "ct-cell", "--run", str(run.run_id), "--out", str(out)]) == 0
+    csv = pd.read_csv(out)
+    from chexgen_ui.tabs import embedding_map as tab
+
+    shown = _shown(json.loads(tab.map_outputs(studio, None, tab.CT_CHOICE, run.run_id)[0]))
+    keys = [f"{'ref' if k == 'reference' else 'set'}:{r}" for k, r in zip(csv["kind"], csv["row"])]
+    assert sorted(keys) == sorted(shown) and (csv["kind"] == "synthetic").sum() == 48
+    for key, row in zip(keys, csv.itertuples()):
+        cell, scored, z, x, y, hover = shown[key]
+        assert (cell, scored) == (row.cell, row.scored), key
+        assert (x, y) == pytest.approx((row.x, row.y), abs=1e-6)
+        if scored:
+            assert z == pytest.approx(row.Z_U, abs=1e-9)
+        else:
+            assert row.cell_status in hover
+            assert pd.isna(row.Z_U) or f"Z {row.Z_U:.2f} not counted" in hover
+    assert csv["scored"].any() and not csv["scored"].all()  # both kinds of point were compared

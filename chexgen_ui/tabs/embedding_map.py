@@ -40,15 +40,22 @@ def map_outputs(studio: Studio, gen: Generated | None, colour: str = "pathology"
     """(map JSON, the status line under it: size, encoder and folder of the reference index). ``colour`` CT_CHOICE:
     coloured by the C_T cells of privacy run ``run_id`` (blank: the newest), or, without one, the pathology map and
     what to run."""
+    return map_view(studio, gen, colour, run_id, session)[:2]
+
+
+def map_view(studio: Studio, gen: Generated | None, colour: str = "pathology", run_id=None,
+             session: str | None = None) -> tuple[str, str, ct_map.SetImages | None]:
+    """:func:`map_outputs` and, coloured by C_T cell, the run's synthetic set behind the stars ``set:I`` (for the
+    tab's session state: the files stay on the server); None otherwise."""
     idx = studio.index()
     line = f"{len(idx)} reference images · encoder {idx.encoder} · index `{idx.dir.name}`"
     if colour != CT_CHOICE:
-        return map_json(studio, gen), line
+        return map_json(studio, gen), line, None
     try:
         cells = studio.ct_cells(run_id=None if run_id in (None, "") else int(run_id), session=session)
     except InputError as exc:
-        return map_json(studio, gen), f"{line}\n\n**C_T cell colouring not available**: {exc}"
-    return ct_map_json(studio, gen, cells), f"{line}\n\n{ct_map.summary_line(cells)}"
+        return map_json(studio, gen), f"{line}\n\n**C_T cell colouring not available**: {exc}", None
+    return ct_map_json(studio, gen, cells), f"{line}\n\n{ct_map.summary_line(cells)}", ct_map.set_images(cells)
 
 
 def ct_map_json(studio: Studio, gen: Generated | None, cells) -> str:
@@ -87,7 +94,8 @@ def layout(ctx: AppContext) -> SimpleNamespace:
                     t.row_btn = gr.Button("Show")
                 t.map_search_btn = gr.Button("Search from this point", elem_id="map-search")
                 t.map_btn = gr.Button("Redraw map")
-        t.map_key = gr.State("")  # the chosen point: gen:I or ref:ROW
+        t.map_key = gr.State("")  # the chosen point: gen:I, ref:ROW or set:I@RUN
+        t.map_set = gr.State(None)  # coloured by C_T cell: the run's synthetic set (ct_map.SetImages; server side)
         t.search = search_panel.layout("map-search")
     return t
 
@@ -102,13 +110,14 @@ def wire(ctx: AppContext, t: SimpleNamespace) -> None:
     def on_map(gen, colour="pathology", run_id=None, progress=gr.Progress(),  # noqa: B008 - Gradio's idiom
                request: gr.Request = None):
         studio.index(_progress(progress))
-        return map_outputs(studio, gen, colour, run_id, _session(request))
+        return map_view(studio, gen, colour, run_id, _session(request))
 
     for event in (t.map_btn.click, t.colour.change):
-        event(on_map, [ctx.gen_state, t.colour, t.ct_run], [t.map_html, t.map_status], concurrency_id=GPU_QUEUE)
+        event(on_map, [ctx.gen_state, t.colour, t.ct_run], [t.map_html, t.map_status, t.map_set],
+              concurrency_id=GPU_QUEUE)
 
     @_user_errors
-    def on_point(gen, evt: gr.EventData):
+    def on_point(gen, synthetic, evt: gr.EventData):
         key = _point_key(evt)
         kind, _, num = key.partition(":")
         if kind == "gen" and gen is not None:
@@ -118,11 +127,11 @@ def wire(ctx: AppContext, t: SimpleNamespace) -> None:
         if kind == "ref":
             return _reference_image(studio, int(num))
         if kind == "set":
-            raise InputError("That star is an image of the C_T run's synthetic set; its hover names the file and "
-                             "its cell (the Batch suite tab's privacy table lists the set's images).")
+            img, caption = ct_map.set_image(synthetic, key)
+            return to_uint8(img), caption
         raise InputError(f"Unrecognised point {key!r}.")
 
-    t.map_html.click(on_point, ctx.gen_state, [t.map_img, t.map_caption])
+    t.map_html.click(on_point, [ctx.gen_state, t.map_set], [t.map_img, t.map_caption])
 
     @_user_errors
     def on_row(row):
@@ -133,7 +142,7 @@ def wire(ctx: AppContext, t: SimpleNamespace) -> None:
 
 
 def _point_key(evt: gr.EventData) -> str:
-    """The clicked point's key (``gen:I`` or ``ref:ROW``, the figure's customdata)."""
+    """The clicked point's key (``gen:I``, ``ref:ROW`` or ``set:I``, the figure's customdata)."""
     return str(getattr(evt, "key", None) or (evt._data or {}).get("key", ""))
 
 
@@ -141,23 +150,24 @@ def _wire_search(ctx: AppContext, t: SimpleNamespace) -> None:
     """Remember the chosen point (a click, or a reference row shown); "Search from this point" searches from it."""
     studio = ctx.studio
 
-    def on_key(evt: gr.EventData):
-        return _point_key(evt)
+    def on_key(synthetic, evt: gr.EventData):
+        key = _point_key(evt)  # a set star is remembered with its run, so a redraw in between cannot swap images
+        return synthetic.named(key) if synthetic is not None else key
 
     def on_row_key(row):
         return f"ref:{int(row or 0)}"
 
-    t.map_html.click(on_key, None, t.map_key, show_progress="hidden")
+    t.map_html.click(on_key, t.map_set, t.map_key, show_progress="hidden")
     t.row_btn.click(on_row_key, t.row_nb, t.map_key, show_progress="hidden")
 
     @_user_errors
-    def on_search(gen, key):
+    def on_search(gen, key, synthetic=None):
         if not key:
             raise InputError("Click a point on the map (or show a reference row) first.")
-        return search_panel.show(studio, gen, [key])
+        return search_panel.show(studio, gen, [key], synthetic)
 
-    t.map_search_btn.click(on_search, [ctx.gen_state, t.map_key], search_panel.outputs(t.search))
-    search_panel.wire(studio, t.search, ctx.gen_state)
+    t.map_search_btn.click(on_search, [ctx.gen_state, t.map_key, t.map_set], search_panel.outputs(t.search))
+    search_panel.wire(studio, t.search, ctx.gen_state, t.map_set)
 
 
 def wire_first_load(ctx: AppContext, demo: gr.Blocks, t: SimpleNamespace) -> None:

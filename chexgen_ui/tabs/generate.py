@@ -29,7 +29,7 @@ from ..widgets import (
     _user_errors,
     log,
 )
-from .embedding_map import map_json
+from .embedding_map import map_view
 
 
 def _gallery_items(gen: Generated) -> list[tuple[np.ndarray, str]]:
@@ -162,17 +162,20 @@ def _wire_generate(ctx: AppContext, t: SimpleNamespace, map_tab: SimpleNamespace
     @_user_errors
     @gpu(GPU_DURATION)
     @ctx.job
-    def on_generate(model, prompt, n, seed, steps, guidance, progress=gr.Progress(),  # noqa: B008 - Gradio's idiom
-                    request: gr.Request = None):
+    def on_generate(model, prompt, n, seed, steps, guidance, colour="pathology", run_id=None,
+                    progress=gr.Progress(), request: gr.Request = None):  # noqa: B008 - Gradio's idiom
         gen = studio.generate(model, prompt, int(n), int(seed or 0), int(steps), float(guidance),
                               session=_session(request), progress=_progress(progress))
         status = _status(studio, gen, model)
-        map_value = map_json(studio, gen) if studio.index().has_umap else gr.update()  # an index built without a map
-        return gen, _gallery_items(gen), status, str(studio.export_zip(gen)), map_value
+        # the map redrawn with the new stars, coloured as the map tab's radio says (an index built without a map: kept)
+        map_value = map_view(studio, gen, colour, run_id, _session(request)) if studio.index().has_umap else \
+            (gr.update(),) * 3
+        return gen, _gallery_items(gen), status, str(studio.export_zip(gen)), *map_value
 
-    t.gen_btn.click(on_generate, [t.model_dd, t.prompt_tb, t.n_sl, t.seed_nb, t.steps_sl, t.guid_sl],
-                    [ctx.gen_state, t.gallery, t.gen_status, t.zip_file, map_tab.map_html], concurrency_id=GPU_QUEUE,
-                    concurrency_limit=GPU_CONCURRENCY)
+    t.gen_btn.click(on_generate, [t.model_dd, t.prompt_tb, t.n_sl, t.seed_nb, t.steps_sl, t.guid_sl, map_tab.colour,
+                                  map_tab.ct_run],
+                    [ctx.gen_state, t.gallery, t.gen_status, t.zip_file, map_tab.map_html, map_tab.map_status,
+                     map_tab.map_set], concurrency_id=GPU_QUEUE, concurrency_limit=GPU_CONCURRENCY)
 
 
 def _wire_inspect(ctx: AppContext, t: SimpleNamespace) -> None:

@@ -210,3 +210,69 @@ def summary_line(cells: CtCells) -> str:
             f"cell's Z; < 0 (red): its synthetic images sit closer to the training images than held-out real "
             f"images do (copying); > 0 (blue): farther; grey: cell not scored (too few images, hover says why).")
     return " ".join([line, *(f"Note: {n}." for n in cells.notes)])
+
+
+@dataclass
+class SetImages:
+    """The C_T run's synthetic images behind the map's stars (customdata ``set:I``: row I of ``table``). The app
+    keeps this in a session's state, on the server: the paths never reach the page (a click sends only ``set:I``)."""
+
+    source: str  # the run the cells came from ("privacy run #12"): keys name it, so a redraw cannot swap images
+    name: str  # the synthetic set's name
+    table: pd.DataFrame  # per image: path, cell, Z_U, scored, cell_status
+
+    def key(self, i: int) -> str:
+        """The key that names image ``i`` of this set in a search trail: ``set:I@SOURCE``."""
+        return f"set:{int(i)}@{self.source}"
+
+    def named(self, key: str) -> str:
+        """A clicked star's ``set:I`` as :meth:`key` names it (``set:I@SOURCE``); any other key unchanged."""
+        num = str(key)[4:] if str(key).startswith("set:") else ""
+        return self.key(int(num)) if num.isdigit() else key
+
+
+def set_images(cells: CtCells) -> SetImages:
+    """What the map's synthetic stars of ``cells`` stand for (their files, cells and Z)."""
+    per_cell = cells.cells.set_index("cell")[["Z_U", "scored", "cell_status"]]
+    table = cells.synthetic[["path", "cell"]].join(per_cell, on="cell").reset_index(drop=True)
+    return SetImages(cells.source, cells.synthetic_name, table)
+
+
+def set_path(images: SetImages | None, key: str) -> tuple[int, str]:
+    """(row, file) of the set image a key names: ``set:I`` (a star of the map drawn with ``images``) or
+    ``set:I@SOURCE`` (a trail's key: refused when the map now shows another run's set)."""
+    num, _, source = str(key).partition(":")[2].partition("@")
+    if images is None:
+        raise InputError("That star is an image of a C_T run's synthetic set, which this page no longer holds (the "
+                         "map was redrawn without C_T colouring, or the page reloaded): colour the map by C_T cell "
+                         "again and click the star.")
+    if source and source != images.source:
+        raise InputError(f"That image belongs to the synthetic set of {source}, and the map now shows the cells of "
+                         f"{images.source}: colour the map by {source} again to search from it.")
+    try:
+        i = int(num)
+    except ValueError:
+        raise InputError(f"Unrecognised image {key!r}: expected set:N.") from None
+    if not 0 <= i < len(images.table):
+        raise InputError(f"Synthetic image #{i} does not exist ({images.source} has {len(images.table)}).")
+    path = str(images.table["path"].iloc[i])
+    if not Path(path).is_file():
+        raise InputError(f"Synthetic image #{i} of {images.source} ({Path(path).name}) is no longer on disk; "
+                         f"{RERUN} with the set to see it again.")
+    return i, path
+
+
+def set_image(images: SetImages | None, key: str) -> tuple[np.ndarray, str]:
+    """The set image a key names (float [0, 1]) and its caption: the run, the file's name, its cell and Z (or why
+    C_T did not score the cell)."""
+    from ..imageio import read_image
+
+    i, path = set_path(images, key)
+    row = images.table.iloc[i]
+    z = row["Z_U"]
+    cell = (f"cell {int(row['cell'])} · Z {float(z):.2f}" + (" (< 0: closer to the training images than held-out "
+            "real images: copying)" if float(z) < 0 else "")) if row["scored"] else \
+        f"cell {int(row['cell'])} {row['cell_status']}"
+    caption = (f"synthetic image #{i} of {images.source} ({images.name}) · {Path(path).name}\n\n{cell}\n\n"
+               "*Search from this point* lists its nearest training images and its copy score.")
+    return read_image(path), caption

@@ -44,6 +44,7 @@ class ImageSearch:
     decision: str | None = None  # the verdict (generated / file queries only)
     excluded: list[str] = field(default_factory=list)  # what the search left out, and why
     summary: str = ""  # markdown: the verdict or copy score with its evidence
+    key: str | None = None  # the key that names the query in a trail, when it is not the key searched (set:I@RUN)
 
     def table(self) -> pd.DataFrame:
         rows = [{"rank": r, "row": nb.row, "similarity": round(nb.similarity, 4), "patient": nb.patient_id or "",
@@ -181,8 +182,25 @@ def _training_summary(ctx: RunContext, s: ImageSearch, ids: bool) -> str:
     return "\n".join(lines)
 
 
-def search_key(ctx: RunContext, key: str, gen: Generated | None = None, *, k: int = 5) -> ImageSearch:
-    """The search of a point key as the app names images: ``gen:I`` (image I of ``gen``) or ``ref:ROW``."""
+def from_set_image(ctx: RunContext, images, key: str, *, k: int = 5) -> ImageSearch:
+    """Image ``set:I`` of a C_T run's synthetic set (the Embedding map's stars; ``images``:
+    :class:`evaluators.runs.ct_map.SetImages`): inspected like a file; its key names the run (``set:I@RUN``)."""
+    from ..imageio import read_image
+    from .ct_map import set_path
+
+    i, path = set_path(images, key)
+    s = from_image(ctx, read_image(path), k=k, query=f"synthetic #{i} of {images.source} ({Path(path).name})",
+                   kind="file")
+    s.key = images.key(i)
+    return s
+
+
+def search_key(ctx: RunContext, key: str, gen: Generated | None = None, *, k: int = 5,
+               synthetic=None) -> ImageSearch:
+    """The search of a point key as the app names images: ``gen:I`` (image I of ``gen``), ``ref:ROW``, or ``set:I``
+    (image I of the C_T run's synthetic set ``synthetic``, :class:`evaluators.runs.ct_map.SetImages`)."""
+    if str(key).startswith("set:"):
+        return from_set_image(ctx, synthetic, key, k=k)
     kind, _, num = str(key).partition(":")
     try:
         n = int(num)
