@@ -75,6 +75,7 @@ def show(studio: Studio, gen: Generated | None, trail: list, synthetic=None) -> 
 def wire(studio: Studio, p: SimpleNamespace, gen_state, set_state=None) -> None:
     """Follow the selected result, go back one step. ``set_state``: the map's C_T synthetic set (``set:`` keys)."""
     sets = [set_state] if set_state is not None else []
+
     def on_pick(evt: gr.SelectData):
         return int(evt.index)
 
