@@ -23,7 +23,9 @@ Label conventions (documented choices):
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
+import json
 import math
 import os
 import shutil
@@ -46,20 +48,24 @@ from .errors import InputError
 from .pathologies import INDEX, N_LABELS, PATHOLOGIES
 
 __all__ = [
+    "MARKER",
     "PERSISTENCE",
     "PREVALENCE",
     "SPLIT_FRACTIONS",
     "UNCERTAIN_RATE",
+    "WORLD_NAME",
     "WORLD_VERSION",
     "Geometry",
     "Patient",
     "ensure_demo_world",
     "generate_demo_world",
+    "read_marker",
     "render_for_labels",
     "render_study",
     "sample_labels",
     "sample_patient",
     "study_geometry",
+    "write_marker",
 ]
 
 # Share of studies with the label positive (1), roughly MIMIC-CXR's CheXpert labels. No Finding is not
@@ -298,6 +304,34 @@ WORLD_VERSION = 1
 metadata: cached worlds (:func:`ensure_demo_world`) are keyed by it, and ``tests/test_demo_world.py`` pins the
 output of each version, so a change that forgets the bump fails there."""
 
+MARKER = "chexgen_demo_world.json"
+"""The file that :func:`generate_demo_world` leaves next to ``metadata.csv``: how re-ID and the demo encoder know a
+demo-world set (:mod:`evaluators.domain`), never from pixels."""
+WORLD_NAME = "chexgen-demo-world"
+
+
+def write_marker(folder: str | os.PathLike, **fields) -> Path:
+    """Write the demo-world marker next to ``folder/metadata.csv`` (deterministic bytes)."""
+    folder = Path(folder)
+    meta = folder / "metadata.csv"
+    body = {"world": WORLD_NAME, **fields, "metadata_sha256": hashlib.sha256(meta.read_bytes()).hexdigest()}
+    path = folder / MARKER
+    path.write_text(json.dumps(body, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    return path
+
+
+def read_marker(folder: Path) -> dict | None:
+    """The marker's content when ``folder`` is an intact demo world (marker + unchanged metadata.csv), else None."""
+    marker, meta = folder / MARKER, folder / "metadata.csv"
+    try:
+        body = json.loads(marker.read_text(encoding="utf-8"))
+        digest = hashlib.sha256(meta.read_bytes()).hexdigest()
+    except (OSError, ValueError):
+        return None
+    if not isinstance(body, dict) or body.get("world") != WORLD_NAME or body.get("metadata_sha256") != digest:
+        return None
+    return {**body, "folder": str(folder)}
+
 
 def _label_text(v: float) -> str:
     return "" if math.isnan(v) else str(int(v))
@@ -350,8 +384,6 @@ def generate_demo_world(out_dir: str | os.PathLike, *, patients: int, seed: int 
             for r in rows:
                 w.writerow([r["path"], r["prompt"], r["patient_id"], r["study_id"], r["view"], splits[i],
                             *(_label_text(float(x)) for x in r["labels"])])
-    from .domain import write_marker  # how re-ID and the demo encoder know a demo-world set (not from pixels)
-
     write_marker(out, version=WORLD_VERSION, patients=int(patients), seed=seed, size=size,
                  studies_max=int(studies_max))
     return meta
@@ -366,8 +398,6 @@ def ensure_demo_world(patients: int = 600, seed: int = 0, size: int = 128) -> Pa
     root = subdir("demo")
     final = root / f"world-v{WORLD_VERSION}-p{int(patients)}-s{int(seed)}-{int(size)}px"
     if (final / "metadata.csv").is_file():
-        from .domain import MARKER, write_marker
-
         if not (final / MARKER).is_file():  # a world cached before the marker existed
             write_marker(final, version=WORLD_VERSION, patients=int(patients), seed=int(seed), size=int(size),
                          studies_max=4)

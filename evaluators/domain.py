@@ -5,7 +5,8 @@ numbers mean nothing on real radiographs. They are used by default only on demo-
 never guessed from pixels:
 
 - the spec ``demo`` (``demo@train``...): the embedded world;
-- a folder written by :func:`evaluators.demo_world.generate_demo_world`, which leaves :data:`MARKER` next to its
+- a folder written by :func:`evaluators.demo_world.generate_demo_world`, which leaves its marker
+  (:data:`evaluators.demo_world.MARKER`, written and read by that module) next to its
   ``metadata.csv`` with the world version and the SHA-256 of that ``metadata.csv``. A set is a demo-world set when
   the marker is there, the metadata still has that hash (an edited or re-used CSV is not trusted), and every image
   of the set lies in that folder's ``images/``.
@@ -13,46 +14,20 @@ never guessed from pixels:
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 from pathlib import Path
 
-MARKER = "chexgen_demo_world.json"
-WORLD_NAME = "chexgen-demo-world"
+from .demo_world import WORLD_NAME, WORLD_VERSION, read_marker
+from .imagesets import DEMO, ImageSet, parse_set_spec
+
 DEMO_ENCODER_NOTE = (
     "computed with the demo encoder (trained on demo-world phantoms) on images that are not the demo world: "
     "not comparable with RadDino numbers (CheXGenBench's feature space); use the raddino encoder for those"
 )
 
 
-def write_marker(folder: str | os.PathLike, **fields) -> Path:
-    """Write the demo-world marker next to ``folder/metadata.csv`` (deterministic bytes)."""
-    folder = Path(folder)
-    meta = folder / "metadata.csv"
-    body = {"world": WORLD_NAME, **fields, "metadata_sha256": hashlib.sha256(meta.read_bytes()).hexdigest()}
-    path = folder / MARKER
-    path.write_text(json.dumps(body, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-    return path
-
-
-def _marker_folder(folder: Path) -> dict | None:
-    """The marker's content when ``folder`` is an intact demo world (marker + unchanged metadata.csv)."""
-    marker, meta = folder / MARKER, folder / "metadata.csv"
-    try:
-        body = json.loads(marker.read_text(encoding="utf-8"))
-        digest = hashlib.sha256(meta.read_bytes()).hexdigest()
-    except (OSError, ValueError):
-        return None
-    if not isinstance(body, dict) or body.get("world") != WORLD_NAME or body.get("metadata_sha256") != digest:
-        return None
-    return {**body, "folder": str(folder)}
-
-
 def _paths_and_roots(source) -> tuple[list[str], list[Path]] | None:
     """(image paths, candidate world folders) of an ImageSet, a ReferenceIndex or a spec; None when unknown."""
-    from .imagesets import ImageSet, parse_set_spec
-
     if isinstance(source, ImageSet):
         root = Path(source.root) if source.root else None
         return source.paths, ([root, root.parent] if root else [])
@@ -76,19 +51,15 @@ def demo_world_info(source) -> dict | None:
     if source is None:
         return None
     if isinstance(source, str | os.PathLike):
-        from .imagesets import DEMO, parse_set_spec
-
         path, _ = parse_set_spec(source)
         if path == DEMO:
-            from .demo_world import WORLD_VERSION
-
             return {"world": WORLD_NAME, "version": WORLD_VERSION, "folder": "demo (the embedded world)"}
     found = _paths_and_roots(source)
     if found is None:
         return None
     paths, roots = found
     for folder in roots:
-        body = _marker_folder(folder)
+        body = read_marker(folder)
         if body is None:
             continue
         images = os.path.join(os.path.abspath(folder), "images") + os.sep

@@ -13,8 +13,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from evaluators.demo_world import generate_demo_world
-from evaluators.domain import DEMO_ENCODER_NOTE, MARKER, demo_world_info, is_demo_world
+from evaluators.demo_world import MARKER, generate_demo_world
+from evaluators.domain import DEMO_ENCODER_NOTE, demo_world_info, is_demo_world
 from evaluators.imagesets import load_image_set
 from evaluators.privacy.reid_choice import choose_reid
 from evaluators.privacy.suite import format_summary, run_privacy

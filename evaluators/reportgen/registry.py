@@ -17,12 +17,12 @@ from __future__ import annotations
 import os
 import tomllib
 from collections.abc import Iterable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from .. import settings
 from ..errors import InputError
+from .entry import ReportModelEntry
 
 BUILTIN_FILE = Path(__file__).with_name("entries.toml")
 ENV = "CHEXGEN_REPORT_MODELS"
@@ -37,20 +37,6 @@ _LORA_KEYS = {"r", "alpha", "dropout", "target_modules"}
 _INTS = {"epochs", "batch_size", "image_size", "d_model", "layers", "heads", "ff", "max_len", "max_new_tokens",
          "patience"}
 _FLOATS = {"lr", "dropout", "label_loss"}
-
-
-@dataclass
-class ReportModelEntry:
-    name: str
-    kind: str
-    label: str = ""
-    notes: str = ""
-    how_to_provide: str = ""
-    params: dict[str, Any] = field(default_factory=dict)  # every other key, validated
-    source: str = ""
-
-    def get(self, key: str, default: Any = None) -> Any:
-        return self.params.get(key, default)
 
 
 def _read(path: Path) -> list[dict[str, Any]]:

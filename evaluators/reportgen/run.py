@@ -21,7 +21,8 @@ import numpy as np
 from ..errors import InputError, UnavailableError
 from ..utility.data import TEST_SPLIT_NAMES, split_train_val
 from ..utility.run import MIXED, REAL, SYNTHETIC, _patient_overlap, _slug, standard_settings
-from .registry import ReportModelEntry, availability, get_entry
+from .entry import ReportModelEntry
+from .registry import availability, get_entry
 from .scores import MeteorScorer, score_reports
 from .text import normalise
 from .train import Pairs, concat_pairs, generate, load_model, load_pairs, report_labels, train_captioner

@@ -27,7 +27,7 @@ import numpy as np
 
 from ..errors import InputError, UnavailableError
 from ..utility import checkpoint as ckpt
-from .registry import ReportModelEntry
+from .entry import ReportModelEntry
 
 DTYPES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
 
