@@ -27,7 +27,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from evaluators import catalogue, leaderboard, limits, settings
+from evaluators import leaderboard, limits, settings
 from evaluators.errors import InputError, UnavailableError
 from evaluators.runs import generate as rgen
 from evaluators.runs import inspect
@@ -225,16 +225,6 @@ class Studio:
         if not self.ctx.index_built:
             log.info("loading or building the reference index for %s under %s", self.reference, self.ctx.index_dir())
         return self.ctx.index(progress)
-
-    # ---- catalogue (evaluators.catalogue)
-    def model_choices(self) -> list[tuple[str, str]]:
-        return catalogue.model_choices()
-
-    def default_model(self) -> str | None:
-        return catalogue.default_model()
-
-    def model_presets(self, name: str) -> dict:
-        return catalogue.model_presets(name)
 
     # ---- generation (evaluators.runs.generate / .inspect: this session's limits and quota checked here)
     def generate(self, model: str, prompt: str, n: int = 4, seed: int = 0, steps: int | None = None,

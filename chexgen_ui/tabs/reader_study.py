@@ -21,7 +21,7 @@ import gradio as gr  # at module level, so that callbacks' ``request: gr.Request
 import numpy as np  # annotations with typing.get_type_hints, and when one is unresolved it passes no request at all
 import pandas as pd
 
-from evaluators import limits
+from evaluators import catalogue, limits
 from evaluators.errors import InputError
 from evaluators.pathologies import PATHOLOGIES
 from evaluators.readerstudy import export as rs_export
@@ -308,9 +308,9 @@ def build(studio, public: bool, source_choices: list[str]) -> None:
 
 def _setup_layout(gr, studio, public: bool, source_choices: list[str]) -> SimpleNamespace:
     src_choices = [c for c in source_choices if c.startswith(("upload", "server", "generate"))]
-    default_model = studio.default_model()
+    default_model = catalogue.default_model()
     try:
-        default_steps = int(studio.model_presets(default_model).get("steps", 25)) if default_model else 25
+        default_steps = int(catalogue.model_presets(default_model).get("steps", 25)) if default_model else 25
     except InputError:
         default_steps = 25
     s = SimpleNamespace()
@@ -327,7 +327,7 @@ def _setup_layout(gr, studio, public: bool, source_choices: list[str]) -> Simple
             s.folder = gr.Textbox(label="Server folders or CSVs, one per line (local mode)", lines=2,
                                   visible=False, elem_id="rs-folder")
             with gr.Row(visible=False) as s.gen_row:
-                s.gen = gr.Dropdown(studio.model_choices(), value=[default_model] if default_model else [],
+                s.gen = gr.Dropdown(catalogue.model_choices(), value=[default_model] if default_model else [],
                                     multiselect=True, label="Models (one synthetic set each; prompts drawn from the "
                                                             "reference reports)", elem_id="rs-gen-models")
                 s.gen_n = gr.Number(0, precision=0, minimum=0, maximum=studio.limits.max_generate_set,
