@@ -58,6 +58,11 @@ CT_COLOURSCALE = "RdBu"  # red: Z < 0 (copying), blue: Z > 0; the midpoint 0 is 
 UNSCORED_COLOUR = "#BBBBBB"
 
 
+def _cell_colour(df: pd.DataFrame, scored: bool) -> dict:
+    """Marker colour of C_T-cell points: their cell's Z on the shared diverging scale, or grey when not scored."""
+    return {"color": df["Z_U"].astype(float).tolist(), "coloraxis": "coloraxis"} if scored else {"color": UNSCORED_COLOUR}
+
+
 def ct_cell_figure(points: pd.DataFrame, synthetic: pd.DataFrame, title: str, generated: np.ndarray | None = None,
                    generated_text: list[str] | None = None, height: int = 560) -> go.Figure:
     """The map coloured by C_T cell: reference images (circles) and the C_T run's synthetic images (stars) take
@@ -76,8 +81,7 @@ def ct_cell_figure(points: pd.DataFrame, synthetic: pd.DataFrame, title: str, ge
     for scored in (True, False):
         sub = points[points["scored"] == scored]
         if len(sub):
-            marker = ({"color": sub["Z_U"].astype(float).tolist(), "coloraxis": "coloraxis"} if scored else
-                      {"color": UNSCORED_COLOUR})
+            marker = _cell_colour(sub, scored)
             fig.add_trace(scatter(
                 x=sub["x"], y=sub["y"], mode="markers", customdata=[f"ref:{i}" for i in sub.index],
                 name=f"reference, cell {'scored' if scored else 'not scored'} ({len(sub)})",
@@ -87,8 +91,7 @@ def ct_cell_figure(points: pd.DataFrame, synthetic: pd.DataFrame, title: str, ge
                 hovertemplate="%{text}<extra>reference</extra>"))
         ssub = syn[syn["scored"] == scored]
         if len(ssub):
-            marker = ({"color": ssub["Z_U"].astype(float).tolist(), "coloraxis": "coloraxis"} if scored else
-                      {"color": UNSCORED_COLOUR})
+            marker = _cell_colour(ssub, scored)
             fig.add_trace(scatter(
                 x=ssub["x"], y=ssub["y"], mode="markers", customdata=[f"set:{i}" for i in ssub.index],
                 name=f"synthetic, cell {'scored' if scored else 'not scored'} ({len(ssub)})",
