@@ -166,6 +166,12 @@ class FeatureStore:
             shard, i = rows[h]
             arrays = self._shard(shard)
             for k in out:
+                if k not in arrays or arrays[k].shape[1:] != out[k].shape[1:]:
+                    raise InputError(
+                        f"The feature cache {self.dir} holds {k!r} of different shapes ({shard.name}: "
+                        f"{arrays[k].shape[1:] if k in arrays else 'absent'}, others: {out[k].shape[1:]}): it was "
+                        "written by different encoder settings under one key. Delete that folder; its images are "
+                        "re-encoded on the next run.")
                 out[k][j] = arrays[k][i]
         return out
 

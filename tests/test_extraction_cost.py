@@ -58,8 +58,11 @@ def test_uncached_counts_from_the_cache_without_reading_images(tmp_path, monkeyp
     assert ec.uncached(paths, key) == [paths[0], *paths[4:]]
 
 
-def test_first_run_cost_states_the_radiomic_extraction_of_uncached_images(tmp_path):
+def test_first_run_cost_states_the_radiomic_extraction_of_uncached_images(tmp_path, monkeypatch):
     pytest.importorskip("radiomics")
+    # its own home: the stand-in features written below must not reach later tests' radiomics cache (the same
+    # tiny world's images, hence the same content hashes, are FRD's inputs in tests/test_runs.py)
+    monkeypatch.setenv("CHEXGEN_HOME", str(tmp_path / "home"))
     from evaluators.encoders import load_encoder
     from evaluators.imagesets import load_image_set
     from evaluators.runs import RunContext

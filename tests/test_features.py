@@ -287,3 +287,18 @@ def test_loader_workers_leave_the_forward_pass_its_cores(monkeypatch):
     assert loader_workers(1000, on_cuda=False) == 0  # every core runs the forward pass
     monkeypatch.setattr(torch, "get_num_threads", lambda: 6)
     assert loader_workers(1000, on_cuda=False) == 2
+
+
+def test_a_cache_folder_mixing_feature_shapes_is_a_clear_error_naming_it(tmp_path):
+    """Two encoder settings written under one key (a stale or hand-copied cache) would make the stacked features
+    fail deep in numpy; the error names the folder and the fix instead."""
+    from evaluators.errors import InputError
+    from evaluators.features import FeatureStore
+
+    store = FeatureStore("enc-key", root=tmp_path)
+    store.write(["a", "b"], {"features": np.zeros((2, 398), np.float32)})
+    store.write(["c"], {"features": np.zeros((1, 2), np.float32)})
+    assert store.read(["a", "b"])["features"].shape == (2, 398)
+    with pytest.raises(InputError, match=r"holds 'features' of different shapes .* Delete that folder") as err:
+        store.read(["a", "c"])
+    assert str(tmp_path / "enc-key") in str(err.value)
