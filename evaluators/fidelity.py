@@ -120,16 +120,29 @@ def _with_ci(metrics: dict, fr: np.ndarray, fs: np.ndarray, n_boot: int, seed: i
     return metrics
 
 
-def _classifier_alignment(synthetic, encoders: dict, *, load, progress, batch_size, skip_bad) -> dict:
-    """Per-pathology and macro AUC of a pathology classifier on the synthetic images vs their prompts' labels."""
-    clf = next((e for e in encoders.values() if getattr(e, "pathologies", None) and "logits" in e.outputs), None)
+def _classifier_alignment(synthetic, encoders: dict, *, load, progress, batch_size, skip_bad, demo_world=True) -> dict:
+    """Per-pathology and macro AUC of a pathology classifier on the synthetic images vs their prompts' labels.
+
+    The demo classifier was trained on demo-world phantoms: it scores alignment only when the reference is the demo
+    world (``demo_world``). Elsewhere torchxrayvision's DenseNet (trained on real X-rays) does, or nothing does and
+    the reason says how to provide it: an AUC of the demo classifier on real radiographs would mean nothing."""
+    names = ("demo", "xrv-densenet") if demo_world else ("xrv-densenet",)
+    clf = next((e for e in encoders.values() if getattr(e, "pathologies", None) and "logits" in e.outputs
+                and e.name in names), None)
+    why = {}
     if clf is None:
-        for name in ("demo", "xrv-densenet"):
+        for name in names:
             try:
                 clf = load(name)
                 break
-            except UnavailableError:
+            except UnavailableError as exc:
+                why[name] = str(exc)
                 continue
+    if clf is None and not demo_world:
+        return {"available": False, "reason": (
+            "the demo classifier was trained on demo-world phantoms and is not used on this reference (not the demo "
+            "world): its AUC on real radiographs would mean nothing; alignment here needs torchxrayvision's DenseNet "
+            f"(xrv-densenet): {why.get('xrv-densenet', 'unavailable')}")}
     if clf is None:
         return {"available": False, "reason": "no pathology classifier available (demo encoder or torchxrayvision)"}
     fs = extract_features(list(synthetic.paths), clf, progress=progress, batch_size=batch_size, skip_bad=skip_bad)
@@ -302,8 +315,11 @@ def run_fidelity(
     result["Intra-prompt MS-SSIM"] = intra_prompt_diversity(synthetic_view(synthetic, skipped=result))
     if alignment:
         try:
+            from .domain import is_demo_world
+
             result["alignment"] = _classifier_alignment(
-                synthetic, loaded, load=load, progress=progress, batch_size=batch_size, skip_bad=skip_bad
+                synthetic, loaded, load=load, progress=progress, batch_size=batch_size, skip_bad=skip_bad,
+                demo_world=is_demo_world(real_src),
             )
         except InputError as exc:
             result["alignment"] = {"available": False, "reason": str(exc)}
@@ -507,6 +523,8 @@ def format_summary(result: dict) -> str:
         lines.append(f"alignment ({al['classifier']} classifier): macro AUC "
                      + (f"{auc:.3f}" if auc is not None else
                         "n/a (no label has both positive and negative synthetic images; AUC needs both)"))
+    elif al.get("reason"):
+        lines.append(f"alignment: not computed ({al['reason']})")
     for note in result.get("preprocess_notes") or []:
         lines.append(f"note: {note}")
     for enc, note in (result.get("encoder_notes") or {}).items():

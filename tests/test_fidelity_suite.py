@@ -181,3 +181,26 @@ def test_summary_explains_an_undefined_alignment_auc():
     assert "macro AUC n/a (no label has both positive and negative" in undefined and "None" not in undefined
     assert "macro AUC 0.750" in format_summary({**base, "alignment": {"available": True, "classifier": "demo",
                                                                       "macro_AUC": 0.75}})
+
+
+def test_alignment_uses_the_demo_classifier_only_on_the_demo_world(world, tmp_path):
+    """The demo classifier was trained on demo-world phantoms: its AUC is alignment on the demo world, and on any other
+    reference it is withheld with the reason (here torchxrayvision's DenseNet is made unavailable, as offline)."""
+    from evaluators.encoders import load_encoder
+    from evaluators.errors import UnavailableError
+    from evaluators.fidelity import format_summary
+
+    def load(name, **kw):
+        if name == "xrv-densenet":
+            raise UnavailableError("xrv-densenet: its weights are not on this machine (stand-in for the test)")
+        return load_encoder(name, **kw)
+
+    a, b = _halves(world)
+    kw = {"encoders": ["demo"], "kid_subsets": 5, "load_encoder": load}
+    on_demo = run_fidelity(a, b, **kw)["alignment"]
+    assert on_demo["available"] and on_demo["classifier"] == "demo" and 0.5 < on_demo["macro_AUC"] <= 1.0
+    elsewhere = _transformed(a, tmp_path / "not_demo", lambda img: img, "A copied out of the world")
+    res = run_fidelity(elsewhere, b, **kw)
+    al = res["alignment"]
+    assert not al["available"] and "demo-world phantoms" in al["reason"] and "stand-in for the test" in al["reason"]
+    assert "alignment: not computed (the demo classifier was trained on demo-world phantoms" in format_summary(res)
