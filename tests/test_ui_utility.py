@@ -148,6 +148,11 @@ def test_unlabelled_set_and_a_test_split_reference_are_refused_before_training(s
 
     with pytest.raises(InputError, match="no labels"):
         us.run_utility_job(studio, Unlabelled(), **TINY)
+    from evaluators.imagesets import load_image_set
+
+    held = load_image_set(f"{world}@test")  # labelled, but all of it a split that is never trained on
+    with pytest.raises(InputError, match=r"valid/test split.*SET@train"):
+        us.run_utility_job(studio, held, **TINY)
     with pytest.raises(InputError, match="test split"):
         us.split_specs(f"{world}@test")
     assert us.split_specs("demo@train") == ("demo@train", "demo@test")

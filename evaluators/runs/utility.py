@@ -95,6 +95,13 @@ def check_trainable(synthetic: Any, *, need_prompts: bool = False) -> None:
             + "; the utility axis trains a classifier on its images and labels. Upload a CSV with a 'prompt' "
               "column or the 14 label columns, or generate the set from a model (it carries the reference prompts)."
         )
+    from ..utility.data import TEST_SPLIT_NAMES, VALID_SPLIT_NAMES
+
+    table = getattr(synthetic, "table", None)
+    if table is not None and "split" in table and table["split"].isin(VALID_SPLIT_NAMES + TEST_SPLIT_NAMES).all():
+        raise InputError(  # found now, not after the real baseline's training
+            f"Every image of the synthetic set {getattr(synthetic, 'name', '')!r} is in a valid/test split, and "
+            "those rows are never trained on; give its train split (SET@train) or a set without a split column.")
 
 
 def reference_loader(ctx: RunContext, synthetic: Any, syn_key: str) -> Callable[[str], Any]:
