@@ -365,7 +365,8 @@ def load_image_set(
             if out.source_format == "metadata":
                 out.source_format = "folder"  # a folder with a generic metadata.csv
         else:
-            out = _load_folder(p, split=split, skip_bad=skip_bad, name=name, max_rows=limit)
+            out = _load_folder_or_its_csv(p, images_root=images_root, split=split, skip_bad=skip_bad, name=name,
+                                          max_rows=limit)
     elif p.is_file():
         out = _load_csv(p, images_root=images_root, split=split, skip_bad=skip_bad, max_rows=limit,
                         default_root_candidates=images_root is None, name=name)
@@ -430,6 +431,32 @@ def _demo_world_path() -> Path:
 
 
 # ---- folders
+
+
+def _load_folder_or_its_csv(folder: Path, *, images_root, split: str | None, skip_bad: bool, name: str | None,
+                            max_rows: int) -> ImageSet:
+    """A folder without a METADATA_NAMES file: its only top-level CSV is its metadata when it lists the folder's images
+    (prompts.csv, a CheXGenBench CSV...), said in a note; several CSVs, or one that does not list images, are not used,
+    and a note says so (a folder of images with prompts must not silently lose its prompts)."""
+    csvs = sorted(c for c in folder.glob("*.csv") if c.is_file() and not c.name.startswith("."))
+    if len(csvs) == 1:
+        try:
+            out = _load_csv(csvs[0], images_root=images_root or folder, split=split, skip_bad=skip_bad,
+                            max_rows=max_rows, default_root_candidates=images_root is None,
+                            name=name or folder.resolve().name)
+        except InputError as exc:
+            why = f"{csvs[0].name} in the folder was not used as its metadata ({exc})"
+        else:
+            out.notes.append(f"read {csvs[0].name}, the folder's only CSV, as its metadata (name it metadata.csv, or "
+                             "pass the CSV itself, to say so explicitly)")
+            return out
+    elif csvs:
+        why = (f"the folder holds {len(csvs)} CSV files ({', '.join(c.name for c in csvs[:5])}) and none named "
+               f"{' / '.join(METADATA_NAMES)}: none was used; pass the one that lists the images instead of the folder")
+    out = _load_folder(folder, split=split, skip_bad=skip_bad, name=name, max_rows=max_rows)
+    if csvs:
+        out.notes.append(why)
+    return out
 
 
 def _load_folder(folder: Path, *, split: str | None, skip_bad: bool, name: str | None, max_rows: int) -> ImageSet:

@@ -429,3 +429,25 @@ def test_inspect_set_cli(tmp_path, capsys):
     assert "images: 1" in out and "skipped 1 file" in out and "zero.png" in out
     edema = next(line for line in out.splitlines() if line.startswith("Edema"))
     assert edema.split()[1:3] == ["1", "0"]
+
+
+def test_a_folder_uses_its_only_csv_as_metadata_and_says_so(tmp_path):
+    """A folder of images with prompts in e.g. prompts.csv: the prompts are read (they were silently ignored);
+    several CSVs, or one that lists no images, are not used and a note says so."""
+    from evaluators.imagesets import load_image_set
+
+    folder = tmp_path / "syn"
+    _pngs(folder, ["a.png", "b.png"])
+    _csv(folder / "prompts.csv", [{"path": "a.png", "prompt": "Cardiomegaly."},
+                                  {"path": "b.png", "prompt": "Small left pleural effusion."}])
+    s = load_image_set(folder)
+    assert s.prompts == ["Cardiomegaly.", "Small left pleural effusion."] and s.labels_source == "prompt-labeler"
+    assert any("read prompts.csv, the folder's only CSV" in n for n in s.notes)
+    _csv(folder / "scores.csv", [{"model": "x", "FID": 1.0}])
+    two = load_image_set(folder)
+    assert two.labels_source == "none" and len(two) == 2
+    assert any("2 CSV files (prompts.csv, scores.csv)" in n and "pass the one" in n for n in two.notes)
+    (folder / "prompts.csv").unlink()
+    other = load_image_set(folder)  # only an unrelated CSV: a plain folder, and why the CSV was not used
+    assert other.labels_source == "none" and len(other) == 2
+    assert any(n.startswith("scores.csv in the folder was not used as its metadata") for n in other.notes)
