@@ -185,14 +185,14 @@ def run_utility_job(studio: Studio, synthetic: Any, *, model: str | None = None,
 
 def summary(run: UtilityRun) -> str:
     """One paragraph for the page: what trained on what, the headline AUCs, reuse, and the store id."""
+    from evaluators.utility.run import auc_line
+
     res = run.result
-    auc = {n: v["auc_macro"] for n, v in res["utility"].items()}
-    fmt = ", ".join(f"{n} {'n/a' if v is None else f'{v:.3f}'}" for n, v in auc.items())
     n_syn = res["utility"].get("synthetic", {}).get("n_train")
     base = "reused (trained earlier with the same settings)" if run.real_reused else "trained now and cached"
     return (f"Utility: {res['model']} ({res['weights']}), {res['image_size']} px, {res['epochs']} epoch(s); "
             f"trained on {n_syn} synthetic image(s), tested on {res['n_test']} real test image(s) of "
-            f"`{res['test']}`. Macro AUC: {fmt}. Real baseline {base}. {res['seconds']:.0f} s; saved as run "
+            f"`{res['test']}`. {auc_line(res['per_setting'], res.get('paired'))}. Real baseline {base}. {res['seconds']:.0f} s; saved as run "
             f"#{run.run_id}." + "".join(f"\n\n- {n}" for n in res.get("notes") or []))
 
 

@@ -106,3 +106,27 @@ def test_non_binary_predictions_and_wrong_names_are_rejected():
         C.multilabel_auc(np.ones((2, 2)), np.ones((2, 2)), names=["a"])
     with pytest.raises(InputError, match="masked"):
         C.accuracy(np.full((2, 2), np.nan), np.ones((2, 2)))
+
+
+def test_bootstrap_auc_replicates_match_sklearn_and_resample_patients():
+    """Each replicate is the macro AUC under resampling weights (scikit-learn's weighted roc_auc_score per class);
+    unit weights give the plain macro AUC; a patient's images are drawn together; the same seed pairs settings."""
+    from sklearn.metrics import roc_auc_score
+
+    from evaluators.metrics.classification import bootstrap_weights, macro_auc_replicates, multilabel_auc
+
+    rng = np.random.default_rng(0)
+    y = (rng.random((240, 3)) < 0.25).astype(float)
+    y[:40, 1] = np.nan  # masked entries
+    s = np.round(rng.random((240, 3)) + 0.4 * np.nan_to_num(y), 2)  # ties too
+    assert macro_auc_replicates(y, s, np.ones((1, 240)))[0] == pytest.approx(multilabel_auc(y, s)["macro"], abs=1e-12)
+    groups = np.repeat(np.arange(80), 3)  # 80 patients, 3 images each
+    w = bootstrap_weights(240, groups, 20, seed=5)
+    assert np.array_equal(w, bootstrap_weights(240, groups, 20, seed=5))  # paired across settings
+    assert (w.reshape(20, 80, 3) == w.reshape(20, 80, 3)[:, :, :1]).all()  # a patient's images weigh alike
+    assert (w.sum(axis=1) == 240).all()  # 80 patients drawn, 3 images each
+    reps = macro_auc_replicates(y, s, w)
+    for b in range(3):
+        want = np.mean([roc_auc_score(y[~np.isnan(y[:, j]), j], s[~np.isnan(y[:, j]), j],
+                                      sample_weight=w[b, ~np.isnan(y[:, j])]) for j in range(3)])
+        assert reps[b] == pytest.approx(want, abs=1e-9)

@@ -48,7 +48,7 @@ def test_table_puts_real_and_synthetic_aucs_side_by_side_and_is_saved(studio, sy
         assert 0.0 <= auc[col] <= 1.0
     assert {"F1 micro", "F1 macro", "accuracy"} <= set(run.table["metric"])
     assert any(m.startswith("AUC ") for m in run.table["metric"])
-    assert run.table.drop(columns="metric").map(lambda v: v is None or round(v, 4) == v).all().all()  # rounded
+    assert run.table.drop(columns="metric").map(lambda v: v is None or v != v or round(v, 4) == v).all().all()  # rounded (NaN: blank)
     res = run.result
     assert res["test"].endswith("@test") and res["n_test"] == 12  # 6 test patients x 2 studies
     assert res["per_setting"]["synthetic"]["n_train"] + res["per_setting"]["synthetic"]["n_val"] == len(synthetic)
@@ -63,6 +63,9 @@ def test_table_puts_real_and_synthetic_aucs_side_by_side_and_is_saved(studio, sy
     board = studio.leaderboard("utility")
     assert run.run_id in set(board["id"]) and "AUC (real)" in board.columns
     assert not run.real_reused and res["per_setting"]["real"]["resumed_from_epoch"] == 0  # a new world: trained now
+    text = us.summary(run)  # each macro AUC with its patient-bootstrap interval, each setting paired with real
+    assert "(95% CI, 1000 resamples of the test patients)" in text and "synthetic minus real" in text
+    assert set(res["paired"]) == {"synthetic", "real+synthetic"} and "_auc_replicates" not in json.dumps(on_disk)
 
 
 def test_real_baseline_is_trained_once_and_reused(studio, synthetic, first_run):

@@ -304,3 +304,32 @@ def test_cli_writes_the_side_by_side_report(tmp_path, capsys):
 
     assert main([*args[:5], "--test", str(tmp_path / "missing.csv"), "--out", str(out)]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_paired_comparison_with_real_says_whether_the_test_set_tells_settings_apart():
+    """Settings scored on one test set are compared on the same patient resamples: a model no better than chance
+    is told apart from a good one; a model with the real one's scores differs by exactly 0; the replicates are
+    dropped after pairing (not saved), and the side-by-side table carries the intervals."""
+    from evaluators.utility.evaluate import classification_metrics
+    from evaluators.utility.run import auc_line, paired_vs_real, side_by_side
+
+    rng = np.random.default_rng(1)
+    n, c = 300, len(PATHOLOGIES)
+    y = (rng.random((n, c)) < 0.3).astype(np.float32)
+    groups = np.repeat([f"patient:{i}" for i in range(100)], 3)
+    good = 0.3 * y + 0.7 * rng.random((n, c))
+    noise = rng.random((n, c))
+    res = {name: {"metrics": classification_metrics(y, sc, groups=groups, n_boot=300)}
+           for name, sc in (("real", good), ("synthetic", noise), ("copy", good.copy()))}
+    lo, hi = res["real"]["metrics"]["macro_auc_ci95"]
+    assert lo < res["real"]["metrics"]["macro_auc"] < hi and res["real"]["metrics"]["macro_auc_bootstrap"]["unit"] == "patient"
+    paired = paired_vs_real(res)
+    assert paired["synthetic"]["tells_apart"] and paired["synthetic"]["ci95"][1] < 0
+    assert paired["copy"] == {"vs": "real", "macro_auc_diff": 0.0, "ci95": [0.0, 0.0], "tells_apart": False}
+    assert all("_auc_replicates" not in r["metrics"] for r in res.values())
+    rows = {r["metric"]: r for r in side_by_side(res, paired)}
+    assert rows["macro AUC 95% CI low"]["real"] == lo and rows["macro AUC minus real"]["real"] is None
+    assert rows["macro AUC minus real (paired 95% CI high)"]["synthetic"] == paired["synthetic"]["ci95"][1]
+    line = auc_line(res, paired)
+    assert "300 resamples of the test patients" in line and "synthetic minus real" in line
+    assert "copy minus real +0.000 [+0.000, +0.000] (the test set cannot tell them apart)" in line

@@ -58,7 +58,7 @@ def add_cli(subparsers) -> None:
 def _cli_utility(args: argparse.Namespace) -> int:
     from ..runs import RunResult, save
     from ..runs.utility import headline
-    from ..utility.run import format_table, run_utility, standard_settings
+    from ..utility.run import auc_line, format_table, run_utility, standard_settings
 
     if args.reference:
         return _cli_reference_utility(args)
@@ -96,6 +96,7 @@ def _cli_utility(args: argparse.Namespace) -> int:
                  settings={k: report.get(k) for k in ("model", "epochs", "image_size", "policy", "scheduler", "seed",
                                                       "test")})
     print(format_table(report))
+    print(auc_line(report["settings"], report.get("paired")))
     if saved.run_id is not None:
         print(f"saved as run {saved.run_id} in the results store")
     print(f"model {report['model']} ({report['weights']}), {report['image_size']}px, policy {report['policy']}; "
@@ -110,6 +111,7 @@ def _cli_reference_utility(args: argparse.Namespace) -> int:
     from ..runs import utility as job
     from ..settings import select_device
     from ..utility.models import default_model
+    from ..utility.run import auc_line
 
     if len(args.synthetic) != 1 or args.train:
         raise InputError("With --reference give exactly one --synthetic set and no --train (the reference is the "
@@ -124,7 +126,6 @@ def _cli_reference_utility(args: argparse.Namespace) -> int:
     run = job.run(ctx, synthetic, config, run_dir=work, source=args.synthetic[0])
     saved = save(run, json_path=args.out, store=False if args.no_store else None, model=args.synthetic[0],
                  synthetic=synthetic.name, reference=args.reference)
-    auc = {n: v["auc_macro"] for n, v in run.data["utility"].items()}
-    print("macro AUC: " + ", ".join(f"{n} {'n/a' if v is None else f'{v:.3f}'}" for n, v in auc.items()))
+    print(auc_line(run.data["per_setting"], run.data.get("paired")))
     print(f"results: {args.out}" + (f" (store run {saved.run_id})" if saved.run_id is not None else ""))
     return 0

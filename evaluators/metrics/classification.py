@@ -84,6 +84,55 @@ def multilabel_auc(y_true: object, scores: object, names: Sequence[str] | None =
     return {"per_class": per_class, "macro": float(np.mean(defined)) if defined else None}
 
 
+BOOTSTRAP_REPLICATES = 1000
+
+
+def bootstrap_weights(n: int, groups: Sequence | None, n_boot: int, seed: int) -> np.ndarray:
+    """[n_boot, n] resampling weights of n test images: each replicate draws the patients (``groups``; each image
+    its own group when None) with replacement, and an image weighs as often as its patient was drawn. The same
+    (n, groups, n_boot, seed) give the same weights, so settings scored on one test set are paired."""
+    g = np.arange(n) if groups is None else np.unique(np.asarray(groups, dtype=object).astype(str),
+                                                      return_inverse=True)[1]
+    n_groups = int(g.max()) + 1 if n else 0
+    rng = np.random.default_rng(seed)
+    draws = rng.integers(0, max(n_groups, 1), size=(n_boot, n_groups))
+    counts = np.stack([np.bincount(d, minlength=n_groups) for d in draws]) if n_groups else np.zeros((n_boot, 0))
+    return counts[:, g].astype(np.float32)
+
+
+def _weighted_aucs(y: np.ndarray, s: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """ROC AUC of one class under each row of weights ``w`` [B, n] (ties count half; NaN where a replicate has
+    no positive or no negative weight): AUC = sum_i pos sum_j neg w_i w_j [s_j < s_i] / (W_pos W_neg)."""
+    _, inv = np.unique(s, return_inverse=True)
+    k = int(inv.max()) + 1
+    pos, neg = y == 1, y == 0
+    out = np.full(len(w), np.nan)
+    for b, wb in enumerate(w):
+        negw = np.bincount(inv[neg], weights=wb[neg], minlength=k)
+        below = np.cumsum(negw) - negw
+        wp, wn = wb[pos].sum(), negw.sum()
+        if wp > 0 and wn > 0:
+            out[b] = float((wb[pos] * (below[inv[pos]] + 0.5 * negw[inv[pos]])).sum() / (wp * wn))
+    return out
+
+
+def macro_auc_replicates(y_true: object, scores: object, weights: np.ndarray) -> np.ndarray:
+    """Macro AUC under each row of resampling ``weights`` [B, N] (:func:`bootstrap_weights`), over the classes whose
+    AUC is defined on the full set (NaN labels masked); in a replicate a class without both outcomes is left out of
+    the mean, as :func:`multilabel_auc` leaves it out of the full set's."""
+    y, s = _labels(y_true), _matrix(scores, "scores")
+    _same_shape(y, s, "AUC")
+    per = []
+    for j in range(y.shape[1]):
+        keep = ~np.isnan(y[:, j])
+        if binary_auc(y[keep, j], s[keep, j]) is not None:
+            per.append(_weighted_aucs(y[keep, j], s[keep, j], np.asarray(weights)[:, keep]))
+    if not per:
+        return np.full(len(weights), np.nan)
+    with np.errstate(all="ignore"):
+        return np.nanmean(np.stack(per, axis=1), axis=1)
+
+
 def _counts(y: np.ndarray, p: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     mask = ~np.isnan(y)
     yt = (y == 1) & mask

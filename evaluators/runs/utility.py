@@ -128,7 +128,16 @@ def headline(per_setting: dict) -> dict:
 def run(ctx: RunContext, synthetic: Any, config: UtilityConfig, *, run_dir: Path, source: str | None = None,
         progress: Callable[[dict], None] | None = None, keep_checkpoints: bool = True) -> RunResult:
     """Train on ``synthetic`` (and the cached real baseline), test both on the reference's test split."""
-    from ..utility.run import MIXED, REAL, SWAP, SYNTHETIC, run_utility, side_by_side, standard_settings
+    from ..utility.run import (
+        MIXED,
+        REAL,
+        SWAP,
+        SYNTHETIC,
+        paired_vs_real,
+        run_utility,
+        side_by_side,
+        standard_settings,
+    )
 
     check_trainable(synthetic)
     real_spec, test_spec = split_specs(ctx.spec or ctx.name)
@@ -142,7 +151,7 @@ def run(ctx: RunContext, synthetic: Any, config: UtilityConfig, *, run_dir: Path
     c = config
     common = dict(model=c.model, epochs=c.epochs, image_size=c.image_size, batch_size=c.batch_size, seed=c.seed,
                   policy=c.policy, scheduler=c.scheduler, device=ctx.device, show_bars=False, progress=progress,
-                  loader=loader)
+                  loader=loader, keep_replicates=True)  # the settings of both calls are paired below
     base = baseline_for(real_spec, c)
     with lock_for(base):
         try:
@@ -162,6 +171,7 @@ def run(ctx: RunContext, synthetic: Any, config: UtilityConfig, *, run_dir: Path
     r = real["settings"][REAL]
     real_reused = r["epochs_run"] > 0 and r["resumed_from_epoch"] == r["epochs_run"]
     results = {**real["settings"], **syn["settings"]}
+    paired = paired_vs_real(results)  # one test set, the same resamples: synthetic settings vs the real baseline
     syn_root = getattr(synthetic, "root", None)
     data = {
         **{k: syn[k] for k in ("test", "n_test", "model", "weights", "image_size", "policy", "scheduler", "seed",
@@ -170,7 +180,8 @@ def run(ctx: RunContext, synthetic: Any, config: UtilityConfig, *, run_dir: Path
         "real_baseline": {"work_dir": str(base), "reused": real_reused},
         "settings": c.settings(test_spec),
         "per_setting": results,
-        "table": side_by_side(results),
+        "table": side_by_side(results, paired),
+        "paired": paired,
         "utility": headline(results),
         "notes": [*real.get("notes", []), *syn.get("notes", [])],
         "seconds": round(real["seconds"] + syn["seconds"], 1),

@@ -17,6 +17,7 @@ import numpy as np
 
 from .. import jobs
 from ..errors import InputError
+from ..metrics.classification import BOOTSTRAP_REPLICATES
 from ..pathologies import PATHOLOGIES
 from .data import GRAY_MEAN, GRAY_STD, Preloaded, preload, targets
 
@@ -30,13 +31,19 @@ def classification_metrics(
     *,
     names: Sequence[str] = PATHOLOGIES,
     threshold: float = THRESHOLD,
+    groups: Sequence | None = None,
+    n_boot: int = BOOTSTRAP_REPLICATES,
+    seed: int = 0,
 ) -> dict[str, Any]:
     """The utility report for one test set: macro/per-class AUC, F1 micro/macro, accuracy, excluded classes.
 
     ``mask`` (0/1, same shape) marks the entries that count; a class with no counted entry is 'not
     annotated' and left out entirely. The numbers come from evaluators.metrics.classification.
+    ``n_boot`` > 0 adds the macro AUC's 95% percentile interval over ``n_boot`` resamples of the test set's
+    patients (``groups``; else images), and keeps the replicates under ``_auc_replicates`` (not saved) so that
+    settings tested on the same set can be compared pairwise (:func:`evaluators.utility.run.paired_vs_real`).
     """
-    from ..metrics.classification import classification_report
+    from ..metrics.classification import bootstrap_weights, classification_report, macro_auc_replicates
 
     y = np.asarray(y_true, dtype=np.float64)
     s = np.asarray(scores, dtype=np.float64)
@@ -55,7 +62,16 @@ def classification_metrics(
         if n not in per_class_auc:
             pos = bool(np.nansum(yc[:, k]) > 0)
             excluded[n] = f"only {'positive' if pos else 'negative'} test labels (AUC undefined)"
+    boot: dict[str, Any] = {}
+    if n_boot and rep["auc_macro"] is not None:
+        reps = macro_auc_replicates(yc, s[:, cols], bootstrap_weights(len(y), groups, int(n_boot), int(seed)))
+        boot = {"macro_auc_ci95": [float(np.nanpercentile(reps, 2.5)), float(np.nanpercentile(reps, 97.5))],
+                "macro_auc_bootstrap": {"replicates": int(n_boot), "seed": int(seed),
+                                        "unit": "image" if groups is None or len(set(map(str, groups))) == len(y)
+                                        else "patient"},
+                "_auc_replicates": reps}
     return {
+        **boot,
         "macro_auc": float(rep["auc_macro"]) if rep["auc_macro"] is not None else float("nan"),
         "per_class_auc": per_class_auc,
         "f1_micro": float(rep["f1_micro"]),
@@ -88,7 +104,7 @@ def evaluate_preloaded(model: Any, data: Preloaded, *, policy: str, device: str,
     """Metrics of a model (already built) on a preloaded test set."""
     y, mask = targets(data, policy)
     scores = predict(model, data.images, device=device, batch_size=batch_size)
-    return classification_metrics(y, scores, mask)
+    return classification_metrics(y, scores, mask, groups=data.groups)
 
 
 def evaluate_classifier(

@@ -90,12 +90,16 @@ def run_utility(
     progress: Progress | None = None,
     show_bars: bool = True,
     loader: Any = None,
+    keep_replicates: bool = False,
 ) -> dict:
     """Train one classifier per setting and test each on ``test_spec``; the side-by-side report.
 
     ``train_specs``: a list of image-set specs (concatenated into one setting, 'train'), or a mapping
     {setting name: [specs]} such as :func:`standard_settings` gives. ``loader`` (spec -> ImageSet) defaults
     to evaluators.imagesets.load_image_set. Checkpoints go to ``work_dir/<setting>/``; a rerun resumes.
+    Each setting's macro AUC carries a patient-bootstrap 95% interval, and every setting is compared with 'real'
+    on the same resamples (``paired``); ``keep_replicates`` leaves the replicates in for a caller that pairs
+    settings of several calls (:func:`paired_vs_real`).
     """
     from ..settings import select_device, subdir
 
@@ -182,9 +186,11 @@ def run_utility(
         "epochs": epochs,
         "device": dev,
         "settings": results,
-        "table": side_by_side(results),
         "seconds": round(time.time() - started, 1),
     }
+    if not keep_replicates:
+        report["paired"] = paired_vs_real(results)
+    report["table"] = side_by_side(results, report.get("paired"))
     notes = [
         f"{n}: {r['test_patients_seen_in_training']} test patient(s) also appear in its training data"
         for n, r in results.items()
@@ -227,9 +233,62 @@ def _patient_overlap(parts: Sequence[Preloaded], test: Preloaded) -> int:
     return len(test_patients & train_patients)
 
 
-def side_by_side(results: Mapping[str, dict]) -> list[dict]:
-    """Rows {metric, <setting>: value...}: the summary metrics, then AUC per class."""
+def paired_vs_real(results: Mapping[str, dict]) -> dict:
+    """Each setting's macro AUC minus the real setting's, with a 95% interval from the same test resamples (paired:
+    both models scored on each resample), then the replicates are dropped from ``results`` (they are not saved).
+    {} without a real setting or replicates. An interval that holds 0 says the test set cannot tell them apart."""
+    reps = {n: r["metrics"].pop("_auc_replicates", None) for n, r in results.items()}
+    base = reps.get(REAL)
+    if base is None:
+        return {}
+    out = {}
+    for n, rep in reps.items():
+        if n == REAL or rep is None or len(rep) != len(base):
+            continue
+        d = np.asarray(rep) - np.asarray(base)
+        diff = results[n]["metrics"]["macro_auc"] - results[REAL]["metrics"]["macro_auc"]
+        lo, hi = float(np.nanpercentile(d, 2.5)), float(np.nanpercentile(d, 97.5))
+        out[n] = {"vs": REAL, "macro_auc_diff": float(diff), "ci95": [lo, hi],
+                  "tells_apart": bool(lo > 0 or hi < 0)}
+    return out
+
+
+def auc_line(per_setting: Mapping[str, dict], paired: Mapping[str, dict] | None = None) -> str:
+    """One line: each setting's macro AUC with its 95% interval, and each minus real with its paired interval and
+    whether the test set tells them apart (the summary the CLI prints)."""
+    def num(v) -> str:
+        return "n/a" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.3f}"
+
+    parts = []
+    for n, r in per_setting.items():
+        m, ci = r["metrics"], r["metrics"].get("macro_auc_ci95")
+        parts.append(f"{n} {num(m['macro_auc'])}" + (f" [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else ""))
+    boot = next((r["metrics"]["macro_auc_bootstrap"] for r in per_setting.values()
+                 if "macro_auc_bootstrap" in r["metrics"]), None)
+    line = "macro AUC" + (f" (95% CI, {boot['replicates']} resamples of the test {boot['unit']}s)" if boot else "")
+    line += ": " + ", ".join(parts)
+    for n, d in (paired or {}).items():
+        verdict = "the test set tells them apart" if d["tells_apart"] else "the test set cannot tell them apart"
+        line += (f"; {n} minus {d['vs']} {d['macro_auc_diff']:+.3f} [{d['ci95'][0]:+.3f}, {d['ci95'][1]:+.3f}] "
+                 f"({verdict})")
+    return line
+
+
+def side_by_side(results: Mapping[str, dict], paired: Mapping[str, dict] | None = None) -> list[dict]:
+    """Rows {metric, <setting>: value...}: the summary metrics (the macro AUC with its 95% interval, and minus the
+    real setting's with its paired interval), then AUC per class."""
     rows = [{"metric": label, **{n: r["metrics"][key] for n, r in results.items()}} for label, key in METRIC_ROWS]
+    ci = {n: r["metrics"].get("macro_auc_ci95") for n, r in results.items()}
+    if any(ci.values()):
+        rows[1:1] = [{"metric": f"macro AUC 95% CI {end}", **{n: (v[k] if v else None) for n, v in ci.items()}}
+                     for k, end in ((0, "low"), (1, "high"))]
+    if paired:
+        at = 3 if any(ci.values()) else 1
+        rows[at:at] = [{"metric": f"macro AUC minus {REAL}{suffix}",
+                        **{n: (paired[n][key] if key != "ci95" else paired[n]["ci95"][k]) if n in paired else None
+                           for n in results}}
+                       for suffix, key, k in (("", "macro_auc_diff", None), (" (paired 95% CI low)", "ci95", 0),
+                                              (" (paired 95% CI high)", "ci95", 1))]
     classes: list[str] = []
     for r in results.values():
         classes += [c for c in r["metrics"]["per_class_auc"] if c not in classes]
