@@ -92,13 +92,16 @@ def run_report_job(studio: Studio, synthetic: Any, *, epochs: int = DEFAULT_EPOC
 
 
 def summary(run: ReportRun) -> str:
+    from evaluators.reportgen.run import paired_line
+
     res = run.result
     f1 = {n: v["clinical_f1_macro"] for n, v in res["report_utility"].items()}
     fmt = ", ".join(f"{n} {'n/a' if v is None else f'{v:.3f}'}" for n, v in f1.items())
     n_syn = res["per_setting"].get("synthetic", {}).get("n_train")
     return (f"Report utility: {res['model_label']}, {res['image_size']} px; trained on {n_syn} synthetic "
             f"image/prompt pair(s), tested on {res['n_test']} real test image(s) of `{res['test']}`. Clinical F1 "
-            f"macro (rule labeler): {fmt}. CheXbert: {res['chexbert']}. {res['seconds']:.0f} s; saved as run "
+            f"macro (rule labeler): {fmt}. " + (f"Clinical F1 micro, 95% CI: {paired_line(res['paired'])}. "
+                                                if res.get("paired") else "") + f"CheXbert: {res['chexbert']}. {res['seconds']:.0f} s; saved as run "
             f"#{run.run_id}." + "".join(f"\n\n- {n}" for n in res.get("notes") or []))
 
 

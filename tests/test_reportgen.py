@@ -250,7 +250,17 @@ def test_cli_puts_real_synthetic_mixed_and_the_baseline_side_by_side(tmp_path, c
     assert pd.read_csv(report["settings"]["real"]["generated_csv"]).shape == (16, 3)
     stored = ResultsStore().get(report["run_id"])
     assert stored["kind"] == "report-utility" and "clinical F1 macro (real)" in stored["metrics"]
-    assert "| clinical F1 macro |" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "| clinical F1 macro |" in printed
+    # clinical F1 micro with its interval, and each setting paired with real on the same test resamples
+    assert set(report["paired"]) == {"synthetic", "real+synthetic", "most frequent report"}
+    for name, d in report["paired"].items():
+        micro = report["settings"][name]["scores"]["clinical"]
+        assert d["f1_micro_diff"] == pytest.approx(micro["f1_micro"] - report["settings"]["real"]["scores"]["clinical"]
+                                                   ["f1_micro"])
+        assert d["ci95"][0] <= d["ci95"][1] and micro["f1_micro_ci95"][0] <= micro["f1_micro_ci95"][1]
+        assert row["clinical F1 micro minus real (paired 95% CI low)"][name] == d["ci95"][0]
+    assert "_f1_micro_replicates" not in out.read_text() and "most frequent report minus real" in printed
 
 
 def test_a_set_without_reports_is_refused_with_the_fix(tmp_path):

@@ -50,6 +50,7 @@ def test_report_job_side_by_side_saved_and_baseline_reused(studio, tiny_captione
     assert real["resumed_from_epoch"] == real["epochs_run"] == 1  # not retrained
     assert second.result["report_utility"]["real"] == res["report_utility"]["real"]
     assert "Clinical F1 macro" in rs.summary(second)
+    assert "Clinical F1 micro, 95% CI: synthetic minus real" in rs.summary(second)  # paired with the cached real
 
 
 def test_report_job_refuses_bad_epochs_and_sets_without_prompts(studio, tiny_captioner):

@@ -54,7 +54,7 @@ def add_cli(subparsers) -> None:
 
 
 def _cli_report_utility(args: argparse.Namespace) -> int:
-    from ..reportgen.run import format_table, run_report_utility, standard_settings
+    from ..reportgen.run import format_table, paired_line, run_report_utility, standard_settings
 
     if not args.train and not args.synthetic:
         raise InputError("Give at least one --train (real) or --synthetic set.")
@@ -78,6 +78,8 @@ def _cli_report_utility(args: argparse.Namespace) -> int:
         report["run_id"] = saved.run_id
         write_json(report, out)
     print(format_table(report))
+    if report.get("paired"):
+        print("clinical F1 micro, paired 95% CI over 1,000 resamples of the test set: " + paired_line(report["paired"]))
     print(f"model {report['model']} ({report['model_kind']}), {report['image_size']} px, {report['n_test']} test "
           f"images; CheXbert: {report['chexbert']}; report written to {out}"
           + (f"; saved as run #{report['run_id']}" if "run_id" in report else ""))

@@ -15,7 +15,7 @@ Labels are ``[N, C]`` arrays of 0/1 with NaN for masked entries (e.g. uncertain 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 from scipy.stats import rankdata
@@ -129,8 +129,58 @@ def macro_auc_replicates(y_true: object, scores: object, weights: np.ndarray) ->
             per.append(_weighted_aucs(y[keep, j], s[keep, j], np.asarray(weights)[:, keep]))
     if not per:
         return np.full(len(weights), np.nan)
-    with np.errstate(all="ignore"):
+    import warnings
+
+    with warnings.catch_warnings():  # a replicate in which no class has both outcomes: NaN, left out of the interval
+        warnings.simplefilter("ignore", RuntimeWarning)
         return np.nanmean(np.stack(per, axis=1), axis=1)
+
+
+def percentile_ci(replicates: np.ndarray) -> list[float]:
+    """The 95% percentile interval of bootstrap replicates (NaN replicates left out)."""
+    r = np.asarray(replicates, dtype=np.float64)
+    return [float(np.nanpercentile(r, 2.5)), float(np.nanpercentile(r, 97.5))]
+
+
+def paired_difference(point: float, base_point: float, reps: np.ndarray, base_reps: np.ndarray) -> dict:
+    """``point - base_point`` with the 95% interval of the replicate differences: both scored on the same resamples
+    of one test set (paired), so what they share cancels. ``tells_apart``: the interval excludes 0."""
+    lo, hi = percentile_ci(np.asarray(reps, dtype=np.float64) - np.asarray(base_reps, dtype=np.float64))
+    return {"diff": float(point - base_point), "ci95": [lo, hi], "tells_apart": bool(lo > 0 or hi < 0)}
+
+
+def paired_text(name: str, vs: str, diff: float, ci95: Sequence[float], tells_apart: bool) -> str:
+    """'synthetic minus real -0.046 [-0.098, +0.029] (the test set cannot tell them apart)'."""
+    verdict = "the test set tells them apart" if tells_apart else "the test set cannot tell them apart"
+    return f"{name} minus {vs} {diff:+.3f} [{ci95[0]:+.3f}, {ci95[1]:+.3f}] ({verdict})"
+
+
+def interval_rows(label: str, names: Sequence[str], ci: Mapping[str, Sequence[float] | None],
+                  paired: Mapping[str, dict] | None, diff_key: str, vs: str) -> list[dict]:
+    """Side-by-side table rows under metric ``label``: its 95% interval per setting (low, high), then each setting
+    minus ``vs`` (``paired[name][diff_key]``) with the paired interval; a setting without one has None."""
+    rows = []
+    if any(ci.values()):
+        rows += [{"metric": f"{label} 95% CI {end}", **{n: (ci[n][k] if ci.get(n) else None) for n in names}}
+                 for k, end in ((0, "low"), (1, "high"))]
+    if paired:
+        rows += [{"metric": f"{label} minus {vs}{suffix}",
+                  **{n: (paired[n][diff_key] if k is None else paired[n]["ci95"][k]) if n in paired else None
+                     for n in names}}
+                 for suffix, k in (("", None), (" (paired 95% CI low)", 0), (" (paired 95% CI high)", 1))]
+    return rows
+
+
+def f1_micro_replicates(y_true: np.ndarray, y_pred: np.ndarray, keep: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """Micro F1 (0/1 labels and predictions [N, C], ``keep`` the counted entries) under each row of resampling
+    ``weights`` [B, N]: 2 TP / (2 TP + FP + FN) with each image's counts weighted (NaN where nothing counts)."""
+    t, q, k = np.asarray(y_true) == 1, np.asarray(y_pred) == 1, np.asarray(keep, dtype=bool)
+    tp, fp, fn = ((t & q & k).sum(1), (~t & q & k).sum(1), (t & ~q & k).sum(1))
+    w = np.asarray(weights, dtype=np.float64)
+    num = 2 * (w @ tp)
+    den = num + w @ fp + w @ fn
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(den > 0, num / den, np.nan)
 
 
 def _counts(y: np.ndarray, p: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:

@@ -40,8 +40,8 @@ METRIC_ROWS = (
     ("copies of a training report", ("copy_rate",)),
     ("distinct reports", ("distinct_reports",)),
 )
-__all__ = ["BASELINE", "MIXED", "REAL", "SYNTHETIC", "format_table", "run_report_utility", "side_by_side",
-           "standard_settings"]
+__all__ = ["BASELINE", "MIXED", "REAL", "SYNTHETIC", "format_table", "paired_line", "paired_vs_real",
+           "run_report_utility", "side_by_side", "standard_settings"]
 
 
 def _load(spec: str) -> Any:
@@ -75,10 +75,37 @@ def _value(metrics: Mapping[str, Any], path: Sequence[str]) -> Any:
     return v
 
 
-def side_by_side(results: Mapping[str, Mapping[str, Any]]) -> list[dict]:
-    """Rows {metric, <setting>: value}: the summary scores, then clinical F1 per label."""
+def paired_vs_real(results: Mapping[str, Mapping[str, Any]]) -> dict:
+    """Each setting's clinical F1 micro minus the real setting's, with the 95% interval of the paired differences
+    (the same resamples of the test reports); the replicates are then dropped from ``results`` (not saved)."""
+    from ..metrics.classification import paired_difference
+
+    reps = {n: r["scores"]["clinical"].pop("_f1_micro_replicates", None) for n, r in results.items()}
+    if reps.get(REAL) is None:
+        return {}
+    real = results[REAL]["scores"]["clinical"]["f1_micro"]
+    return {n: {"vs": REAL, **{("f1_micro_diff" if k == "diff" else k): v for k, v in paired_difference(
+                r["scores"]["clinical"]["f1_micro"], real, reps[n], reps[REAL]).items()}}
+            for n, r in results.items() if n != REAL and reps.get(n) is not None}
+
+
+def paired_line(paired: Mapping[str, dict]) -> str:
+    """Clinical F1 micro of each setting minus real's, with the paired interval (the CLI's and the app's line)."""
+    from ..metrics.classification import paired_text
+
+    return "; ".join(paired_text(n, d["vs"], d["f1_micro_diff"], d["ci95"], d["tells_apart"])
+                     for n, d in paired.items())
+
+
+def side_by_side(results: Mapping[str, Mapping[str, Any]], paired: Mapping[str, dict] | None = None) -> list[dict]:
+    """Rows {metric, <setting>: value}: the summary scores (clinical F1 micro with its 95% interval, and minus the
+    real setting's with its paired interval), then clinical F1 per label."""
     rows = [{"metric": label, **{n: _value(r["scores"], path) for n, r in results.items()}}
             for label, path in METRIC_ROWS]
+    from ..metrics.classification import interval_rows
+
+    ci = {n: r["scores"]["clinical"].get("f1_micro_ci95") for n, r in results.items()}
+    rows[2:2] = interval_rows("clinical F1 micro", list(results), ci, paired, "f1_micro_diff", REAL)
     rows = [r for r in rows if any(r[n] is not None for n in results)]
     labels: list[str] = []
     for r in results.values():
@@ -135,6 +162,7 @@ def run_report_utility(
     progress: Callable[[dict], None] | None = None,
     show_bars: bool = True,
     loader: Callable[[str], Any] | None = None,
+    keep_replicates: bool = False,
 ) -> dict:
     """Train one report generator per setting, generate a report for every real test image, score them all.
 
@@ -173,8 +201,11 @@ def run_report_utility(
     ref_labels = report_labels(test.reports.tolist())
     chex, chex_reason = try_load(chexbert, dev)
     meteor_fn = MeteorScorer() if meteor else None  # one Java process for every setting
+    from ..metrics.classification import BOOTSTRAP_REPLICATES, bootstrap_weights
+
+    weights = bootstrap_weights(len(test), test.data.groups, BOOTSTRAP_REPLICATES, seed=0)  # same for every setting
     common = dict(chexbert=chex, chexbert_reason=chex_reason, ref_labels=ref_labels, with_meteor=meteor,
-                  meteor_fn=meteor_fn)
+                  meteor_fn=meteor_fn, weights=weights)
     try:
         results = _settings(settings, test, get, paths_of[test_spec], entry, common, root=root, size=size, seed=seed,
                             device=dev, epochs=epochs, batch_size=batch_size, lr=lr, patience=patience,
@@ -197,7 +228,6 @@ def run_report_utility(
         "labeler": "rules (evaluators.labeler)" + (", CheXbert" if chex is not None else ""),
         "chexbert": chex_reason,
         "settings": results,
-        "table": side_by_side(results),
         # what the results store lists per run (evaluators.store.flatten_metrics)
         "report_utility": {n: {"clinical_f1_macro": r["scores"]["clinical"]["f1_macro"],
                                "clinical_f1_micro": r["scores"]["clinical"]["f1_micro"],
@@ -206,6 +236,9 @@ def run_report_utility(
                            for n, r in results.items()},
         "seconds": round(time.time() - started, 1),
     }
+    if not keep_replicates:
+        report["paired"] = paired_vs_real(results)
+    report["table"] = side_by_side(results, report.get("paired"))
     notes = [f"{n}: {r['test_patients_seen_in_training']} test patient(s) also appear in its training data"
              for n, r in results.items() if r.get("test_patients_seen_in_training")]
     if notes:

@@ -41,8 +41,11 @@ def _check(generated: Sequence[str], references: Sequence[str]) -> None:
         raise InputError("No reports to score.")
 
 
-def clinical_f1(gen_labels: np.ndarray, ref_labels: np.ndarray, *, policy: str = "zeros") -> dict[str, Any]:
-    """F1 micro / macro of generated vs reference labels ([N, 14] of 1/0/-1/NaN), per label too."""
+def clinical_f1(gen_labels: np.ndarray, ref_labels: np.ndarray, *, policy: str = "zeros",
+                weights: np.ndarray | None = None) -> dict[str, Any]:
+    """F1 micro / macro of generated vs reference labels ([N, 14] of 1/0/-1/NaN), per label too. With resampling
+    ``weights`` [B, N] (:func:`evaluators.metrics.classification.bootstrap_weights`) F1 micro also gets its 95%
+    interval, and its replicates under ``_f1_micro_replicates`` (not saved) for paired comparisons."""
     from sklearn.metrics import f1_score, precision_score, recall_score
 
     g = np.nan_to_num(binarize(gen_labels, policy), nan=0.0).astype(int)
@@ -66,7 +69,17 @@ def clinical_f1(gen_labels: np.ndarray, ref_labels: np.ndarray, *, policy: str =
         "positives": {PATHOLOGIES[j]: int(r[:, j].sum()) for j in cols},
         "excluded": excluded,
         "policy": policy,
+        **_f1_interval(r, g, keep, weights),
     }
+
+
+def _f1_interval(r: np.ndarray, g: np.ndarray, keep: np.ndarray, weights: np.ndarray | None) -> dict[str, Any]:
+    if weights is None:
+        return {}
+    from ..metrics.classification import f1_micro_replicates, percentile_ci
+
+    reps = f1_micro_replicates(r, g, keep, weights)
+    return {"f1_micro_ci95": percentile_ci(reps), "_f1_micro_replicates": reps}
 
 
 def bleu(generated: Sequence[str], references: Sequence[str]) -> dict[str, float]:
@@ -177,12 +190,15 @@ def score_reports(
     chexbert_reason: str = "",
     ref_labels: np.ndarray | None = None,
     meteor_fn: Callable[[Sequence[str], Sequence[str]], float] | None = None,
+    weights: np.ndarray | None = None,
 ) -> dict[str, Any]:
-    """Every score of one setting's generated reports (see the module docstring)."""
+    """Every score of one setting's generated reports (see the module docstring); ``weights``: the test set's
+    bootstrap resamples, for clinical F1 micro's interval (see :func:`clinical_f1`)."""
     _check(generated, references)
     gen_rules = label_texts(generated)
     ref_rules = label_texts(references) if ref_labels is None else ref_labels
-    out: dict[str, Any] = {"n": len(generated), "clinical": clinical_f1(gen_rules, ref_rules, policy=policy)}
+    out: dict[str, Any] = {"n": len(generated),
+                           "clinical": clinical_f1(gen_rules, ref_rules, policy=policy, weights=weights)}
     if chexbert is not None:
         out["clinical_chexbert"] = clinical_f1(chexbert.label(list(generated)), chexbert.label(list(references)),
                                                policy=policy)

@@ -40,20 +40,22 @@ def check_pairs(synthetic: Any) -> None:
 
 def run(ctx: RunContext, synthetic: Any, config: ReportUtilityConfig, *, run_dir: Path, source: str | None = None,
         progress: Callable[[dict], None] | None = None) -> RunResult:
-    from ..reportgen.run import BASELINE, REAL, SYNTHETIC, run_report_utility, side_by_side
+    from ..reportgen.run import BASELINE, REAL, SYNTHETIC, paired_vs_real, run_report_utility, side_by_side
 
     check_pairs(synthetic)
     real_spec, test_spec = split_specs(ctx.spec or ctx.name)
     syn_key = f"synthetic:{getattr(synthetic, 'name', 'set')}"
     c = config
     common = dict(model=c.model, epochs=c.epochs, seed=c.seed, device=ctx.device, show_bars=False, meteor=c.meteor,
-                  progress=progress, loader=reference_loader(ctx, synthetic, syn_key))
+                  progress=progress, loader=reference_loader(ctx, synthetic, syn_key),
+                  keep_replicates=True)  # both calls' settings are paired below
     base = baseline_dir("report_utility", real_spec, [c.model, f"e{c.epochs}", c.seed])
     with lock_for(base):
         real = run_report_utility({REAL: [real_spec]}, test_spec, work_dir=base, **common)
     syn = run_report_utility({SYNTHETIC: [syn_key]}, test_spec, work_dir=run_dir / "work", baseline=False, **common)
     results = {REAL: real["settings"][REAL], SYNTHETIC: syn["settings"][SYNTHETIC],
                BASELINE: real["settings"][BASELINE]}
+    paired = paired_vs_real(results)  # one test set, the same resamples: synthetic and the baseline vs real
     data = {
         **{k: syn[k] for k in ("kind", "test", "n_test", "model", "model_label", "model_kind", "image_size", "seed",
                                "device", "labeler", "chexbert")},
@@ -61,7 +63,8 @@ def run(ctx: RunContext, synthetic: Any, config: ReportUtilityConfig, *, run_dir
         "real_baseline": {"work_dir": str(base)},
         "settings": c.settings(test_spec),
         "per_setting": results,
-        "table": side_by_side(results),
+        "table": side_by_side(results, paired),
+        "paired": paired,
         "report_utility": {**real["report_utility"], **syn["report_utility"]},
         "notes": [*real.get("notes", []), *syn.get("notes", [])],
         "seconds": round(real["seconds"] + syn["seconds"], 1),

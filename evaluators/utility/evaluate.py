@@ -43,7 +43,12 @@ def classification_metrics(
     patients (``groups``; else images), and keeps the replicates under ``_auc_replicates`` (not saved) so that
     settings tested on the same set can be compared pairwise (:func:`evaluators.utility.run.paired_vs_real`).
     """
-    from ..metrics.classification import bootstrap_weights, classification_report, macro_auc_replicates
+    from ..metrics.classification import (
+        bootstrap_weights,
+        classification_report,
+        macro_auc_replicates,
+        percentile_ci,
+    )
 
     y = np.asarray(y_true, dtype=np.float64)
     s = np.asarray(scores, dtype=np.float64)
@@ -65,7 +70,7 @@ def classification_metrics(
     boot: dict[str, Any] = {}
     if n_boot and rep["auc_macro"] is not None:
         reps = macro_auc_replicates(yc, s[:, cols], bootstrap_weights(len(y), groups, int(n_boot), int(seed)))
-        boot = {"macro_auc_ci95": [float(np.nanpercentile(reps, 2.5)), float(np.nanpercentile(reps, 97.5))],
+        boot = {"macro_auc_ci95": percentile_ci(reps),
                 "macro_auc_bootstrap": {"replicates": int(n_boot), "seed": int(seed),
                                         "unit": "image" if groups is None or len(set(map(str, groups))) == len(y)
                                         else "patient"},

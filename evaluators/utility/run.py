@@ -237,6 +237,8 @@ def paired_vs_real(results: Mapping[str, dict]) -> dict:
     """Each setting's macro AUC minus the real setting's, with a 95% interval from the same test resamples (paired:
     both models scored on each resample), then the replicates are dropped from ``results`` (they are not saved).
     {} without a real setting or replicates. An interval that holds 0 says the test set cannot tell them apart."""
+    from ..metrics.classification import paired_difference
+
     reps = {n: r["metrics"].pop("_auc_replicates", None) for n, r in results.items()}
     base = reps.get(REAL)
     if base is None:
@@ -245,11 +247,8 @@ def paired_vs_real(results: Mapping[str, dict]) -> dict:
     for n, rep in reps.items():
         if n == REAL or rep is None or len(rep) != len(base):
             continue
-        d = np.asarray(rep) - np.asarray(base)
-        diff = results[n]["metrics"]["macro_auc"] - results[REAL]["metrics"]["macro_auc"]
-        lo, hi = float(np.nanpercentile(d, 2.5)), float(np.nanpercentile(d, 97.5))
-        out[n] = {"vs": REAL, "macro_auc_diff": float(diff), "ci95": [lo, hi],
-                  "tells_apart": bool(lo > 0 or hi < 0)}
+        d = paired_difference(results[n]["metrics"]["macro_auc"], results[REAL]["metrics"]["macro_auc"], rep, base)
+        out[n] = {"vs": REAL, "macro_auc_diff": d["diff"], "ci95": d["ci95"], "tells_apart": d["tells_apart"]}
     return out
 
 
@@ -267,10 +266,10 @@ def auc_line(per_setting: Mapping[str, dict], paired: Mapping[str, dict] | None 
                  if "macro_auc_bootstrap" in r["metrics"]), None)
     line = "macro AUC" + (f" (95% CI, {boot['replicates']} resamples of the test {boot['unit']}s)" if boot else "")
     line += ": " + ", ".join(parts)
+    from ..metrics.classification import paired_text
+
     for n, d in (paired or {}).items():
-        verdict = "the test set tells them apart" if d["tells_apart"] else "the test set cannot tell them apart"
-        line += (f"; {n} minus {d['vs']} {d['macro_auc_diff']:+.3f} [{d['ci95'][0]:+.3f}, {d['ci95'][1]:+.3f}] "
-                 f"({verdict})")
+        line += "; " + paired_text(n, d["vs"], d["macro_auc_diff"], d["ci95"], d["tells_apart"])
     return line
 
 
@@ -278,17 +277,10 @@ def side_by_side(results: Mapping[str, dict], paired: Mapping[str, dict] | None 
     """Rows {metric, <setting>: value...}: the summary metrics (the macro AUC with its 95% interval, and minus the
     real setting's with its paired interval), then AUC per class."""
     rows = [{"metric": label, **{n: r["metrics"][key] for n, r in results.items()}} for label, key in METRIC_ROWS]
+    from ..metrics.classification import interval_rows
+
     ci = {n: r["metrics"].get("macro_auc_ci95") for n, r in results.items()}
-    if any(ci.values()):
-        rows[1:1] = [{"metric": f"macro AUC 95% CI {end}", **{n: (v[k] if v else None) for n, v in ci.items()}}
-                     for k, end in ((0, "low"), (1, "high"))]
-    if paired:
-        at = 3 if any(ci.values()) else 1
-        rows[at:at] = [{"metric": f"macro AUC minus {REAL}{suffix}",
-                        **{n: (paired[n][key] if key != "ci95" else paired[n]["ci95"][k]) if n in paired else None
-                           for n in results}}
-                       for suffix, key, k in (("", "macro_auc_diff", None), (" (paired 95% CI low)", "ci95", 0),
-                                              (" (paired 95% CI high)", "ci95", 1))]
+    rows[1:1] = interval_rows("macro AUC", list(results), ci, paired, "macro_auc_diff", REAL)
     classes: list[str] = []
     for r in results.values():
         classes += [c for c in r["metrics"]["per_class_auc"] if c not in classes]
