@@ -207,3 +207,24 @@ def test_authenticity_with_given_train_radii_is_the_same():
     assert a["AuthPct"] == b["AuthPct"] and (a["authentic"] == b["authentic"]).all()
     with pytest.raises(InputError, match="train_radius"):
         authenticity(t, g, train_radius=np.zeros(3))
+
+
+def test_ct_heldout_leaves_out_training_patients():
+    """C_T's held-out images must be other patients: a held-out study of a training patient sits as close to
+    training as a copy (the NIH sample's valid/test splits share 139 of 400 images' patients with train)."""
+    import pandas as pd
+
+    from evaluators.imagesets import ImageSet
+    from evaluators.privacy.data_copying import other_patients
+
+    train = pd.DataFrame({"path": ["/t/a.png", "/t/b.png"], "patient_id": ["1", "2"]})
+    held = ImageSet(pd.DataFrame({"path": ["/h/a.png", "/h/b.png", "/h/c.png"], "patient_id": ["1", "3", "4"]}),
+                    name="held")
+    kept, note = other_patients(held, train)
+    assert kept.paths == ["/h/b.png", "/h/c.png"] and "1 image(s) of training patients left out" in note
+    same = ImageSet(pd.DataFrame({"path": ["/h/a.png"], "patient_id": ["2"]}), name="same")
+    none, why = other_patients(same, train)
+    assert none is None and "--heldout" in why
+    no_ids = ImageSet(pd.DataFrame({"path": ["/h/a.png", "/h/b.png"]}), name="no ids")
+    kept, note = other_patients(no_ids, train)
+    assert len(kept) == 2 and "patient ids missing" in note

@@ -230,6 +230,35 @@ def test_map_points_and_figure(world):
         embedding_map.reference_image(studio.ctx, 999)
 
 
+def test_map_caption_of_a_reference_without_reports(tmp_path):
+    """A real reference set often has no report (the NIH sample): the caption says so instead of 'nan', and names
+    the file a clinician can look up."""
+    from types import SimpleNamespace
+
+    import pandas as pd
+    from PIL import Image
+
+    path = tmp_path / "00000011_000.png"
+    Image.fromarray(np.full((8, 8), 100, np.uint8)).save(path)
+    meta = pd.DataFrame({"path": [str(path)], "patient_id": ["11"], "prompt": [float("nan")]})
+    labels = np.full((1, 14), np.nan, np.float32)
+    index = SimpleNamespace(meta=meta, labels=labels)
+    ctx = SimpleNamespace(index=lambda: _Sized(index, 1))
+    _, caption = embedding_map.reference_image(ctx, 0)
+    assert "nan" not in caption and "no report" in caption and "00000011_000.png" in caption
+
+
+class _Sized:
+    def __init__(self, inner, n):
+        self._inner, self._n = inner, n
+
+    def __len__(self):
+        return self._n
+
+    def __getattr__(self, name):
+        return getattr(self._inner, name)
+
+
 # ---------------------------------------------------------------------------------------- privacy
 def test_privacy_run_flags_every_copy_and_is_stored(studio):
     syn = studio.synthetic_from_model(COPIER, 12, seed=0)

@@ -33,8 +33,32 @@ def heldout_features(search, progress=None) -> tuple[np.ndarray | None, str]:
     if held is None or len(held) == 0:
         return None, ("no held-out real images: pass --heldout SET (other patients of the same source), or keep the "
                       "training set's valid/test splits next to it")
+    held, note = other_patients(held, search.index.meta)
+    if held is None:
+        return None, note
     feats = extract_features(list(held.paths), search.encoder, show_progress=False, progress=progress)
-    return feats.features, f"{len(feats)} images of {held.name} ({source})"
+    return feats.features, f"{len(feats)} images of {held.name} ({source}{note})"
+
+
+def other_patients(held, train_meta) -> tuple[object | None, str]:
+    """(the held-out images of patients absent from training, or None, and a note). C_T compares synthetic and
+    held-out images by their distance to training: a held-out image of a training patient sits as close as a copy
+    (splits of sets such as the NIH sample share patients), so it is left out, as the calibration leaves it out."""
+    from ..index import patient_ids
+
+    train_pids = patient_ids(train_meta)
+    held_pids = [None if p is None else str(p) for p in held.patient_ids]
+    if train_pids is None or any(p is None for p in held_pids):
+        return held, "; patient ids missing: assumed to be of other patients"
+    tp = set(train_pids)
+    keep = np.array([p not in tp for p in held_pids])
+    if not keep.any():
+        return None, (f"every held-out image ({len(held)}) belongs to a training patient: C_T needs other patients; "
+                      "pass --heldout SET (a patient-disjoint set)")
+    dropped = int((~keep).sum())
+    if not dropped:
+        return held, "; patient-disjoint from training"
+    return held.subset(keep, name=held.name), f"; {dropped} image(s) of training patients left out"
 
 
 def cached_train_radii(search, train: np.ndarray) -> np.ndarray:

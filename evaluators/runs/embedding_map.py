@@ -3,6 +3,8 @@ and one reference image with its caption."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 
@@ -47,5 +49,6 @@ def reference_image(ctx: RunContext, row: int) -> tuple[np.ndarray, str]:
         raise InputError(f"Reference row {row} is out of range (0..{len(index) - 1}).")
     m = index.meta.iloc[int(row)]
     labels = ", ".join(positives(index.labels[int(row)])) or "(none)"
-    caption = f"reference #{row} · patient {m['patient_id']} · {labels}\n\n{m['prompt']}"
+    report = m["prompt"] if isinstance(m["prompt"], str) and m["prompt"].strip() else "(no report in the reference set)"
+    caption = f"reference #{row} · {Path(str(m['path'])).name} · patient {m['patient_id']} · {labels}\n\n{report}"
     return read_image(str(m["path"])), caption
