@@ -153,6 +153,8 @@ def test_every_verdict_is_one_decision_with_its_reason(worlds):
 def test_decide_memorised_wins_over_reid():
     v = decide(copy_score=0.95, threshold=0.8, reid_score=0.1, reid_model="m", reid_auc=0.95)
     assert v.decision == MEMORISED and "0.950" in v.reason and "0.800" in v.reason
+    # another study of a training patient also scores above the threshold (37-40% of them on the NIH sample)
+    assert "another radiograph of its patient" in v.reason
     assert decide(copy_score=0.5, threshold=0.8, flagged=True).decision == MEMORISED  # the search's flag decides
 
 
@@ -203,3 +205,18 @@ def test_chexgenbench_patientID_column_is_read(tmp_path):
     assert s.table["study_id"].astype(str).tolist() == ["50000", "50001", "50002", "50003"]
     assert not any("patientID" in n for n in s.notes)
     assert s.describe()["n_patients"] == 2
+
+
+def test_demo_world_models_say_so_on_a_real_reference(nih_sample, monkeypatch):
+    """The demo generator / oracle / copycat judged against real radiographs: their 'new' verdicts and fidelity are
+    about phantoms, and the Generate and Batch tabs say so; on the demo world, and for other models, nothing."""
+    from evaluators.generators.trained_on import demo_model_note
+
+    nih = f"{nih_sample}@train"
+    for model in ("demo", "reference-oracle", "copycat"):
+        note = demo_model_note(model, nih)
+        assert note and "phantoms" in note and "no evidence about memorisation" in note
+        assert demo_model_note(model, "demo@train") is None
+    assert demo_model_note("sana-0.6b", nih) is None and demo_model_note(None, nih) is None
+    monkeypatch.setenv("CHEXGEN_COPYCAT_SOURCE", nih)  # a copycat of the real set is a valid worst case there
+    assert demo_model_note("copycat", nih) is None

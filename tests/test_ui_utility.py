@@ -7,6 +7,7 @@ Tiny settings (test_resnet, 32 px, 1 epoch) keep the whole file to seconds on 2 
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -199,3 +200,24 @@ def test_cli_reference_mode_runs_the_apps_job(studio, world, synthetic, first_ru
     for setting, vals in app_res["utility"].items():  # same seed, same data: the same numbers
         assert cli_res["utility"][setting] == pytest.approx(vals, abs=1e-6)
     assert [r["metric"] for r in cli_res["table"]] == [r["metric"] for r in app_res["table"]]
+
+
+def test_batch_keeps_fidelity_results_when_a_later_axis_cannot_run(studio, world, tmp_path):
+    """A folder of real radiographs without labels: fidelity runs, utility cannot (no labels). The fidelity table
+    stays on the page with 'Utility not run: why' instead of one page error replacing every result."""
+    import shutil
+
+    from chexgen_ui.app import build_app
+
+    folder = tmp_path / "unlabelled"
+    folder.mkdir()
+    for p in sorted(Path(world).parent.rglob("*.png"))[:12]:
+        shutil.copy(p, folder / p.name)
+    demo = build_app(studio=studio)
+    on_batch = next(f.fn for f in demo.fns.values() if getattr(f.fn, "__name__", "") == "on_batch")
+    outs = list(on_batch("server folder or CSV", None, str(folder), COPIER, 16, 1, ["Fidelity", "Utility"], 0, 3,
+                         "test_resnet", 1, 32, False, progress=lambda *a, **k: None, request=None))
+    status, overall, *_, util, files = outs[-1]
+    assert overall is not None and len(overall) >= 1 and util is None
+    assert "Fidelity done" in status and "Utility not run:" in status and "no labels" in status
+    assert any(f.endswith("fidelity.json") for f in files)

@@ -8,7 +8,9 @@ from types import SimpleNamespace
 import gradio as gr
 
 from evaluators import limits
+from evaluators.errors import InputError, UnavailableError
 from evaluators.extraction_cost import first_run_cost
+from evaluators.generators.trained_on import demo_model_note
 from evaluators.space import gpu
 
 from .. import figures, report_utility_service, utility_service
@@ -139,7 +141,7 @@ def _wire_batch(ctx: AppContext, t: SimpleNamespace):
         synthetic, model = ctx.load_set(src, files, folder, mdl, n, steps, report, session)
         overall = table = plot = priv = priv_img = util = None
         files_out: list[str] = []
-        done = []
+        done = [note] if (note := demo_model_note(model, studio.ctx.index())) else []
         if "Fidelity" in axes:
             cost = first_run_cost(studio.ctx, synthetic)  # FRD's first radiomic extraction on a large new set
             yield (f"Running fidelity on {len(synthetic)} image(s)…" + (f"\n\n{cost}" if cost else ""),
@@ -154,8 +156,8 @@ def _wire_batch(ctx: AppContext, t: SimpleNamespace):
                         f"vs {run.result['real']['n']} reference images, {run.result['settings']['preprocess']} "
                         f"preprocessing; saved as run #{run.run_id}." + fidelity_note_line(run.result))
             yield "\n\n".join(done), overall, table, plot, None, None, None, files_out
-        if "Privacy" in axes:
-            prun = studio.run_privacy(synthetic, model=model, session=session, progress=report)
+        if "Privacy" in axes and (prun := _privacy_or_note(studio, synthetic, model, session, report, done,
+                                                           keep=overall is not None)):
             mem = prun.result["memorisation"]
             priv, priv_img = prun.per_pathology, prun.top
             files_out.append(str(prun.json_path))
@@ -167,18 +169,36 @@ def _wire_batch(ctx: AppContext, t: SimpleNamespace):
         if "Utility" in axes:
             yield ("\n\n".join([*done, f"Utility: training classifiers on {len(synthetic)} synthetic image(s)…"]),
                    overall, table, plot, priv, priv_img, None, files_out)
-            urun = utility_service.run_utility_job(
-                studio, synthetic, model=u_model, epochs=int(u_epochs or 0), image_size=int(u_size or 0),
-                mixed=bool(u_mixed), swap=bool(u_swap), session=session, source=model, progress=report)
-            util = urun.table
-            files_out.append(str(urun.json_path))
-            done.append(utility_service.summary(urun))
+            try:
+                urun = utility_service.run_utility_job(
+                    studio, synthetic, model=u_model, epochs=int(u_epochs or 0), image_size=int(u_size or 0),
+                    mixed=bool(u_mixed), swap=bool(u_swap), session=session, source=model, progress=report)
+            except (InputError, UnavailableError) as exc:  # the axes already run keep their results on the page
+                if overall is None and priv_img is None:
+                    raise
+                done.append(f"Utility not run: {exc}")
+            else:
+                util = urun.table
+                files_out.append(str(urun.json_path))
+                done.append(utility_service.summary(urun))
         yield "\n\n".join(done), overall, table, plot, priv, priv_img, util, files_out
 
     return t.btn.click(on_batch, [t.src, t.files, t.folder, t.mdl, t.n, t.steps, t.axes, t.boot, t.min,
                                   t.u_model, t.u_epochs, t.u_size, t.u_mixed, t.pre, t.u_swap],
                        [t.status, t.overall, t.table, t.plot, t.priv, t.priv_img, t.util, t.files_out],
                        concurrency_id=GPU_QUEUE, concurrency_limit=GPU_CONCURRENCY)
+
+
+def _privacy_or_note(studio, synthetic, model, session, report, done: list[str], *, keep: bool):
+    """The privacy run, or None with 'Privacy not run: why' added to ``done`` when ``keep`` (results of the
+    fidelity axis are on the page: an error would replace them)."""
+    try:
+        return studio.run_privacy(synthetic, model=model, session=session, progress=report)
+    except (InputError, UnavailableError) as exc:
+        if not keep:
+            raise
+        done.append(f"Privacy not run: {exc}")
+        return None
 
 
 def _wire_report(ctx: AppContext, t: SimpleNamespace):

@@ -74,7 +74,8 @@ def decide(*, copy_score=None, threshold=None, flagged=None, copy_p_value=None, 
     if flagged:
         why = f"copy score {cs:.3f} above the threshold {thr:.3f}{pv}" if cs is not None and thr is not None \
             else "flagged by the memorisation search"
-        return Verdict(MEMORISED, why + ": a near copy of a training image.", **ev)
+        return Verdict(MEMORISED, why + ": a near copy of a training image, or another radiograph of its patient "
+                       "(the copy score also rises for a patient's other studies: compare the two images).", **ev)
     if reid_used and rs > rthr:
         return Verdict(SAME_PATIENT, f"not a copy (copy score {cs:.3f}{pv}), but re-ID {rs:.3f} > {rthr:.3f} "
                        f"by {reid_model} (AUC {auc:.3f} on held-out patients): the matched training patient."

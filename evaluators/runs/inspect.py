@@ -52,6 +52,11 @@ def inspect(ctx: RunContext, gen: Generated, *, k: int = 5, progress: Progress |
     gen.top1 = top1_similarity(gen.neighbours)
     gen.umap = index.umap_transform(feats) if index.has_umap else None
     gen.reid = reid_scores(ctx, gen)
+    from ..generators.trained_on import demo_model_note
+
+    note = demo_model_note(gen.model, index)  # a demo-world model judged against a real reference
+    if note and note not in gen.notes:
+        gen.notes.append(note)
     return gen
 
 
