@@ -13,14 +13,33 @@ def leaderboard(store, kind: str | None = None, session: str | None = None) -> p
     """Every run (of ``kind``; of ``session`` plus the shared ones when given), newest first: id, date, kind,
     model, synthetic set, status, preprocessing, scalar settings, then one column per headline number."""
     rows = []
+    demo_world: dict[str, bool] = {}
     for r in store.runs(kind=kind or None, session=session):
         s = r["settings"] or {}
         row = {"id": r["id"], "date": r["created"], "kind": r["kind"], "model": r["model"] or "",
-               "synthetic": r["synthetic"] or "", "status": r["status"], "preprocess": r.get("preprocess") or "",
+               "synthetic": r["synthetic"] or "", "reference": r.get("reference") or "", "status": r["status"],
+               "preprocess": r.get("preprocess") or "",
                "settings": ", ".join(f"{k}={v}" for k, v in s.items() if not isinstance(v, dict | list))}
         row.update({k: finite(v) for k, v in (r["metrics"] or {}).items()})
+        row["notes"] = validity_note(row["reference"], r["metrics"] or {}, demo_world)
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def validity_note(reference: str, metrics: dict, seen: dict[str, bool] | None = None) -> str:
+    """What a run's numbers are not valid for, on its leaderboard row: the demo encoder's metrics (``X (demo)``,
+    ``X (demo, ...)``) on a reference that is not the demo world. ``seen`` caches the demo-world test per reference."""
+    from .domain import is_demo_world
+
+    if not reference or not any("(demo)" in k or "(demo," in k for k in metrics):
+        return ""
+    seen = {} if seen is None else seen
+    if reference not in seen:
+        seen[reference] = is_demo_world(reference)
+    if seen[reference]:
+        return ""
+    return ("demo encoder (trained on phantoms) on images that are not the demo world: not comparable with RadDino "
+            "numbers")
 
 
 def run_choices(board: pd.DataFrame) -> tuple[list[tuple[str, int]], int | None, int | None]:

@@ -305,6 +305,23 @@ def test_leaderboard_lists_store_runs_and_compares_two(world, tmp_path):
     assert run_choices(only[only["id"].isin([a, c])])[1:] == (None, c)  # no pair: the newest, A empty
 
 
+def test_leaderboard_names_the_reference_and_what_numbers_are_not_valid_for(tmp_path):
+    """Runs against different references must not read as one ranking, and demo-encoder numbers on real images say
+    they are not comparable with RadDino ones, on the leaderboard row itself."""
+    from evaluators.leaderboard import leaderboard
+    from evaluators.store import ResultsStore
+
+    store = ResultsStore(tmp_path / "r.sqlite")
+    e = store.save("fidelity", {"overall": {"demo": {"FID": 2.0}}}, model="m5", synthetic="real-nih",
+                   reference=str(tmp_path / "nih") + "@train")
+    f = store.save("fidelity", {"overall": {"demo": {"FID": 0.9}}}, model="m6", synthetic="d", reference="demo@train")
+    g = store.save("fidelity", {"overall": {"pixels": {"FID": 0.9}}}, model="m7", synthetic="x",
+                   reference=str(tmp_path / "nih") + "@train")
+    board = leaderboard(store).set_index("id")
+    assert board.loc[e, "reference"].endswith("nih@train") and "not the demo world" in board.loc[e, "notes"]
+    assert board.loc[f, "notes"] == "" and board.loc[g, "notes"] == ""  # the demo world / not the demo encoder
+
+
 @pytest.mark.slow
 def test_fidelity_run_from_model_saved_and_compared(studio):
     syn = studio.synthetic_from_model(COPIER, 12, seed=0)
