@@ -56,7 +56,8 @@ def layout(ctx: AppContext) -> SimpleNamespace:
             "read from `evaluators/generators/entries.toml`, then `$CHEXGEN_HOME/models/*.toml`, then "
             "`CHEXGEN_MODELS`. Describe a model in TOML:\n```toml\n" + SETUP_TOML + "```\n### Another reference set\n"
             "`python app.py --reference /data/mimic/train.csv` (a folder, a CSV, or `PATH@train` for one "
-            "split; a valid/test split is used to calibrate the memorisation threshold). The reference "
+            "split; the memorisation threshold is calibrated leave-one-out over its images, each patient's own "
+            "images excluded: give a `patient_id` column, or NIH / MIMIC-CXR / CheXpert file names). The reference "
             "index is built once under `CHEXGEN_HOME/indexes` and reused. Encoder: `CHEXGEN_APP_ENCODER`."
         )
     return t
