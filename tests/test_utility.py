@@ -333,3 +333,16 @@ def test_paired_comparison_with_real_says_whether_the_test_set_tells_settings_ap
     line = auc_line(res, paired)
     assert "300 resamples of the test patients" in line and "synthetic minus real" in line
     assert "copy minus real +0.000 [+0.000, +0.000] (the test set cannot tell them apart)" in line
+
+
+def test_per_class_auc_from_few_test_positives_says_so():
+    """A per-class AUC on 2 positive test images (NIH sample's Pneumonia) read as 0.907 with nothing beside it; the
+    row now names the count and calls it unreliable, below MIN_TEST_POSITIVES only."""
+    from evaluators.utility.run import MIN_TEST_POSITIVES, side_by_side
+
+    metrics = {"macro_auc": 0.7, "f1_micro": 0.4, "f1_macro": 0.1, "accuracy": 0.9,
+               "per_class_auc": {"Pneumonia": 0.907, "Lung Opacity": 0.70},
+               "positives": {"Pneumonia": 2, "Lung Opacity": MIN_TEST_POSITIVES}}
+    rows = {r["metric"]: r for r in side_by_side({"real": {"metrics": metrics}, "synthetic": {"metrics": metrics}})}
+    assert rows["AUC Pneumonia (2 test positives: unreliable)"]["real"] == 0.907
+    assert "AUC Lung Opacity" in rows

@@ -285,8 +285,23 @@ def side_by_side(results: Mapping[str, dict], paired: Mapping[str, dict] | None 
     for r in results.values():
         classes += [c for c in r["metrics"]["per_class_auc"] if c not in classes]
     for c in classes:
-        rows.append({"metric": f"AUC {c}", **{n: r["metrics"]["per_class_auc"].get(c) for n, r in results.items()}})
+        rows.append({"metric": auc_label(c, results),
+                     **{n: r["metrics"]["per_class_auc"].get(c) for n, r in results.items()}})
     return rows
+
+
+MIN_TEST_POSITIVES = 10
+"""A per-class AUC from fewer positive test images than this is labelled as unreliable where it is shown."""
+
+
+def auc_label(name: str, results: Mapping[str, dict]) -> str:
+    """'AUC Edema', or 'AUC Edema (6 test positives: unreliable)' below :data:`MIN_TEST_POSITIVES` (one AUC
+    step is then 1/6 of the positives: an AUC 0.9 on 2 positives says little)."""
+    counts = [r["metrics"].get("positives", {}).get(name) for r in results.values()]
+    pos = min((int(c) for c in counts if c is not None), default=None)
+    if pos is None or pos >= MIN_TEST_POSITIVES:
+        return f"AUC {name}"
+    return f"AUC {name} ({pos} test positive{'s' if pos != 1 else ''}: unreliable)"
 
 
 def format_table(report: Mapping[str, Any]) -> str:
