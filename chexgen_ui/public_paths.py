@@ -1,7 +1,8 @@
 """Public mode shows no server path: every text the app sends is scrubbed here.
 
 :func:`scrub` rewrites a path under ``CHEXGEN_HOME`` as ``CHEXGEN_HOME/<relative>``, one under the app's
-install folder as ``<app>/<relative>``, the user's home as ``~``, and any other absolute path as its last
+install folder as ``APP_DIR/<relative>`` (not ``<app>``: Markdown takes that for an HTML tag and hides the rest of
+the line), the user's home as ``~``, and any other absolute path as its last
 component (``.../name``). Advice meant for the command line ("pass --skip-bad") becomes advice a visitor
 can follow. :func:`scrub_app` wraps every callback of a public app so that its outputs (text, tables,
 updates) and its errors are scrubbed; a string that is an existing file is left alone, because Gradio
@@ -33,7 +34,7 @@ GENERIC = "Something went wrong on the server while doing this; the error was lo
 def _roots() -> list[tuple[str, str]]:
     home = chexgen_home()
     pairs = [(str(home.resolve()), "CHEXGEN_HOME"), (str(home), "CHEXGEN_HOME"),
-             (str(repo_root()), "<app>"), (str(Path.home()), "~")]
+             (str(repo_root()), "APP_DIR"), (str(Path.home()), "~")]
     with_real = []
     for raw, name in pairs:
         for form in {raw, os.path.realpath(raw)}:
@@ -52,7 +53,7 @@ def scrub(text: str) -> str:
 
     def short(m: re.Match) -> str:
         path = m.group(1)
-        if path.startswith(("CHEXGEN_HOME", "<app>", "~")):
+        if path.startswith(("CHEXGEN_HOME", "APP_DIR", "~")):
             return path
         tail = path.rstrip("/").rsplit("/", 1)[-1]
         return f".../{tail}" if tail else "..."

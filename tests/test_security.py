@@ -275,3 +275,15 @@ def test_hf_token_comes_from_the_environment(monkeypatch):
     assert hf_token() == "hf_abc"
     monkeypatch.delenv("SPACE_ID", raising=False)
     assert not is_space()
+
+
+def test_public_scrub_of_an_app_path_leaves_markdown_intact():
+    """'<app>/assets/...' was read by the page's Markdown as an HTML tag: 'demo is available (trained demo model in'
+    and nothing after it. The placeholder has no angle brackets, and the rest of the line survives."""
+    from chexgen_ui.public_paths import scrub
+    from evaluators.settings import repo_root
+
+    text = f"**demo** is available (trained demo model in {repo_root()}/assets/demo_generator)."
+    out = scrub(text)
+    assert "<" not in out and ">" not in out and str(repo_root()) not in out
+    assert out.endswith("APP_DIR/assets/demo_generator).")
