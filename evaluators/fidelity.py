@@ -552,6 +552,26 @@ def pathology_note_lines(result: dict) -> list[str]:
         head, _, why = notes[0].partition("; ")
         out.append(f"note: {o.label if o else key} {head.split(':')[0]} on {len(notes)} per-pathology row(s): "
                    f"{why or head}")
+    return out + small_sample_note_lines(result)
+
+
+def small_sample_note_lines(result: dict) -> list[str]:
+    """Why per-pathology rows are missing or weak on real data: a synthetic set without labels (every row skipped
+    for 0 synthetic images), and FIDs from fewer images than the features' dimensions (biased upward by the small
+    sample, so rows of different n do not compare)."""
+    rows = result.get("per_pathology") or []
+    out = []
+    if rows and (result.get("synthetic") or {}).get("labels_source") == "none":
+        out.append("note: no per-pathology numbers for this synthetic set: it has no labels or prompts (add a "
+                   "metadata.csv with a 'prompt' column or the 14 label columns)")
+    dims = {name: e.get("dim") for name, e in (result.get("encoders") or {}).items() if isinstance(e, dict)}
+    small = [r for r in rows if r.get("FID") is not None and dims.get(r.get("encoder"))
+             and min(int(r.get("n_real") or 0), int(r.get("n_synthetic") or 0)) < int(dims[r["encoder"]])]
+    if small:
+        d = sorted({int(dims[r["encoder"]]) for r in small})
+        out.append(f"note: FID on {len(small)} per-pathology row(s) comes from fewer images than the "
+                   f"{'/'.join(map(str, d))} feature dimensions: FID is biased upward by small samples, so compare "
+                   "rows of similar n_real / n_synthetic only")
     return out
 
 

@@ -204,3 +204,22 @@ def test_alignment_uses_the_demo_classifier_only_on_the_demo_world(world, tmp_pa
     al = res["alignment"]
     assert not al["available"] and "demo-world phantoms" in al["reason"] and "stand-in for the test" in al["reason"]
     assert "alignment: not computed (the demo classifier was trained on demo-world phantoms" in format_summary(res)
+
+
+def test_small_sample_and_unlabelled_notes_on_per_pathology_rows():
+    """Real folders of radiographs often carry no labels (every row skipped as '0 synthetic images', which read as a
+    failed load) and pathologies with a few dozen images give FIDs below the feature dimension (biased by n): both
+    are said once in the run's notes, from the result alone."""
+    from evaluators.fidelity import pathology_note_lines
+
+    result = {"encoders": {"demo": {"dim": 256}}, "synthetic": {"labels_source": "metadata"},
+              "per_pathology": [{"pathology": "Edema", "encoder": "demo", "n_real": 53, "n_synthetic": 18, "FID": 2.2},
+                                {"pathology": "No Finding", "encoder": "demo", "n_real": 900, "n_synthetic": 300,
+                                 "FID": 1.0},
+                                {"pathology": "Fracture", "encoder": "demo", "n_real": 0, "n_synthetic": 0,
+                                 "skipped": "only 0 real image(s)"}]}
+    lines = pathology_note_lines(result)
+    assert len(lines) == 1 and "FID on 1 per-pathology row(s)" in lines[0] and "256" in lines[0]
+    unlabelled = {"synthetic": {"labels_source": "none"}, "per_pathology": result["per_pathology"][2:]}
+    assert any("has no labels or prompts" in line for line in pathology_note_lines(unlabelled))
+    assert pathology_note_lines({"per_pathology": []}) == []

@@ -139,7 +139,10 @@ def verdict_text(ctx: RunContext, gen: Generated, i: int) -> str:
                if rc.get("available") else "")
         lines.append(f"- Re-ID score {v.reid_score:.3f} against the matched training image by {choice.name}, "
                      f"verification AUC {choice.auc_text} on held-out patients of this training set{thr}{used}.")
-    lines += [f"- {n}" for n in ctx.domain_notes()]
+    from ..generators.trained_on import demo_model_note
+
+    model_note = demo_model_note(gen.model, ctx.index())  # "new" here says nothing about the model's training data
+    lines += [f"- {n}" for n in ([model_note] if model_note else []) + ctx.domain_notes()]
     return "\n".join(lines)
 
 
