@@ -562,7 +562,7 @@ def small_sample_note_lines(result: dict) -> list[str]:
     rows = result.get("per_pathology") or []
     out = []
     if rows and (result.get("synthetic") or {}).get("labels_source") == "none":
-        out.append("note: no per-pathology numbers for this synthetic set: it has no labels or prompts (add a "
+        out.append("note: No per-pathology numbers for this synthetic set: it has no labels or prompts (add a "
                    "metadata.csv with a 'prompt' column or the 14 label columns)")
     dims = {name: e.get("dim") for name, e in (result.get("encoders") or {}).items() if isinstance(e, dict)}
     small = [r for r in rows if r.get("FID") is not None and dims.get(r.get("encoder"))

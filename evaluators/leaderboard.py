@@ -11,35 +11,44 @@ from .store import finite
 
 def leaderboard(store, kind: str | None = None, session: str | None = None) -> pd.DataFrame:
     """Every run (of ``kind``; of ``session`` plus the shared ones when given), newest first: id, date, kind,
-    model, synthetic set, status, preprocessing, scalar settings, then one column per headline number."""
+    model, synthetic set, reference set, notes (:func:`validity_note`), status, preprocessing, scalar settings, then
+    one column per headline number."""
     rows = []
     demo_world: dict[str, bool] = {}
     for r in store.runs(kind=kind or None, session=session):
         s = r["settings"] or {}
         row = {"id": r["id"], "date": r["created"], "kind": r["kind"], "model": r["model"] or "",
-               "synthetic": r["synthetic"] or "", "reference": r.get("reference") or "", "status": r["status"],
+               "synthetic": r["synthetic"] or "", "reference": r.get("reference") or "",
+               "notes": validity_note(r.get("reference") or "", r["metrics"] or {}, demo_world, model=r["model"]),
+               "status": r["status"],
                "preprocess": r.get("preprocess") or "",
                "settings": ", ".join(f"{k}={v}" for k, v in s.items() if not isinstance(v, dict | list))}
         row.update({k: finite(v) for k, v in (r["metrics"] or {}).items()})
-        row["notes"] = validity_note(row["reference"], r["metrics"] or {}, demo_world)
         rows.append(row)
     return pd.DataFrame(rows)
 
 
-def validity_note(reference: str, metrics: dict, seen: dict[str, bool] | None = None) -> str:
-    """What a run's numbers are not valid for, on its leaderboard row: the demo encoder's metrics (``X (demo)``,
-    ``X (demo, ...)``) on a reference that is not the demo world. ``seen`` caches the demo-world test per reference."""
+def validity_note(reference: str, metrics: dict, seen: dict[str, bool] | None = None, *, model: str | None = None) -> str:
+    """What a run's numbers are not valid for, on its leaderboard row, when its reference is not the demo world: the
+    demo encoder's metrics (``X (demo)``, ``X (demo, ...)``), and a model that draws demo-world phantoms
+    (:mod:`evaluators.generators.trained_on`). ``seen`` caches the demo-world test per reference."""
     from .domain import is_demo_world
+    from .generators.trained_on import training_source
 
-    if not reference or not any("(demo)" in k or "(demo," in k for k in metrics):
+    demo_encoder = any("(demo)" in k or "(demo," in k for k in metrics)
+    demo_model = training_source(model) is not None and is_demo_world(training_source(model))
+    if not reference or not (demo_encoder or demo_model):
         return ""
     seen = {} if seen is None else seen
     if reference not in seen:
         seen[reference] = is_demo_world(reference)
     if seen[reference]:
         return ""
-    return ("demo encoder (trained on phantoms) on images that are not the demo world: not comparable with RadDino "
-            "numbers")
+    notes = ["model draws demo-world phantoms: not a model of this reference's images"] if demo_model else []
+    if demo_encoder:
+        notes.append("demo encoder (trained on phantoms) on images that are not the demo world: not comparable with "
+                     "RadDino numbers")
+    return "; ".join(notes)
 
 
 def run_choices(board: pd.DataFrame) -> tuple[list[tuple[str, int]], int | None, int | None]:

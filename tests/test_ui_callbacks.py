@@ -317,8 +317,10 @@ def test_leaderboard_names_the_reference_and_what_numbers_are_not_valid_for(tmp_
     f = store.save("fidelity", {"overall": {"demo": {"FID": 0.9}}}, model="m6", synthetic="d", reference="demo@train")
     g = store.save("fidelity", {"overall": {"pixels": {"FID": 0.9}}}, model="m7", synthetic="x",
                    reference=str(tmp_path / "nih") + "@train")
+    h = store.save("utility", {"summary": {}}, model="demo", synthetic="demo-n40", reference=str(tmp_path / "nih"))
     board = leaderboard(store).set_index("id")
     assert board.loc[e, "reference"].endswith("nih@train") and "not the demo world" in board.loc[e, "notes"]
+    assert "phantoms" in board.loc[h, "notes"] and "encoder" not in board.loc[h, "notes"]  # the demo model
     assert board.loc[f, "notes"] == "" and board.loc[g, "notes"] == ""  # the demo world / not the demo encoder
 
 
