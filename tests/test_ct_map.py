@@ -156,6 +156,9 @@ def test_app_colours_the_map_by_cell(studio, run, monkeypatch):
     axis = fig["layout"]["coloraxis"]
     assert axis["cmid"] == 0 and axis["cmin"] == -axis["cmax"]  # diverging, centred on Z = 0
     assert f"privacy run #{run.run_id}" in status and "cells scored" in status
+    # the box left blank reaches the callback as 0 (Gradio's empty Number): the newest run, not 'no run #0'
+    _, newest = tab.map_outputs(studio, None, tab.CT_CHOICE, 0)
+    assert "privacy run #" in newest and "cells scored" in newest
     # pathology colouring is unchanged; without a privacy run the tab says what to run
     plain, _ = tab.map_outputs(studio, None, "pathology")
     assert "coloraxis" not in json.loads(plain)["layout"]

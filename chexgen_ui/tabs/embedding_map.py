@@ -43,6 +43,12 @@ def map_outputs(studio: Studio, gen: Generated | None, colour: str = "pathology"
     return map_view(studio, gen, colour, run_id, session)[:2]
 
 
+def privacy_run_id(value) -> int | None:
+    """The privacy run the map is coloured by: None (the newest) for a blank box, which Gradio shows and sends as 0
+    (with ``minimum=1`` the empty box was drawn as an invalid 0 in red)."""
+    return None if value in (None, "") or int(value) == 0 else int(value)
+
+
 def map_view(studio: Studio, gen: Generated | None, colour: str = "pathology", run_id=None,
              session: str | None = None) -> tuple[str, str, ct_map.SetImages | None]:
     """:func:`map_outputs` and, coloured by C_T cell, the run's synthetic set behind the stars ``set:I`` (for the
@@ -52,7 +58,7 @@ def map_view(studio: Studio, gen: Generated | None, colour: str = "pathology", r
     if colour != CT_CHOICE:
         return map_json(studio, gen), line, None
     try:
-        cells = studio.ct_cells(run_id=None if run_id in (None, "") else int(run_id), session=session)
+        cells = studio.ct_cells(run_id=privacy_run_id(run_id), session=session)
     except InputError as exc:
         return map_json(studio, gen), f"{line}\n\n**C_T cell colouring not available**: {exc}", None
     return ct_map_json(studio, gen, cells), f"{line}\n\n{ct_map.summary_line(cells)}", ct_map.set_images(cells)
@@ -84,7 +90,7 @@ def layout(ctx: AppContext) -> SimpleNamespace:
                                              "test of a privacy run on this reference (Batch suite tab, Privacy); "
                                              "< 0 (red): synthetic images closer to training than held-out real ones",
                                         elem_id="map-colour")
-                    t.ct_run = gr.Number(None, precision=0, label="privacy run # (blank: the newest)", minimum=1)
+                    t.ct_run = gr.Number(None, precision=0, label="privacy run # (blank or 0: the newest)")
             with gr.Column(scale=1, min_width=280):
                 t.map_img = gr.Image(label="Chosen point", type="numpy", interactive=False, height=300,
                                      elem_id="map-image")
