@@ -252,7 +252,10 @@ class Studio:
     def reid_status(self, short: bool = False) -> str:
         from evaluators.runs.privacy import reid_status
 
-        return reid_status(self.ctx.reid_choice("auto"), short)
+        choice = self.ctx.reid_choice("auto")
+        if self.public and not choice.available:  # how to provide a model is the operator's business, not a visitor's
+            return "re-ID: unavailable on this public app (no re-identification model for this reference set)"
+        return reid_status(choice, short)
 
     def train_reid(self, *, epochs: int = 5, progress: Progress | None = None, **settings) -> dict:
         """Train a re-ID model on the reference set's patients where the default choice finds it (resumable: a

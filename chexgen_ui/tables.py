@@ -100,7 +100,19 @@ def privacy_image_table(result: dict, limit: int = 50) -> pd.DataFrame:
         row["why"] = v.get("reason", "")
         rows.append(row)
     rows.sort(key=lambda r: (order.get(r["verdict"], 9), -(r["copy_score"] if r["copy_score"] is not None else -1.0)))
-    return pd.DataFrame(rows[:limit])
+    df = pd.DataFrame(rows[:limit])
+    if "reid_score" in df and df["reid_score"].isna().all():  # re-ID not computed: the summary says why
+        df = df.drop(columns="reid_score")
+    return df
+
+
+def rounded(df: pd.DataFrame, digits: int = 4) -> pd.DataFrame:
+    """A copy for display with every float cell at ``digits`` significant digits (the store keeps full precision)."""
+    out = df.copy()
+    for c in out.columns:
+        if pd.api.types.is_float_dtype(out[c]):
+            out[c] = [v if v is None or not np.isfinite(v) else float(f"{v:.{digits}g}") for v in out[c]]
+    return out
 
 
 def _fmt_ci(ci, key):

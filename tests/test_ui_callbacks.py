@@ -447,3 +447,35 @@ def test_reid_outside_the_demo_world_is_unavailable_until_trained_on_the_referen
     table = tables.privacy_image_table(s.run_privacy(s.synthetic_from_folder(str(world.parent / "images"))).result)
     assert {"verdict", "copy_score", "reid_score", "re-ID model (AUC)", "why"} <= set(table.columns)
     assert table["re-ID model (AUC)"].str.startswith("trained on this set (").all()
+
+
+def test_display_tables_round_floats_and_leave_out_an_empty_reid_column():
+    """The leaderboard shows 4 significant digits (the store keeps every digit); the privacy table has no re-ID
+    column when re-ID was not computed (the status says why), and keeps it when it was."""
+    import numpy as np
+    import pandas as pd
+
+    from chexgen_ui.tables import privacy_image_table, rounded
+
+    board = pd.DataFrame({"id": [1, 2], "FID (demo)": [1.0839698301808927, np.nan], "model": ["a", "b"]})
+    shown = rounded(board)
+    assert shown["FID (demo)"][0] == 1.084 and np.isnan(shown["FID (demo)"][1]) and board["FID (demo)"][0] > 1.08396
+    assert list(shown["id"]) == [1, 2] and list(shown["model"]) == ["a", "b"]
+    smp = {"synthetic": "/x/a.png", "match": {"copy_score": 0.9, "path": "/t/b.png"}, "reid_score": None,
+           "verdict": {"decision": "memorised", "reason": "r"}}
+    assert "reid_score" not in privacy_image_table({"samples": [smp]}).columns
+    scored = {**smp, "reid_score": 0.7, "reid_model": "m", "reid_auc_text": "0.9"}
+    assert list(privacy_image_table({"samples": [scored, smp]})["reid_score"])[:1] == [0.7]
+
+
+def test_public_app_says_re_id_is_unavailable_without_operator_instructions(tmp_path):
+    """A visitor cannot provide a re-ID model: the public app says re-ID is unavailable here, without the operator's
+    paths and commands that the local app (and the CLI) give."""
+    fresh = copier_world(tmp_path / "w", patients=12)  # no re-ID model trained on it (other tests train on `world`)
+    studio = Studio(f"{fresh}@train", encoder="pixels", device="cpu", umap=False)
+    public = Studio(f"{fresh}@train", public=True, encoder="pixels", device="cpu", umap=False)
+    assert not studio.ctx.reid_choice("auto").available  # not the demo world: no default re-ID model here
+    assert "train-reid" in studio.reid_status() and "train-reid" in studio.reid_status(short=False)
+    text = public.reid_status(short=True)
+    assert text.startswith("re-ID: unavailable on this public app") and "train-reid" not in text
+    assert "CHEXGEN_HOME" not in public.reid_status() and "weights" not in public.reid_status()

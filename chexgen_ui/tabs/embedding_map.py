@@ -129,7 +129,7 @@ def wire(ctx: AppContext, t: SimpleNamespace) -> None:
         if kind == "gen" and gen is not None:
             i = int(num)
             return to_uint8(gen.images[i]), f"generated #{i} (seed {gen.seeds[i]})\n\n{gen.prompts[i]}\n\n" \
-                + inspect.verdict_text(studio.ctx, gen, i)
+                + inspect.verdict_text(studio.ctx, gen, i, studio.reid_status(short=True))
         if kind == "ref":
             return _reference_image(studio, int(num))
         if kind == "set":

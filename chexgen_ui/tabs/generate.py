@@ -188,7 +188,7 @@ def _wire_inspect(ctx: AppContext, t: SimpleNamespace) -> None:
         i = int(evt.index)
         neighbours = [(to_uint8(img), caption) for img, caption in inspect.neighbour_images(gen, i)]
         return (i, window_level(gen.images[i], level, width, zoom), neighbours, inspect.neighbour_table(gen, i),
-                inspect.verdict_text(studio.ctx, gen, i), inspect.evidence_image(studio.ctx, gen, i))
+                inspect.verdict_text(studio.ctx, gen, i, studio.reid_status(short=True)), inspect.evidence_image(studio.ctx, gen, i))
 
     t.gallery.select(on_select, [ctx.gen_state, t.level_sl, t.width_sl, t.zoom_sl],
                      [t.sel_idx, t.view_img, t.nn_gallery, t.nn_table, t.verdict_md, t.evidence_img])

@@ -11,6 +11,7 @@ from evaluators.errors import InputError
 from evaluators.leaderboard import run_choices
 
 from .. import figures
+from ..tables import rounded
 from ..widgets import AppContext, _session, _user_errors
 
 
@@ -44,7 +45,7 @@ def wire(ctx: AppContext, t: SimpleNamespace) -> None:
     def on_board(kind, request: gr.Request = None):
         board = studio.leaderboard(kind or None, session=_session(request))
         choices, a, b = run_choices(board)
-        return (board, figures.leaderboard_figure(board), gr.update(choices=choices, value=a),
+        return (rounded(board), figures.leaderboard_figure(board), gr.update(choices=choices, value=a),
                 gr.update(choices=choices, value=b))
 
     t.btn.click(on_board, t.kind, [t.table, t.plot, t.a, t.b])

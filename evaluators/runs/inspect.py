@@ -108,7 +108,7 @@ def image_verdict(ctx: RunContext, gen: Generated, i: int):
                   reid_model=choice.name if choice.available else None, reid_auc=choice.auc)
 
 
-def verdict_text(ctx: RunContext, gen: Generated, i: int) -> str:
+def verdict_text(ctx: RunContext, gen: Generated, i: int, reid_line: str | None = None) -> str:
     """One memorisation / re-ID verdict for image ``i`` with its evidence (markdown)."""
     from .privacy import reid_status
 
@@ -131,7 +131,7 @@ def verdict_text(ctx: RunContext, gen: Generated, i: int) -> str:
                      + "; ".join(gen.notes) + ").")
     choice = ctx.reid_choice("auto")
     if v.reid_score is None:
-        lines.append("- " + reid_status(choice) + ".")
+        lines.append("- " + (reid_line or reid_status(choice)) + ".")
     else:
         used = "" if v.reid_used else " (not used for the verdict)"
         rc = reid_calibration(ctx)
