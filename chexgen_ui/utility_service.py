@@ -188,7 +188,8 @@ def summary(run: UtilityRun) -> str:
     from evaluators.utility.run import auc_line
 
     res = run.result
-    n_syn = res["utility"].get("synthetic", {}).get("n_train")
+    syn = res["per_setting"].get("synthetic", {})
+    n_syn = f"{syn.get('n_train')}" + (f" (+{syn['n_val']} held out for validation)" if syn.get("n_val") else "")
     base = "reused (trained earlier with the same settings)" if run.real_reused else "trained now and cached"
     return (f"Utility: {res['model']} ({res['weights']}), {res['image_size']} px, {res['epochs']} epoch(s); "
             f"trained on {n_syn} synthetic image(s), tested on {res['n_test']} real test image(s) of "

@@ -65,6 +65,8 @@ def test_table_puts_real_and_synthetic_aucs_side_by_side_and_is_saved(studio, sy
     assert run.run_id in set(board["id"]) and "AUC (real)" in board.columns
     assert not run.real_reused and res["per_setting"]["real"]["resumed_from_epoch"] == 0  # a new world: trained now
     text = us.summary(run)  # each macro AUC with its patient-bootstrap interval, each setting paired with real
+    syn = res["per_setting"]["synthetic"]
+    assert f"trained on {syn['n_train']} (+{syn['n_val']} held out for validation) synthetic image(s)" in text
     assert "(95% CI, 1000 resamples of the test patients)" in text and "synthetic minus real" in text
     assert set(res["paired"]) == {"synthetic", "real+synthetic"} and "_auc_replicates" not in json.dumps(on_disk)
 
