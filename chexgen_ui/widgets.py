@@ -81,7 +81,8 @@ def _user_errors(fn):
             return gr.Error("Cancelled.")
         if isinstance(exc, Stopped):
             return gr.Error(f"Stopped ({exc.reason}); the run is saved as partial.")
-        return gr.Error(str(exc))
+        return gr.Error(str(exc), duration=None)  # stays until closed: it names the file and the fix, and the
+        # page's own "Error" badge says nothing once a 10 s toast has faded
 
     if inspect.isgeneratorfunction(fn):
         @functools.wraps(fn)

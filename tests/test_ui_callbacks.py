@@ -408,8 +408,9 @@ def test_user_errors_become_gradio_errors():
     def bad():
         raise InputError("the CSV has no 'prompt' column")
 
-    with pytest.raises(gr.Error, match="no 'prompt' column"):
+    with pytest.raises(gr.Error, match="no 'prompt' column") as err:
         bad()
+    assert err.value.duration is None  # stays on the page until closed (a faded toast left only an "Error" badge)
 
 
 def test_leaderboard_figure_shows_every_kind_of_run():
