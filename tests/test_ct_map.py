@@ -262,7 +262,8 @@ def test_a_set_star_shows_its_image_and_searches_from_it(demo, studio, copies, r
     i = int(key[4:])
     path = synthetic.table["path"].iloc[i]
     img, caption = _fn(demo, "on_point")(None, synthetic, _click(key))
-    np.testing.assert_array_equal(img, display.to_uint8(read_image(path)))
+    np.testing.assert_array_equal(img, display.window_level(read_image(path), min_size=300))  # enlarged to 300 px
+    assert max(img.shape[:2]) == 300
     cell = int(synthetic.table["cell"].iloc[i])
     assert caption.startswith(f"synthetic image #{i} of privacy run #{run.run_id}") and f"cell {cell}" in caption
     # the click remembers the star with its run; the search is the engine's search of that file

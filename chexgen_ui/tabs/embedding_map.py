@@ -13,7 +13,7 @@ from evaluators.runs.generate import Generated
 from evaluators.space import gpu
 
 from .. import figures, search_panel
-from ..display import to_uint8
+from ..display import window_level
 from ..services import Studio
 from ..widgets import GPU_DURATION, GPU_QUEUE, AppContext, _progress, _session, _user_errors, log, plotly_html
 
@@ -28,7 +28,12 @@ def map_json(studio: Studio, gen: Generated | None) -> str:
 
 def _reference_image(studio: Studio, row: int):
     img, caption = embedding_map.reference_image(studio.ctx, row)
-    return to_uint8(img), caption
+    return _shown(img), caption
+
+
+def _shown(img):
+    """uint8 for the "Chosen point" box, a small image enlarged to 300 px (not a 64 px thumbnail)."""
+    return window_level(img, min_size=300)
 
 
 CT_CHOICE = "C_T cell (data copying)"
@@ -128,13 +133,13 @@ def wire(ctx: AppContext, t: SimpleNamespace) -> None:
         kind, _, num = key.partition(":")
         if kind == "gen" and gen is not None:
             i = int(num)
-            return to_uint8(gen.images[i]), f"generated #{i} (seed {gen.seeds[i]})\n\n{gen.prompts[i]}\n\n" \
+            return _shown(gen.images[i]), f"generated #{i} (seed {gen.seeds[i]})\n\n{gen.prompts[i]}\n\n" \
                 + inspect.verdict_text(studio.ctx, gen, i, studio.reid_status(short=True))
         if kind == "ref":
             return _reference_image(studio, int(num))
         if kind == "set":
             img, caption = ct_map.set_image(synthetic, key)
-            return to_uint8(img), caption
+            return _shown(img), caption
         raise InputError(f"Unrecognised point {key!r}.")
 
     t.map_html.click(on_point, [ctx.gen_state, t.map_set], [t.map_img, t.map_caption])
