@@ -228,3 +228,30 @@ def test_ct_heldout_leaves_out_training_patients():
     no_ids = ImageSet(pd.DataFrame({"path": ["/h/a.png", "/h/b.png"]}), name="no ids")
     kept, note = other_patients(no_ids, train)
     assert len(kept) == 2 and "patient ids missing" in note
+
+
+def test_ct_heldout_leaves_out_images_that_are_also_synthetic(tmp_path):
+    """A synthetic folder made of the reference's own test images (copied: other paths, same bytes) must not meet
+    itself on C_T's held-out side."""
+    import shutil
+
+    import pandas as pd
+    from PIL import Image
+
+    from evaluators.imagesets import ImageSet
+    from evaluators.privacy.data_copying import not_synthetic
+
+    held_paths = []
+    for i in range(3):
+        Image.fromarray(np.full((8, 8), 40 * i, np.uint8)).save(tmp_path / f"h{i}.png")
+        held_paths.append(str(tmp_path / f"h{i}.png"))
+    (tmp_path / "syn").mkdir()
+    shutil.copy(held_paths[1], tmp_path / "syn" / "copied.png")
+    held = ImageSet(pd.DataFrame({"path": held_paths}), name="held")
+    kept, note = not_synthetic(held, [str(tmp_path / "syn" / "copied.png")])
+    assert kept.paths == [held_paths[0], held_paths[2]] and "1 image(s) that are also in the synthetic set" in note
+    assert not_synthetic(held, [held_paths[0]])[1] == "; 1 image(s) that are also in the synthetic set left out"
+    none, why = not_synthetic(held, held_paths)
+    assert none is None and "--heldout" in why
+    same, nothing = not_synthetic(held, [])
+    assert same is held and nothing == ""

@@ -24,8 +24,10 @@ def _unit(x: np.ndarray) -> np.ndarray:
     return x / np.where(n == 0, 1.0, n)
 
 
-def heldout_features(search, progress=None) -> tuple[np.ndarray | None, str]:
-    """(held-out features or None, where they came from / why there are none)."""
+def heldout_features(search, progress=None, synthetic_paths=None) -> tuple[np.ndarray | None, str]:
+    """(held-out features or None, where they came from / why there are none). Held-out images whose bytes are
+    among ``synthetic_paths``' (a synthetic folder made of the reference's own test images) are left out: C_T would
+    otherwise compare those images with themselves."""
     from ..features import extract_features
     from .search import find_heldout
 
@@ -34,10 +36,30 @@ def heldout_features(search, progress=None) -> tuple[np.ndarray | None, str]:
         return None, ("no held-out real images: pass --heldout SET (other patients of the same source), or keep the "
                       "training set's valid/test splits next to it")
     held, note = other_patients(held, search.index.meta)
+    if held is not None and synthetic_paths:
+        kept, more = not_synthetic(held, synthetic_paths)
+        if kept is None:
+            return None, more
+        held, note = kept, note + more
     if held is None:
         return None, note
     feats = extract_features(list(held.paths), search.encoder, show_progress=False, progress=progress)
     return feats.features, f"{len(feats)} images of {held.name} ({source}{note})"
+
+
+def not_synthetic(held, synthetic_paths) -> tuple[object | None, str]:
+    """(the held-out images whose bytes are not one of the synthetic images', or None, and a note)."""
+    from ..filehashes import file_hashes
+
+    syn = set(file_hashes([str(p) for p in synthetic_paths]))
+    keep = np.array([h not in syn for h in file_hashes(list(held.paths))])
+    dropped = int((~keep).sum())
+    if not dropped:
+        return held, ""
+    if not keep.any():
+        return None, ("every held-out image is also in the synthetic set: C_T needs other real images; pass "
+                      "--heldout SET")
+    return held.subset(keep, name=held.name), f"; {dropped} image(s) that are also in the synthetic set left out"
 
 
 def other_patients(held, train_meta) -> tuple[object | None, str]:
@@ -88,7 +110,7 @@ def train_features(index) -> np.ndarray:
 
 
 def data_copying(search, synthetic_features: np.ndarray, *, seed: int = 0, progress=None,
-                 only: tuple[str, ...] | None = None) -> dict[str, Any]:
+                 only: tuple[str, ...] | None = None, synthetic_paths=None) -> dict[str, Any]:
     """{metric name: its result or {"available": False, "reason"}} for every privacy metric (or those named in
     ``only``, e.g. ``("C_T",)`` for the embedding map's cells), plus ``inputs``."""
     data = {"train": train_features(search.index), "synthetic": _unit(synthetic_features)}
@@ -96,7 +118,7 @@ def data_copying(search, synthetic_features: np.ndarray, *, seed: int = 0, progr
     metrics = [m for m in registry.metrics("privacy") if only is None or m.name in only]
     if any(m.name == "AuthPct" for m in metrics):
         settings["train_radius"] = cached_train_radii(search, data["train"])
-    held, held_source = heldout_features(search, progress)
+    held, held_source = heldout_features(search, progress, synthetic_paths)
     if held is not None:
         data["heldout"] = _unit(held)
     out: dict[str, Any] = {"space": f"{search.encoder.name} features, unit-normalised (cosine, as the search)",

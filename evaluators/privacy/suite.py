@@ -281,7 +281,8 @@ def run_privacy(
     summary["verdicts"] = count_verdicts(s["verdict"] for s in samples)
     from .data_copying import data_copying, summary_numbers
 
-    copying = data_copying(search, feats.features, progress=progress)  # C_T, AuthPct (registry, privacy axis)
+    copying = data_copying(search, feats.features, progress=progress,  # C_T, AuthPct (registry, privacy axis)
+                           synthetic_paths=[str(p) for p in syn_paths])
     summary.update(summary_numbers(copying))
     result = {
         "kind": "privacy",
