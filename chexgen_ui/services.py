@@ -416,6 +416,9 @@ class Studio:
         saved = self._save(run, synthetic, model=model, session=session)
         result = run.data
         per_path = pd.DataFrame(result["summary"].get("per_pathology") or [])
+        if per_path.empty:  # an empty table would show Gradio's placeholder headers "1 2 3": say why instead
+            per_path = pd.DataFrame({"note": ["no per-pathology rates: no synthetic image is labelled positive for a "
+                                              "pathology (a set without label columns or prompts has no labels)"]})
         top = privacy_image_table(result)
         return PrivacyRun(result, per_path.round(4), top.round(4), saved.json_path, saved.run_id)
 

@@ -480,3 +480,18 @@ def test_public_app_says_re_id_is_unavailable_without_operator_instructions(tmp_
     text = public.reid_status(short=True)
     assert text.startswith("re-ID: unavailable on this public app") and "train-reid" not in text
     assert "CHEXGEN_HOME" not in public.reid_status() and "weights" not in public.reid_status()
+
+
+def test_privacy_of_an_unlabelled_folder_says_why_it_has_no_per_pathology_rates(studio, world, tmp_path):
+    """An empty per-pathology table showed Gradio's placeholder headers "1 2 3"; it now holds one line saying why."""
+    import shutil
+
+    from evaluators.imagesets import load_image_set
+
+    folder = tmp_path / "unlabelled"
+    folder.mkdir()
+    for p in load_image_set(f"{world}@test").paths[:3]:
+        shutil.copy(p, folder)
+    run = studio.run_privacy(load_image_set(folder))
+    assert list(run.per_pathology.columns) == ["note"] and "no per-pathology rates" in run.per_pathology["note"][0]
+    assert len(run.top) == 3  # the per-image verdicts are there
