@@ -57,11 +57,12 @@ from .memorisation import (
 
 HOLDOUT_FRACTION = 0.1
 """Share of training patients held out for calibration when no sibling split exists (no longer the default)."""
-CALIBRATION_VERSION = 4
+CALIBRATION_VERSION = 5
 """Bump when the matcher or the calibration recipe changes: cached thresholds are then recomputed.
 2: leave-one-out over the index, conformal quantile, p-values, the registered matcher.
 3: pixel-key candidates join the encoder's (the nearest 2 always registered).
-4: the matcher's cascade registers the quick score's best 8 (was 4)."""
+4: the matcher's cascade registers the quick score's best 8 (was 4).
+5: the quick score also tries the query turned by 2 degrees and zoomed out by 5% (matcher.QUICK_VARIANTS)."""
 DEFAULT_CALIBRATION_QUERIES = 1000
 """Leave-one-out queries at most (drawn at random when the index is larger); 0 or None: every image."""
 DEFAULT_PIXEL_CANDIDATES = 10
