@@ -35,15 +35,7 @@ def umap_figure(points: pd.DataFrame, generated: np.ndarray | None = None,
             text=text, hovertemplate="%{text}<extra></extra>",
             customdata=[f"ref:{i}" for i in sub.index],
         ))
-    if generated is not None and len(generated):
-        generated = np.asarray(generated)
-        text = generated_text or [f"generated #{i}" for i in range(len(generated))]
-        fig.add_trace(go.Scatter(
-            x=generated[:, 0], y=generated[:, 1], mode="markers", name=f"generated ({len(generated)})",
-            marker={"size": 16, "symbol": "star", "color": GENERATED_COLOUR, "line": {"width": 1.5, "color": "black"}},
-            text=[_wrap(t) for t in text], hovertemplate="<b>generated</b><br>%{text}<extra></extra>",
-            customdata=[f"gen:{i}" for i in range(len(generated))],
-        ))
+    _add_generated(fig, generated, generated_text)
     fig.update_layout(
         height=height, margin={"l": 10, "r": 10, "t": 30, "b": 10}, template="plotly_white",
         legend={"title": {"text": "pathology (click to toggle)"}, "itemsizing": "constant"},
@@ -98,14 +90,7 @@ def ct_cell_figure(points: pd.DataFrame, synthetic: pd.DataFrame, title: str, ge
                 marker={"size": 12, "symbol": "star", "line": {"width": 1, "color": "black"}, **marker},
                 text=[f"{h}<br>{Path(p).name}" for h, p in zip(hover(ssub), ssub["path"])],
                 hovertemplate="%{text}<extra>synthetic</extra>"))
-    if generated is not None and len(generated):
-        generated = np.asarray(generated)
-        text = generated_text or [f"generated #{i}" for i in range(len(generated))]
-        fig.add_trace(go.Scatter(
-            x=generated[:, 0], y=generated[:, 1], mode="markers", name=f"generated ({len(generated)})",
-            marker={"size": 16, "symbol": "star", "color": GENERATED_COLOUR, "line": {"width": 1.5, "color": "black"}},
-            text=[_wrap(t) for t in text], hovertemplate="<b>generated</b><br>%{text}<extra></extra>",
-            customdata=[f"gen:{i}" for i in range(len(generated))]))
+    _add_generated(fig, generated, generated_text)
     fig.update_layout(
         height=height, margin={"l": 10, "r": 10, "t": 30, "b": 10}, template="plotly_white",
         coloraxis={"colorscale": CT_COLOURSCALE, "cmid": 0.0, "cmin": -zmax, "cmax": zmax,
@@ -115,6 +100,19 @@ def ct_cell_figure(points: pd.DataFrame, synthetic: pd.DataFrame, title: str, ge
         xaxis={"title": "UMAP 1", "showticklabels": False}, yaxis={"title": "UMAP 2", "showticklabels": False},
         title={"text": title, "font": {"size": 14}}, hovermode="closest", clickmode="event")
     return fig
+
+
+def _add_generated(fig: go.Figure, generated: np.ndarray | None, generated_text: list[str] | None) -> None:
+    """The Generate tab's images as large orange stars on top of a map (click key ``gen:I``)."""
+    if generated is None or not len(generated):
+        return
+    generated = np.asarray(generated)
+    text = generated_text or [f"generated #{i}" for i in range(len(generated))]
+    fig.add_trace(go.Scatter(
+        x=generated[:, 0], y=generated[:, 1], mode="markers", name=f"generated ({len(generated)})",
+        marker={"size": 16, "symbol": "star", "color": GENERATED_COLOUR, "line": {"width": 1.5, "color": "black"}},
+        text=[_wrap(t) for t in text], hovertemplate="<b>generated</b><br>%{text}<extra></extra>",
+        customdata=[f"gen:{i}" for i in range(len(generated))]))
 
 
 def _wrap(text: str, width: int = 70, max_lines: int = 6) -> str:
