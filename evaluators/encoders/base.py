@@ -337,3 +337,19 @@ class Encoder:
 
     def __repr__(self) -> str:
         return f"<Encoder {self.name} dim={self.dim} device={self.device} dtype={self.dtype}>"
+
+
+class PoolerEncoder(Encoder):
+    """A transformers vision backbone whose ``pooler_output`` is the feature (RadDino, DINOv2); subclasses set
+    ``self._pre``, the summary of their preprocessing."""
+
+    _pre: dict
+
+    def _forward(self, batch: torch.Tensor) -> dict[str, torch.Tensor]:
+        return {"features": self.model(pixel_values=batch).pooler_output}
+
+    def extra_metadata(self) -> dict:
+        return {"preprocessing": self._pre, "architecture": type(self.model).__name__}
+
+    def libraries(self) -> dict[str, str]:
+        return library_versions("transformers", "huggingface_hub", "pillow")

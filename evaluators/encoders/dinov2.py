@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .base import Encoder, as_gray, library_versions, resize
+from .base import PoolerEncoder, as_gray, resize
 from .hub_weights import HubWeights
 from .spec import EncoderSpec
 
@@ -61,7 +61,7 @@ class Dinov2Preprocess:
                 "as": "dgm-eval DINOv2Encoder"}
 
 
-class Dinov2Encoder(Encoder):
+class Dinov2Encoder(PoolerEncoder):
     name = "dinov2"
     outputs = ("features",)
     feature_key = "pooler_output"
@@ -75,15 +75,6 @@ class Dinov2Encoder(Encoder):
         self.input_size = preprocess.size
         self.normalisation = f"(x - {list(IMAGENET_MEAN)}) / {list(IMAGENET_STD)}"
         self.weights_id = weights_id
-
-    def _forward(self, batch: torch.Tensor) -> dict[str, torch.Tensor]:
-        return {"features": self.model(pixel_values=batch).pooler_output}
-
-    def extra_metadata(self) -> dict:
-        return {"preprocessing": self._pre, "architecture": type(self.model).__name__}
-
-    def libraries(self) -> dict[str, str]:
-        return library_versions("transformers", "huggingface_hub", "pillow")
 
 
 def load(weights: str | Path | None = None, device: str = "cpu", dtype: str = "float32") -> Dinov2Encoder:

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .base import Encoder, as_gray, center_crop, library_versions, resize, resize_shortest_edge
+from .base import PoolerEncoder, as_gray, center_crop, resize, resize_shortest_edge
 from .hub_weights import HubWeights
 from .spec import EncoderSpec
 
@@ -77,7 +77,7 @@ def preprocess_from_processor(processor) -> tuple[RadDinoPreprocess, dict]:
     return RadDinoPreprocess(resize_to, crop, mean, std), summary
 
 
-class RadDinoEncoder(Encoder):
+class RadDinoEncoder(PoolerEncoder):
     name = "raddino"
     outputs = ("features",)
     feature_key = "pooler_output"
@@ -97,15 +97,6 @@ class RadDinoEncoder(Encoder):
         from .chexgenbench import RadDinoReference, raddino_processor
 
         return RadDinoReference(raddino_processor(self._folder))
-
-    def _forward(self, batch: torch.Tensor) -> dict[str, torch.Tensor]:
-        return {"features": self.model(pixel_values=batch).pooler_output}
-
-    def extra_metadata(self) -> dict:
-        return {"preprocessing": self._pre, "architecture": type(self.model).__name__}
-
-    def libraries(self) -> dict[str, str]:
-        return library_versions("transformers", "huggingface_hub", "pillow")
 
 
 def load(weights: str | Path | None = None, device: str = "cpu", dtype: str = "float32") -> RadDinoEncoder:
