@@ -40,6 +40,11 @@ class CtCells:
     synthetic: pd.DataFrame  # per synthetic image: path, cell, x, y (NaN: no map, or the file is gone)
     notes: list[str] = field(default_factory=list)
 
+    @property
+    def per_cell(self) -> pd.DataFrame:
+        """Z, scored flag and status by cell (the columns a point takes from its cell)."""
+        return self.cells.set_index("cell")[["Z_U", "scored", "cell_status"]]
+
 
 def _status(row: dict, min_syn: int) -> str:
     if row.get("included"):
@@ -174,30 +179,22 @@ def points(ctx: RunContext, cells: CtCells, *, need_map: bool = True) -> tuple[p
     ``need_map=False``: x, y NaN when the index has no UMAP map (else that is an error)."""
     from .embedding_map import map_points
 
-    per_cell = cells.cells.set_index("cell")[["Z_U", "scored", "cell_status"]]
     ref = map_points(ctx, need_map=need_map)
     ref["cell"] = cells.train_cell
-    ref = ref.join(per_cell, on="cell")
-    syn = cells.synthetic.join(per_cell, on="cell")
-    return ref, syn
+    return ref.join(cells.per_cell, on="cell"), cells.synthetic.join(cells.per_cell, on="cell")
 
 
 def table(ctx: RunContext, cells: CtCells | None) -> pd.DataFrame:
     """The map as one table (the CLI's CSV): a row per reference image, then per synthetic image with ``cells``;
     x, y empty when the index has no UMAP map."""
-    if cells is None:
-        from .embedding_map import map_points
+    from .embedding_map import map_points
 
-        ref = map_points(ctx, need_map=False)
-        ref.insert(0, "row", ref.index)
-        ref.insert(0, "kind", "reference")
-        return ref
-    ref, syn = points(ctx, cells, need_map=False)
-    ref.insert(0, "row", ref.index)
-    ref.insert(0, "kind", "reference")
-    syn.insert(0, "row", syn.index)
-    syn.insert(0, "kind", "synthetic")
-    return pd.concat([ref, syn], ignore_index=True)
+    ref, syn = points(ctx, cells, need_map=False) if cells is not None else (map_points(ctx, need_map=False), None)
+    parts = [("reference", ref)] + ([("synthetic", syn)] if syn is not None else [])
+    for kind, df in parts:
+        df.insert(0, "row", df.index)
+        df.insert(0, "kind", kind)
+    return pd.concat([df for _, df in parts], ignore_index=True) if syn is not None else ref
 
 
 def summary_line(cells: CtCells) -> str:
@@ -233,8 +230,7 @@ class SetImages:
 
 def set_images(cells: CtCells) -> SetImages:
     """What the map's synthetic stars of ``cells`` stand for (their files, cells and Z)."""
-    per_cell = cells.cells.set_index("cell")[["Z_U", "scored", "cell_status"]]
-    table = cells.synthetic[["path", "cell"]].join(per_cell, on="cell").reset_index(drop=True)
+    table = cells.synthetic[["path", "cell"]].join(cells.per_cell, on="cell").reset_index(drop=True)
     return SetImages(cells.source, cells.synthetic_name, table)
 
 
