@@ -52,6 +52,27 @@ def _save(path: Path, folder: str, files: dict[str, list]) -> None:
         tmp.unlink(missing_ok=True)
 
 
+def _by_folder(paths: Sequence[str | os.PathLike]) -> dict[str, list[tuple[int, str]]]:
+    """{folder: [(position in ``paths``, file name)]}: each folder's memo is read once."""
+    out: dict[str, list[tuple[int, str]]] = {}
+    for i, p in enumerate(paths):
+        folder, name = os.path.split(os.path.abspath(p))
+        out.setdefault(folder, []).append((i, name))
+    return out
+
+
+def _stat(folder: str, name: str) -> os.stat_result | None:
+    try:
+        return os.stat(os.path.join(folder, name))
+    except OSError:
+        return None
+
+
+def _stamp(st: os.stat_result) -> list[int]:
+    """What a remembered hash is valid for: the file's size, modification time and inode."""
+    return [st.st_size, st.st_mtime_ns, st.st_ino]
+
+
 def file_hashes(paths: Sequence[str | os.PathLike]) -> list[str]:
     """sha256 of each file's bytes (as :func:`evaluators.imageio.image_hash`), read only where not remembered.
 
@@ -60,29 +81,21 @@ def file_hashes(paths: Sequence[str | os.PathLike]) -> list[str]:
     from .imageio import image_hash
 
     out: list[str | None] = [None] * len(paths)
-    by_folder: dict[str, list[tuple[int, str]]] = {}
-    for i, p in enumerate(paths):
-        folder, name = os.path.split(os.path.abspath(p))
-        by_folder.setdefault(folder, []).append((i, name))
     now = time.time()
-    for folder, members in by_folder.items():
+    for folder, members in _by_folder(paths).items():
         memo_path = _memo_path(folder)
         memo = _load(memo_path, folder)
         changed = False
         for i, name in members:
-            try:
-                st = os.stat(os.path.join(folder, name))
-            except OSError:
-                st = None
-            stamp = [st.st_size, st.st_mtime_ns, st.st_ino] if st is not None else None
+            st = _stat(folder, name)
             entry = memo.get(name)
-            if stamp is not None and entry is not None and entry[:3] == stamp:
+            if st is not None and entry is not None and entry[:3] == _stamp(st):
                 out[i] = entry[3]
                 continue
             jobs.check()
             out[i] = image_hash(paths[i])  # raises InputError for missing files and folders
-            if stamp is not None and now - st.st_mtime >= RACY_SECONDS:
-                memo[name] = [*stamp, out[i]]
+            if st is not None and now - st.st_mtime >= RACY_SECONDS:
+                memo[name] = [*_stamp(st), out[i]]
                 changed = True
         if changed:
             _save(memo_path, folder, memo)
@@ -93,21 +106,12 @@ def remembered_hashes(paths: Sequence[str | os.PathLike]) -> list[str | None]:
     """The remembered sha256 of each file whose size, mtime and inode are unchanged, else None: reads no image
     (a stat per remembered file and one memo per folder), for questions such as "how many are cached?"."""
     out: list[str | None] = [None] * len(paths)
-    by_folder: dict[str, list[tuple[int, str]]] = {}
-    for i, p in enumerate(paths):
-        folder, name = os.path.split(os.path.abspath(p))
-        by_folder.setdefault(folder, []).append((i, name))
-    for folder, members in by_folder.items():
+    for folder, members in _by_folder(paths).items():
         memo = _load(_memo_path(folder), folder)
         for i, name in members:
             entry = memo.get(name)
-            if entry is None:
-                continue
-            try:
-                st = os.stat(os.path.join(folder, name))
-            except OSError:
-                continue
-            if entry[:3] == [st.st_size, st.st_mtime_ns, st.st_ino]:
+            st = _stat(folder, name) if entry is not None else None  # stat only what is remembered
+            if st is not None and entry[:3] == _stamp(st):
                 out[i] = entry[3]
     return out
 
