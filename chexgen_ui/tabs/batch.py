@@ -14,7 +14,7 @@ from evaluators.generators.trained_on import demo_model_note
 from evaluators.space import gpu
 
 from .. import figures, report_utility_service, utility_service
-from ..tables import fidelity_note_line, privacy_verdict_line
+from ..tables import fidelity_status_line, privacy_verdict_line
 from ..widgets import (
     GPU_CONCURRENCY,
     GPU_DURATION,
@@ -152,9 +152,7 @@ def _wire_batch(ctx: AppContext, t: SimpleNamespace):
             overall, table = run.overall, run.per_pathology
             plot = figures.fidelity_bars(run.per_pathology, result=run.result)
             files_out += [str(run.csv_path), str(run.json_path)]
-            done.append(f"Fidelity done in {run.result.get('wall_time_s', 0):.1f} s: {len(synthetic)} synthetic "
-                        f"vs {run.result['real']['n']} reference images, {run.result['settings']['preprocess']} "
-                        f"preprocessing; saved as run #{run.run_id}." + fidelity_note_line(run.result))
+            done.append(fidelity_status_line(run.result, run.run_id))
             yield "\n\n".join(done), overall, table, plot, None, None, None, files_out
         if "Privacy" in axes and (prun := _privacy_or_note(studio, synthetic, model, session, report, done,
                                                            keep=overall is not None)):
